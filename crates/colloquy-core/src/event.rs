@@ -1,0 +1,180 @@
+//! Events: the immutable facts of a conversation, and the only source of
+//! truth for state. The envelope serializes unchanged onto a bus topic and
+//! into a SQL row (`user_id`, `seq`, `ts_ms`, `event_id`, JSON body).
+
+use crate::nlu::EntityMatch;
+use crate::value::Value;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Which bot (and version) produced an event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BotRef {
+    pub name: String,
+    pub version: String,
+}
+
+/// One event of a user's log. `seq` is 1, 2, 3 … per user, without gaps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub event_id: Uuid,
+    pub user_id: String,
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch, as given to the policy (never read
+    /// from a clock inside the core).
+    pub ts_ms: i64,
+    pub bot: BotRef,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// Why a flow ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowEnd {
+    /// Reached an `end` step or ran past its last step.
+    Completed,
+    /// The user ran out of attempts at a slot.
+    Abandoned,
+    /// Another flow took over (a jump, or a new intent interrupted it).
+    Replaced,
+    /// The session expired while the flow was active.
+    Expired,
+}
+
+/// What happened. Tagged by `type` in JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A new session began (first message, or after inactivity). Slots not
+    /// listed in `kept` are cleared; `kept` are the bot's `remember` slots.
+    SessionStarted { session: u64, kept: Vec<String> },
+    /// The user's message, with the id it was accepted under (idempotency).
+    UserSaid { message_id: String, text: String },
+    /// The NLU result the policy acted on. `intent` is `None` below threshold.
+    IntentRecognised {
+        intent: Option<String>,
+        confidence: f32,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        entities: Vec<EntityMatch>,
+    },
+    SlotSet {
+        slot: String,
+        value: Value,
+        /// Set for `sensitive: true` slots so that readers mask or encrypt
+        /// the value without needing the bot definition.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        sensitive: bool,
+    },
+    SlotCleared { slot: String },
+    /// A value the user gave for a slot failed validation.
+    SlotRejected { slot: String, text: String, reason: String },
+    FlowStarted { flow: String },
+    /// The active flow now waits at (or has moved to) step `step`;
+    /// `attempts` counts the prompts already spent on an `ask` step.
+    FlowStep { flow: String, step: usize, attempts: u32 },
+    FlowEnded { flow: String, reason: FlowEnd },
+    /// A declarative action ran; `result` is what it wrote, for audit.
+    ActionCalled { action: String, result: serde_json::Value },
+    /// The conversation was handed to a human agent.
+    HandedOff { reason: String },
+    BotSaid {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        response: Option<String>,
+    },
+}
+
+impl EventKind {
+    /// Short name of the variant, for metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::SessionStarted { .. } => "session_started",
+            EventKind::UserSaid { .. } => "user_said",
+            EventKind::IntentRecognised { .. } => "intent_recognised",
+            EventKind::SlotSet { .. } => "slot_set",
+            EventKind::SlotCleared { .. } => "slot_cleared",
+            EventKind::SlotRejected { .. } => "slot_rejected",
+            EventKind::FlowStarted { .. } => "flow_started",
+            EventKind::FlowStep { .. } => "flow_step",
+            EventKind::FlowEnded { .. } => "flow_ended",
+            EventKind::ActionCalled { .. } => "action_called",
+            EventKind::HandedOff { .. } => "handed_off",
+            EventKind::BotSaid { .. } => "bot_said",
+        }
+    }
+}
+
+/// Namespace for deterministic event ids (UUIDv5 of message id + index), so
+/// that processing a redelivered message yields the same ids again.
+const EVENT_NS: Uuid = Uuid::from_u128(0x6a1c_2f0e_8d4b_4c61_9a57_3e0b_c011_0a7d);
+
+/// Wrap the kinds the policy produced for one message into sealed events
+/// numbered after `last_seq`.
+pub fn seal(
+    kinds: Vec<EventKind>,
+    user_id: &str,
+    last_seq: u64,
+    ts_ms: i64,
+    bot: &BotRef,
+    message_id: &str,
+) -> Vec<Event> {
+    kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, kind)| Event {
+            event_id: Uuid::new_v5(
+                &EVENT_NS,
+                format!("{user_id}\u{0}{message_id}\u{0}{i}").as_bytes(),
+            ),
+            user_id: user_id.to_string(),
+            seq: last_seq + 1 + i as u64,
+            ts_ms,
+            bot: bot.clone(),
+            kind,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_through_json_unchanged() {
+        let bot = BotRef { name: "b".into(), version: "1".into() };
+        let events = seal(
+            vec![
+                EventKind::UserSaid { message_id: "m1".into(), text: "你好".into() },
+                EventKind::SlotSet { slot: "size".into(), value: Value::Int(39), sensitive: false },
+                EventKind::FlowEnded { flow: "stock".into(), reason: FlowEnd::Completed },
+            ],
+            "alice",
+            7,
+            1_700_000_000_000,
+            &bot,
+            "m1",
+        );
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![8, 9, 10]);
+        for e in &events {
+            let json = serde_json::to_string(e).unwrap();
+            let back: Event = serde_json::from_str(&json).unwrap();
+            assert_eq!(&back, e, "{json}");
+        }
+        let json = serde_json::to_value(&events[1]).unwrap();
+        assert_eq!(json["type"], "slot_set");
+        assert_eq!(json["value"], 39);
+    }
+
+    #[test]
+    fn event_ids_are_deterministic_per_message_and_index() {
+        let bot = BotRef { name: "b".into(), version: "1".into() };
+        let k = || vec![EventKind::SlotCleared { slot: "x".into() }; 2];
+        let a = seal(k(), "u", 0, 0, &bot, "m");
+        let b = seal(k(), "u", 5, 9, &bot, "m");
+        let c = seal(k(), "u", 0, 0, &bot, "other");
+        assert_eq!(a[0].event_id, b[0].event_id);
+        assert_ne!(a[0].event_id, a[1].event_id);
+        assert_ne!(a[0].event_id, c[0].event_id);
+    }
+}
