@@ -48,9 +48,15 @@ pub enum FlowEnd {
 pub enum EventKind {
     /// A new session began (first message, or after inactivity). Slots not
     /// listed in `kept` are cleared; `kept` are the bot's `remember` slots.
-    SessionStarted { session: u64, kept: Vec<String> },
+    SessionStarted {
+        session: u64,
+        kept: Vec<String>,
+    },
     /// The user's message, with the id it was accepted under (idempotency).
-    UserSaid { message_id: String, text: String },
+    UserSaid {
+        message_id: String,
+        text: String,
+    },
     /// The NLU result the policy acted on. `intent` is `None` below threshold.
     IntentRecognised {
         intent: Option<String>,
@@ -66,18 +72,38 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         sensitive: bool,
     },
-    SlotCleared { slot: String },
+    SlotCleared {
+        slot: String,
+    },
     /// A value the user gave for a slot failed validation.
-    SlotRejected { slot: String, text: String, reason: String },
-    FlowStarted { flow: String },
+    SlotRejected {
+        slot: String,
+        text: String,
+        reason: String,
+    },
+    FlowStarted {
+        flow: String,
+    },
     /// The active flow now waits at (or has moved to) step `step`;
     /// `attempts` counts the prompts already spent on an `ask` step.
-    FlowStep { flow: String, step: usize, attempts: u32 },
-    FlowEnded { flow: String, reason: FlowEnd },
+    FlowStep {
+        flow: String,
+        step: usize,
+        attempts: u32,
+    },
+    FlowEnded {
+        flow: String,
+        reason: FlowEnd,
+    },
     /// A declarative action ran; `result` is what it wrote, for audit.
-    ActionCalled { action: String, result: serde_json::Value },
+    ActionCalled {
+        action: String,
+        result: serde_json::Value,
+    },
     /// The conversation was handed to a human agent.
-    HandedOff { reason: String },
+    HandedOff {
+        reason: String,
+    },
     BotSaid {
         text: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,6 +128,31 @@ impl EventKind {
             EventKind::HandedOff { .. } => "handed_off",
             EventKind::BotSaid { .. } => "bot_said",
         }
+    }
+}
+
+/// Longest user id accepted: ids are keys in topics and SQL rows.
+pub const MAX_USER_ID_LEN: usize = 128;
+
+/// User ids are opaque to colloquy but must be safe as a path segment, a
+/// bus key and a SQL key: 1–128 characters of `A-Z a-z 0-9 . _ - @ :`.
+pub fn check_user_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("user id is empty".into());
+    }
+    if id.len() > MAX_USER_ID_LEN {
+        return Err(format!(
+            "user id is longer than {MAX_USER_ID_LEN} characters"
+        ));
+    }
+    match id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._-@:".contains(*c)))
+    {
+        Some(c) => Err(format!(
+            "user id contains {c:?}; allowed are A-Z a-z 0-9 . _ - @ :"
+        )),
+        None => Ok(()),
     }
 }
 
@@ -142,12 +193,25 @@ mod tests {
 
     #[test]
     fn events_round_trip_through_json_unchanged() {
-        let bot = BotRef { name: "b".into(), version: "1".into() };
+        let bot = BotRef {
+            name: "b".into(),
+            version: "1".into(),
+        };
         let events = seal(
             vec![
-                EventKind::UserSaid { message_id: "m1".into(), text: "你好".into() },
-                EventKind::SlotSet { slot: "size".into(), value: Value::Int(39), sensitive: false },
-                EventKind::FlowEnded { flow: "stock".into(), reason: FlowEnd::Completed },
+                EventKind::UserSaid {
+                    message_id: "m1".into(),
+                    text: "你好".into(),
+                },
+                EventKind::SlotSet {
+                    slot: "size".into(),
+                    value: Value::Int(39),
+                    sensitive: false,
+                },
+                EventKind::FlowEnded {
+                    flow: "stock".into(),
+                    reason: FlowEnd::Completed,
+                },
             ],
             "alice",
             7,
@@ -155,7 +219,10 @@ mod tests {
             &bot,
             "m1",
         );
-        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![8, 9, 10]);
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![8, 9, 10]
+        );
         for e in &events {
             let json = serde_json::to_string(e).unwrap();
             let back: Event = serde_json::from_str(&json).unwrap();
@@ -167,8 +234,20 @@ mod tests {
     }
 
     #[test]
+    fn user_ids_are_checked() {
+        assert!(check_user_id("alice").is_ok());
+        assert!(check_user_id("u-1.2_3@x:y").is_ok());
+        assert!(check_user_id("").is_err());
+        assert!(check_user_id("a/b").unwrap_err().contains("'/'"));
+        assert!(check_user_id(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
     fn event_ids_are_deterministic_per_message_and_index() {
-        let bot = BotRef { name: "b".into(), version: "1".into() };
+        let bot = BotRef {
+            name: "b".into(),
+            version: "1".into(),
+        };
         let k = || vec![EventKind::SlotCleared { slot: "x".into() }; 2];
         let a = seal(k(), "u", 0, 0, &bot, "m");
         let b = seal(k(), "u", 5, 9, &bot, "m");

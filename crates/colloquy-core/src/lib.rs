@@ -2,16 +2,20 @@
 //! model (loaded from YAML and validated), and the pure policy
 //! `(bot, state, nlu, now, seed) → events + replies`.
 //!
-//! This crate must not do I/O beyond reading a bot directory on request,
-//! read clocks, draw random numbers or spawn tasks: time and seeds are inputs.
+//! This crate must not do I/O (callers read a bot's files and hand over
+//! their text), read clocks, draw random numbers or spawn tasks: time and
+//! seeds are inputs.
 
 pub mod bot;
 pub mod event;
 pub mod nlu;
+pub mod policy;
 pub mod state;
 pub mod value;
 
-pub use event::{seal, BotRef, Event, EventKind, FlowEnd};
+pub use bot::Bot;
+pub use event::{check_user_id, seal, BotRef, Event, EventKind, FlowEnd};
 pub use nlu::{EntityMatch, IntentScore, NluResult};
+pub use policy::{step, Input, Turn};
 pub use state::{FlowPosition, State};
 pub use value::Value;

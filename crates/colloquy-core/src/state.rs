@@ -42,7 +42,10 @@ pub struct State {
 
 impl State {
     pub fn new(user_id: impl Into<String>) -> Self {
-        State { user_id: user_id.into(), ..State::default() }
+        State {
+            user_id: user_id.into(),
+            ..State::default()
+        }
     }
 
     /// Fold a whole log from empty.
@@ -81,11 +84,17 @@ impl State {
                 }
                 self.recent_messages.push_back(message_id.clone());
             }
-            EventKind::IntentRecognised { intent, confidence, .. } => {
+            EventKind::IntentRecognised {
+                intent, confidence, ..
+            } => {
                 self.last_intent = intent.clone();
                 self.last_confidence = *confidence;
             }
-            EventKind::SlotSet { slot, value, sensitive } => {
+            EventKind::SlotSet {
+                slot,
+                value,
+                sensitive,
+            } => {
                 self.slots.insert(slot.clone(), value.clone());
                 let known = self.sensitive.iter().any(|s| s == slot);
                 if *sensitive && !known {
@@ -97,14 +106,28 @@ impl State {
                 self.sensitive.retain(|s| s != slot);
             }
             EventKind::FlowStarted { flow } => {
-                self.flow = Some(FlowPosition { flow: flow.clone(), step: 0, attempts: 0 });
+                self.flow = Some(FlowPosition {
+                    flow: flow.clone(),
+                    step: 0,
+                    attempts: 0,
+                });
             }
-            EventKind::FlowStep { flow, step, attempts } => {
-                self.flow = Some(FlowPosition { flow: flow.clone(), step: *step, attempts: *attempts });
+            EventKind::FlowStep {
+                flow,
+                step,
+                attempts,
+            } => {
+                self.flow = Some(FlowPosition {
+                    flow: flow.clone(),
+                    step: *step,
+                    attempts: *attempts,
+                });
             }
             EventKind::FlowEnded { .. } => self.flow = None,
             EventKind::HandedOff { .. } => self.handed_off = true,
-            EventKind::SlotRejected { .. } | EventKind::ActionCalled { .. } | EventKind::BotSaid { .. } => {}
+            EventKind::SlotRejected { .. }
+            | EventKind::ActionCalled { .. }
+            | EventKind::BotSaid { .. } => {}
         }
     }
 }

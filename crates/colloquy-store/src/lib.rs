@@ -1,1 +1,90 @@
-//! placeholder
+//! colloquy-store: where conversations are kept. Each user has an
+//! append-only event log (the only source of truth) plus at most one
+//! HMAC-signed snapshot of the folded [`State`](colloquy_core::State), which
+//! only shortens replay.
+//!
+//! [`ConversationStore`] is the contract every backend meets (the embedded
+//! [`sqlite`] one, [`memory`], and later Redis / SQL servers); the
+//! `conformance` feature holds the one test suite they all must pass.
+//! [`Conversations`] is what workers use: load = verified snapshot + replay,
+//! commit = optimistic append + occasional snapshot.
+//!
+//! This crate must not know about HTTP or the message bus: it stores and
+//! returns events and snapshots, nothing more.
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod conversations;
+mod error;
+pub mod memory;
+mod snapshot;
+pub mod sqlite;
+
+pub use conversations::{Conversations, LoadInfo, SnapshotPolicy};
+pub use error::{ErrorKind, StoreError};
+pub use memory::MemoryStore;
+pub use snapshot::{Snapshot, SnapshotError, SnapshotKey};
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use colloquy_core::Event;
+
+/// Durable per-user event logs plus the latest snapshot per user.
+///
+/// Logs never fork: `append` succeeds only if the log still ends where the
+/// caller last saw it, so of concurrent writers for one user exactly one wins
+/// and the others get [`StoreError::Conflict`], reload and try again.
+#[async_trait]
+pub trait ConversationStore: Send + Sync {
+    /// Append `events` (seqs `expected_seq + 1 ..`, contiguous, all of
+    /// `user_id`, at least one) atomically, if and only if the log's last seq
+    /// is `expected_seq`. Event ids are unique across the store. Returns the
+    /// new last seq; `Ok` means the events are durable.
+    async fn append(
+        &self,
+        user_id: &str,
+        expected_seq: u64,
+        events: &[Event],
+    ) -> Result<u64, StoreError>;
+
+    /// Up to `limit` events with seq > `after_seq`, in ascending seq order.
+    async fn events_after(
+        &self,
+        user_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
+
+    /// Seq of the user's last event, 0 for an empty log.
+    async fn last_seq(&self, user_id: &str) -> Result<u64, StoreError>;
+
+    /// Keep `snapshot` as its user's snapshot unless the stored one has a
+    /// higher seq (snapshot writers may race; the newest must win).
+    async fn put_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError>;
+
+    /// The user's snapshot as stored: unverified, possibly stale or forged.
+    async fn get_snapshot(&self, user_id: &str) -> Result<Option<Snapshot>, StoreError>;
+}
+
+/// The checks every backend makes before writing anything, so that they all
+/// reject the same malformed batches with the same error.
+pub(crate) fn check_append(
+    user_id: &str,
+    expected_seq: u64,
+    events: &[Event],
+) -> Result<(), StoreError> {
+    let invalid = |reason: String| StoreError::InvalidEvents { user_id: user_id.to_string(), reason };
+    if events.is_empty() {
+        return Err(invalid("no events to append".into()));
+    }
+    for (i, e) in events.iter().enumerate() {
+        if e.user_id != user_id {
+            return Err(invalid(format!("event {} belongs to user {:?}", e.event_id, e.user_id)));
+        }
+        let want = expected_seq + 1 + i as u64;
+        if e.seq != want {
+            return Err(invalid(format!("event {} has seq {}, expected {want}", e.event_id, e.seq)));
+        }
+    }
+    Ok(())
+}

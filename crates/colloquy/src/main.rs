@@ -1,1 +1,85 @@
-fn main() {}
+//! The colloquy binary: command-line parsing, configuration and the wiring
+//! of library pieces. Logic belongs in the crates, not here.
+
+mod chat;
+mod check;
+mod keys;
+mod nlu_eval;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "colloquy", version, about = "A high-availability conversational backend", long_about = None)]
+struct Cli {
+    /// Log format on stderr. Levels come from RUST_LOG (default: warn).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "COLLOQUY_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate bot directories without running them (exit 1 on any error).
+    Check {
+        /// Bot directories to check.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Talk to a bot in the terminal, on the embedded store; no server needed.
+    ///
+    /// With --script FILE (or when stdin is not a terminal) every line is a
+    /// user message and every bot reply is printed, for scripts and tests.
+    Chat(chat::ChatArgs),
+    /// Intent classifier tools.
+    Nlu {
+        #[command(subcommand)]
+        command: NluCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NluCommand {
+    /// Train on one TSV file and score another (`text<TAB>intent` per line;
+    /// intent `oos` in the test file marks an out-of-scope example).
+    Eval(nlu_eval::EvalArgs),
+}
+
+fn init_logs(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    let result = match cli.command {
+        Command::Check { paths } => check::run(&paths),
+        Command::Chat(args) => chat::run(args),
+        Command::Nlu {
+            command: NluCommand::Eval(args),
+        } => nlu_eval::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

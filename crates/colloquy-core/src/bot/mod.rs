@@ -1,4 +1,10 @@
-//! Bots as data: the YAML spec, its compilation into a checked model, and
-//! the error report `colloquy check` prints.
+//! Bots as data: the YAML spec, its compilation into a checked model with
+//! errors that name file, line and field, and the model the policy runs on.
 
+mod compile;
+mod lines;
+mod model;
 pub mod spec;
+
+pub use compile::{compile, parse_duration_ms, BotError, SourceFile};
+pub use model::*;

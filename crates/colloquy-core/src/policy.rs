@@ -1,0 +1,676 @@
+//! The pure policy: `(bot, state, input, now, seed) → events + replies`.
+//! No I/O, no clock, no randomness of its own: the same inputs always give
+//! the same outputs, so a redelivered message replays identically.
+
+use crate::bot::{values_equal, Action, Bot, Condition, SetValue, SlotType, Step, Test};
+use crate::event::{BotRef, Event, EventKind, FlowEnd};
+use crate::nlu::NluResult;
+use crate::state::State;
+use crate::value::Value;
+
+/// One user message as the policy sees it.
+#[derive(Debug, Clone)]
+pub struct Input<'a> {
+    pub message_id: &'a str,
+    pub text: &'a str,
+    pub nlu: &'a NluResult,
+}
+
+/// What one message produced: events to append (in order) and the replies
+/// they contain. A duplicate message produces nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Turn {
+    pub events: Vec<EventKind>,
+    pub replies: Vec<String>,
+}
+
+/// A guard against flows that loop without ever asking the user anything.
+const MAX_STEPS_PER_TURN: usize = 256;
+
+/// Run the policy for one message.
+pub fn step(bot: &Bot, state: &State, input: &Input, now_ms: i64, seed: u64) -> Turn {
+    if state.has_seen(input.message_id) {
+        return Turn::default();
+    }
+    let mut run = Run {
+        bot,
+        state: state.clone(),
+        turn: Turn::default(),
+        rng: SplitMix(seed),
+    };
+    run.message(input, now_ms);
+    run.turn
+}
+
+/// splitmix64: a tiny, well-distributed generator, seeded from the input.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+struct Run<'a> {
+    bot: &'a Bot,
+    /// The state with this turn's events folded in so far, so every
+    /// decision sees exactly what a later fold of the log will see.
+    state: State,
+    turn: Turn,
+    rng: SplitMix,
+}
+
+enum Filled {
+    Value(Value),
+    /// A value was there but failed validation. `guessed` is set when it
+    /// was only the whole reply taken as the value, which is weak evidence
+    /// that the user was answering the question at all.
+    Invalid {
+        reason: String,
+        guessed: bool,
+    },
+    Nothing,
+}
+
+impl Run<'_> {
+    fn emit(&mut self, kind: EventKind) {
+        let seq = self.state.seq + 1;
+        let event = Event {
+            event_id: uuid::Uuid::nil(),
+            user_id: String::new(),
+            seq,
+            ts_ms: self.state.last_ts_ms,
+            bot: BotRef {
+                name: String::new(),
+                version: String::new(),
+            },
+            kind,
+        };
+        self.state.apply(&event);
+        self.turn.events.push(event.kind);
+    }
+
+    fn say(&mut self, response: &str) {
+        let Some(variants) = self.bot.responses.get(response) else {
+            return;
+        };
+        if variants.is_empty() {
+            return;
+        }
+        let pick = (self.rng.next() % variants.len() as u64) as usize;
+        let text = variants[pick].render(&self.state.slots);
+        self.turn.replies.push(text.clone());
+        self.emit(EventKind::BotSaid {
+            text,
+            response: Some(response.to_string()),
+        });
+    }
+
+    fn set_slot(&mut self, slot: &str, value: Value) {
+        if self.state.slots.get(slot) == Some(&value) {
+            return;
+        }
+        let sensitive = self.bot.slots.get(slot).is_some_and(|s| s.sensitive);
+        self.emit(EventKind::SlotSet {
+            slot: slot.to_string(),
+            value,
+            sensitive,
+        });
+    }
+
+    fn clear_slot(&mut self, slot: &str) {
+        if self.state.slots.contains_key(slot) {
+            self.emit(EventKind::SlotCleared {
+                slot: slot.to_string(),
+            });
+        }
+    }
+
+    fn message(&mut self, input: &Input, now_ms: i64) {
+        let expired = now_ms - self.state.last_ts_ms > self.bot.session_timeout_ms;
+        self.state.last_ts_ms = now_ms;
+        if self.state.session == 0 || expired {
+            if let Some(f) = self.state.flow.clone() {
+                self.emit(EventKind::FlowEnded {
+                    flow: f.flow,
+                    reason: FlowEnd::Expired,
+                });
+            }
+            let kept = self
+                .state
+                .slots
+                .keys()
+                .filter(|s| self.bot.slots.get(*s).is_some_and(|d| d.remember))
+                .cloned()
+                .collect();
+            self.emit(EventKind::SessionStarted {
+                session: self.state.session + 1,
+                kept,
+            });
+        }
+        self.emit(EventKind::UserSaid {
+            message_id: input.message_id.to_string(),
+            text: input.text.to_string(),
+        });
+        let nlu = input.nlu;
+        self.emit(EventKind::IntentRecognised {
+            intent: nlu.intent.clone(),
+            confidence: nlu.confidence,
+            entities: nlu.entities.clone(),
+        });
+
+        let intent_flow = nlu
+            .intent
+            .as_ref()
+            .and_then(|i| self.bot.intent_flows.get(i))
+            .cloned();
+        if let Some(pos) = self.state.flow.clone() {
+            let flow = &self.bot.flows[&pos.flow];
+            if let Some(Step::Ask {
+                slot,
+                prompt,
+                reprompt,
+                max_attempts,
+                ..
+            }) = flow.steps.get(pos.step)
+            {
+                let filled = self.value_for(slot, input);
+                let prompt = reprompt.as_ref().unwrap_or(prompt);
+                match (filled, &intent_flow, nlu.intent.as_ref()) {
+                    (Filled::Value(v), ..) => {
+                        self.set_slot(slot, v);
+                        self.fill_from_entities(input, Some(slot));
+                        self.run_flow(&pos.flow, pos.step + 1);
+                    }
+                    // The user moved on to something else: follow them.
+                    (Filled::Nothing | Filled::Invalid { guessed: true, .. }, Some(f), _)
+                        if *f != pos.flow =>
+                    {
+                        self.start_flow(f, input)
+                    }
+                    (Filled::Invalid { reason, .. }, ..) => {
+                        self.emit(EventKind::SlotRejected {
+                            slot: slot.clone(),
+                            text: input.text.to_string(),
+                            reason,
+                        });
+                        let invalid = self.bot.slots[slot].invalid.clone();
+                        self.retry(
+                            &pos.flow,
+                            pos.step,
+                            pos.attempts,
+                            *max_attempts,
+                            invalid.as_deref(),
+                            prompt,
+                        );
+                    }
+                    (Filled::Nothing, None, Some(intent))
+                        if self.bot.intents[intent].response.is_some() =>
+                    {
+                        // Answer the aside, then return to the question.
+                        let r = self.bot.intents[intent]
+                            .response
+                            .clone()
+                            .unwrap_or_default();
+                        self.say(&r);
+                        self.say(prompt);
+                    }
+                    _ => {
+                        // Keep what else the message said ("make it medium").
+                        self.fill_from_entities(input, Some(slot));
+                        self.retry(
+                            &pos.flow,
+                            pos.step,
+                            pos.attempts,
+                            *max_attempts,
+                            None,
+                            prompt,
+                        )
+                    }
+                }
+                return;
+            }
+        }
+        match (intent_flow, nlu.intent.as_ref()) {
+            (Some(f), _) => self.start_flow(&f, input),
+            (None, Some(intent)) => {
+                self.fill_from_entities(input, None);
+                match self.bot.intents[intent].response.clone() {
+                    Some(r) => self.say(&r),
+                    None => self.say(&self.bot.fallback.clone()),
+                }
+            }
+            (None, None) => self.say(&self.bot.fallback.clone()),
+        }
+    }
+
+    fn start_flow(&mut self, flow: &str, input: &Input) {
+        if let Some(active) = self.state.flow.clone() {
+            self.emit(EventKind::FlowEnded {
+                flow: active.flow,
+                reason: FlowEnd::Replaced,
+            });
+        }
+        self.emit(EventKind::FlowStarted {
+            flow: flow.to_string(),
+        });
+        self.fill_from_entities(input, None);
+        self.run_flow(flow, 0);
+    }
+
+    /// Another failed attempt at a slot: re-prompt, or give up when out of attempts.
+    fn retry(
+        &mut self,
+        flow: &str,
+        step: usize,
+        attempts: u32,
+        max: u32,
+        invalid: Option<&str>,
+        reprompt: &str,
+    ) {
+        let attempts = attempts + 1;
+        if attempts >= max {
+            self.emit(EventKind::FlowEnded {
+                flow: flow.to_string(),
+                reason: FlowEnd::Abandoned,
+            });
+            let r = self
+                .bot
+                .abandon
+                .clone()
+                .unwrap_or_else(|| self.bot.fallback.clone());
+            self.say(&r);
+            return;
+        }
+        self.emit(EventKind::FlowStep {
+            flow: flow.to_string(),
+            step,
+            attempts,
+        });
+        if let Some(i) = invalid {
+            self.say(i);
+        }
+        self.say(reprompt);
+    }
+
+    /// Fill every slot whose own entity appears in the message, so that
+    /// "星云跑鞋有 39 码吗" answers two questions before they are asked.
+    fn fill_from_entities(&mut self, input: &Input, except: Option<&str>) {
+        let slots: Vec<String> = self
+            .bot
+            .slots
+            .iter()
+            .filter(|(name, s)| {
+                Some(name.as_str()) != except
+                    && s.entity
+                        .as_ref()
+                        .is_some_and(|e| input.nlu.entities.iter().any(|m| &m.entity == e))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for slot in slots {
+            if let Filled::Value(v) = self.value_for(&slot, input) {
+                self.set_slot(&slot, v);
+            }
+        }
+    }
+
+    /// The value the message gives for `slot`, converted and validated.
+    fn value_for(&self, slot: &str, input: &Input) -> Filled {
+        let def = &self.bot.slots[slot];
+        let nlu = input.nlu;
+        let first = |name: &str| {
+            nlu.entities
+                .iter()
+                .find(|m| m.entity == name)
+                .map(|m| m.value.clone())
+        };
+        let raw: Option<Value> = match (&def.entity, def.slot_type) {
+            (Some(e), SlotType::List) => {
+                let items: Vec<Value> = nlu
+                    .entities
+                    .iter()
+                    .filter(|m| &m.entity == e)
+                    .map(|m| m.value.clone())
+                    .collect();
+                (!items.is_empty()).then_some(Value::List(items))
+            }
+            (Some(e), _) => first(e),
+            (None, _) => None,
+        };
+        // The whole reply is the last candidate; validation decides.
+        let whole = || {
+            let t = input.text.trim();
+            (!t.is_empty()).then(|| Value::Text(t.to_string()))
+        };
+        let from_entity = raw.is_some();
+        let raw = raw.or_else(|| match def.slot_type {
+            SlotType::Int | SlotType::Float => first("number"),
+            SlotType::Bool => yes_no(input.text).map(Value::Bool),
+            SlotType::Enum => def
+                .values
+                .iter()
+                .flatten()
+                .filter(|v| input.text.to_lowercase().contains(&v.to_lowercase()))
+                .max_by_key(|v| v.len())
+                .map(|v| Value::Text(v.clone()))
+                .or_else(whole),
+            SlotType::Text => whole(),
+            SlotType::List => None,
+        });
+        let Some(raw) = raw else {
+            return Filled::Nothing;
+        };
+        let guessed = !from_entity && matches!(def.slot_type, SlotType::Text | SlotType::Enum);
+        match convert(def.slot_type, raw) {
+            Some(v) => match validate(def, &v) {
+                Ok(()) => Filled::Value(v),
+                Err(reason) => Filled::Invalid { reason, guessed },
+            },
+            None => Filled::Invalid {
+                reason: format!("not a valid {:?}", def.slot_type).to_lowercase(),
+                guessed,
+            },
+        }
+    }
+
+    fn run_flow(&mut self, flow: &str, start: usize) {
+        let mut flow = flow.to_string();
+        let mut i = start;
+        for _ in 0..MAX_STEPS_PER_TURN {
+            let steps = &self.bot.flows[&flow].steps;
+            let Some(step) = steps.get(i).cloned() else {
+                self.emit(EventKind::FlowEnded {
+                    flow,
+                    reason: FlowEnd::Completed,
+                });
+                return;
+            };
+            i += 1;
+            match step {
+                Step::Ask {
+                    slot,
+                    prompt,
+                    force,
+                    ..
+                } => {
+                    if self.state.slots.contains_key(&slot) && !force {
+                        continue;
+                    }
+                    self.emit(EventKind::FlowStep {
+                        flow: flow.clone(),
+                        step: i - 1,
+                        attempts: 0,
+                    });
+                    self.say(&prompt);
+                    return;
+                }
+                Step::Say(r) => self.say(&r),
+                Step::Set(values) => {
+                    for (slot, v) in values {
+                        let v = match v {
+                            SetValue::Literal(v) => v,
+                            SetValue::Template(t) => Value::Text(t.render(&self.state.slots)),
+                        };
+                        self.set_slot(&slot, v);
+                    }
+                }
+                Step::Add(values) => {
+                    for (slot, by) in values {
+                        let current = self
+                            .state
+                            .slots
+                            .get(&slot)
+                            .and_then(Value::as_f64)
+                            .unwrap_or(0.0);
+                        let v = match self.bot.slots[&slot].slot_type {
+                            SlotType::Int => Value::Int((current + by) as i64),
+                            _ => Value::Float(current + by),
+                        };
+                        self.set_slot(&slot, v);
+                    }
+                }
+                Step::Clear(slots) => slots.iter().for_each(|s| self.clear_slot(s)),
+                Step::Action(name) => self.action(&name),
+                Step::Branch {
+                    cond,
+                    then,
+                    otherwise,
+                } => {
+                    i = if self.holds(&cond) {
+                        then
+                    } else {
+                        otherwise.unwrap_or(i)
+                    };
+                }
+                Step::Goto(t) => i = t,
+                Step::Flow(next) => {
+                    self.emit(EventKind::FlowEnded {
+                        flow: flow.clone(),
+                        reason: FlowEnd::Replaced,
+                    });
+                    self.emit(EventKind::FlowStarted { flow: next.clone() });
+                    flow = next;
+                    i = 0;
+                }
+                Step::Handoff(r) => {
+                    self.say(&r);
+                    self.emit(EventKind::HandedOff {
+                        reason: flow.clone(),
+                    });
+                    self.emit(EventKind::FlowEnded {
+                        flow,
+                        reason: FlowEnd::Completed,
+                    });
+                    return;
+                }
+                Step::End => {
+                    self.emit(EventKind::FlowEnded {
+                        flow,
+                        reason: FlowEnd::Completed,
+                    });
+                    return;
+                }
+            }
+        }
+        // A loop that never waits for the user: stop it rather than spin.
+        self.emit(EventKind::FlowEnded {
+            flow,
+            reason: FlowEnd::Abandoned,
+        });
+        self.say(&self.bot.fallback.clone());
+    }
+
+    fn holds(&self, c: &Condition) -> bool {
+        match c {
+            Condition::All(cs) => cs.iter().all(|c| self.holds(c)),
+            Condition::Any(cs) => cs.iter().any(|c| self.holds(c)),
+            Condition::Test { slot, test } => {
+                let v = self.state.slots.get(slot);
+                let num = v.and_then(Value::as_f64);
+                match test {
+                    Test::Set(want) => v.is_some() == *want,
+                    Test::Eq(x) => v.is_some_and(|v| values_equal(v, x)),
+                    Test::Ne(x) => !v.is_some_and(|v| values_equal(v, x)),
+                    Test::In(xs) => v.is_some_and(|v| xs.iter().any(|x| values_equal(v, x))),
+                    Test::Lt(b) => num.is_some_and(|n| n < *b),
+                    Test::Le(b) => num.is_some_and(|n| n <= *b),
+                    Test::Gt(b) => num.is_some_and(|n| n > *b),
+                    Test::Ge(b) => num.is_some_and(|n| n >= *b),
+                }
+            }
+        }
+    }
+
+    fn action(&mut self, name: &str) {
+        let action = &self.bot.actions[name];
+        let (table, set) = match action {
+            Action::Lookup { table, set, .. } | Action::Draw { table, set, .. } => {
+                (&self.bot.tables[table], set)
+            }
+        };
+        let row = match action {
+            Action::Lookup {
+                matches, between, ..
+            } => table.iter().find(|row| {
+                matches.iter().all(
+                    |(col, slot)| match (row.get(col), self.state.slots.get(slot)) {
+                        (Some(a), Some(b)) => values_equal(a, b),
+                        _ => false,
+                    },
+                ) && between.as_ref().is_none_or(|(slot, lo, hi)| {
+                    let x = self.state.slots.get(slot).and_then(Value::as_f64);
+                    let lo = row.get(lo).and_then(Value::as_f64);
+                    let hi = row.get(hi).and_then(Value::as_f64);
+                    matches!((x, lo, hi), (Some(x), Some(lo), Some(hi)) if lo <= x && x <= hi)
+                })
+            }),
+            Action::Draw { weight, .. } => {
+                let weights: Vec<f64> = table
+                    .iter()
+                    .map(|r| r.get(weight).and_then(Value::as_f64).unwrap_or(0.0))
+                    .collect();
+                let total: f64 = weights.iter().sum();
+                let mut x = self.rng.unit() * total;
+                let mut pick = None;
+                for (row, w) in table.iter().zip(&weights) {
+                    if *w > 0.0 && x < *w {
+                        pick = Some(row);
+                        break;
+                    }
+                    x -= w;
+                }
+                pick.or_else(|| {
+                    table
+                        .iter()
+                        .zip(&weights)
+                        .rev()
+                        .find(|(_, w)| **w > 0.0)
+                        .map(|(r, _)| r)
+                })
+            }
+        };
+        let writes: Vec<(String, Option<Value>)> = set
+            .iter()
+            .map(|(slot, col)| (slot.clone(), row.and_then(|r| r.get(col)).cloned()))
+            .collect();
+        let result = serde_json::json!({
+            "found": row.is_some(),
+            "set": writes.iter().filter_map(|(s, v)| v.as_ref().map(|v| (s.clone(), serde_json::to_value(v).unwrap_or_default()))).collect::<serde_json::Map<_, _>>(),
+        });
+        self.emit(EventKind::ActionCalled {
+            action: name.to_string(),
+            result,
+        });
+        for (slot, v) in writes {
+            match v.and_then(|v| convert(self.bot.slots[&slot].slot_type, v)) {
+                Some(v) => self.set_slot(&slot, v),
+                None => self.clear_slot(&slot),
+            }
+        }
+    }
+}
+
+/// Convert a raw value into the slot's type, if it can be.
+fn convert(t: SlotType, v: Value) -> Option<Value> {
+    Some(match (t, v) {
+        (SlotType::Int, Value::Int(i)) => Value::Int(i),
+        (SlotType::Int, Value::Float(f)) if f.fract() == 0.0 => Value::Int(f as i64),
+        (SlotType::Int, Value::Text(s)) => Value::Int(s.trim().parse().ok()?),
+        (SlotType::Float, v) => Value::Float(v.as_f64()?),
+        (SlotType::Bool, Value::Bool(b)) => Value::Bool(b),
+        (SlotType::Bool, Value::Text(s)) => Value::Bool(yes_no(&s)?),
+        (SlotType::Text | SlotType::Enum, Value::Text(s)) => Value::Text(s),
+        (SlotType::Text | SlotType::Enum, v @ (Value::Int(_) | Value::Float(_))) => {
+            Value::Text(v.to_string())
+        }
+        (SlotType::List, Value::List(l)) => Value::List(l),
+        (SlotType::List, v) => Value::List(vec![v]),
+        _ => return None,
+    })
+}
+
+fn validate(def: &crate::bot::Slot, v: &Value) -> Result<(), String> {
+    if let (Some([lo, hi]), Some(x)) = (def.range, v.as_f64()) {
+        if x < lo || x > hi {
+            return Err(format!("{x} is outside {lo}..={hi}"));
+        }
+    }
+    if let (Some(values), Value::Text(t)) = (&def.values, v) {
+        if !values.iter().any(|a| a.eq_ignore_ascii_case(t)) {
+            return Err(format!("`{t}` is not one of {}", values.join(", ")));
+        }
+    }
+    if let Some(p) = &def.pattern {
+        if !p.is_match(&v.to_string()) {
+            return Err(format!("`{v}` does not match the expected format"));
+        }
+    }
+    Ok(())
+}
+
+/// Yes/no in Chinese and English. Negations are checked first: "不要" holds "要".
+fn yes_no(text: &str) -> Option<bool> {
+    let t = text.trim().to_lowercase();
+    const NO: &[&str] = &[
+        "不", "没", "否", "别", "算了", "no", "nope", "nah", "stop", "cancel",
+    ];
+    const YES: &[&str] = &[
+        "是", "要", "好", "对", "行", "可以", "嗯", "继续", "再来", "yes", "yeah", "yep", "sure",
+        "ok", "okay", "y",
+    ];
+    let word = |w: &str| {
+        if w.is_ascii() {
+            t.split(|c: char| !c.is_ascii_alphanumeric())
+                .any(|x| x == w)
+        } else {
+            t.contains(w)
+        }
+    };
+    if NO.iter().any(|w| word(w)) {
+        Some(false)
+    } else if YES.iter().any(|w| word(w)) {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yes_no_handles_negation_before_affirmation() {
+        assert_eq!(yes_no("不要了"), Some(false));
+        assert_eq!(yes_no("要"), Some(true));
+        assert_eq!(yes_no("OK, sure"), Some(true));
+        assert_eq!(yes_no("nothing"), None, "`no` inside a word is not a no");
+        assert_eq!(yes_no("hmm"), None);
+    }
+
+    #[test]
+    fn splitmix_is_deterministic_and_spread() {
+        let a: Vec<u64> = {
+            let mut r = SplitMix(7);
+            (0..4).map(|_| r.next()).collect()
+        };
+        let b: Vec<u64> = {
+            let mut r = SplitMix(7);
+            (0..4).map(|_| r.next()).collect()
+        };
+        assert_eq!(a, b);
+        let mut r = SplitMix(1);
+        let mean = (0..10_000).map(|_| r.unit()).sum::<f64>() / 10_000.0;
+        assert!((mean - 0.5).abs() < 0.02, "{mean}");
+    }
+}

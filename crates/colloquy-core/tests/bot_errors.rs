@@ -1,0 +1,227 @@
+//! `compile` reports each problem with file, line and field.
+
+use colloquy_core::bot::{compile, BotError, SourceFile};
+
+const BOT: &str = "bot:\n  name: t\n  version: '1'\n  fallback: fallback\n";
+const RESPONSES: &str =
+    "responses:\n  fallback: sorry\n  ask_size: which size?\n  hi: hello {size}\n";
+
+fn files(extra: &[(&str, &str)]) -> Vec<SourceFile> {
+    let mut v = vec![
+        SourceFile {
+            path: "bot.yaml".into(),
+            text: BOT.into(),
+        },
+        SourceFile {
+            path: "responses.yaml".into(),
+            text: RESPONSES.into(),
+        },
+        SourceFile {
+            path: "slots.yaml".into(),
+            text: "slots:\n  size: {type: int, range: [35, 46]}\n".into(),
+        },
+    ];
+    v.extend(extra.iter().map(|(p, t)| SourceFile {
+        path: p.to_string(),
+        text: t.to_string(),
+    }));
+    v
+}
+
+fn errors(extra: &[(&str, &str)]) -> Vec<BotError> {
+    compile(&files(extra)).expect_err("expected errors")
+}
+
+fn one(extra: &[(&str, &str)]) -> BotError {
+    let e = errors(extra);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    e.into_iter().next().unwrap()
+}
+
+#[test]
+fn a_good_bot_compiles() {
+    let bot = compile(&files(&[(
+        "flows.yaml",
+        "intents:\n  buy: {examples: [buy shoes]}\nflows:\n  f:\n    intents: [buy]\n    steps:\n      - ask: size\n      - say: hi\n",
+    )]))
+    .expect("compiles");
+    assert_eq!(bot.id.name, "t");
+    assert_eq!(bot.intent_flows["buy"], "f");
+}
+
+#[test]
+fn unknown_field_names_file_line_and_field() {
+    let e = one(&[("flows.yaml", "flows:\n  f:\n    steps:\n      - sey: hi\n")]);
+    assert_eq!(e.file, "flows.yaml");
+    assert_eq!(e.line, Some(4));
+    assert!(e.field.contains("flows.f.steps[0]"), "{e}");
+    assert!(e.message.contains("unknown field `sey`"), "{e}");
+}
+
+#[test]
+fn yaml_syntax_error_has_a_line() {
+    let e = one(&[("broken.yaml", "flows:\n  f:\n    steps: [\n")]);
+    assert_eq!(e.file, "broken.yaml");
+    assert!(e.line.is_some(), "{e}");
+}
+
+#[test]
+fn unknown_slot_in_ask_is_reported_at_its_line() {
+    let e = one(&[(
+        "flows.yaml",
+        "flows:\n  f:\n    steps:\n      - say: hi\n      - ask: colour\n        prompt: hi\n",
+    )]);
+    assert_eq!(
+        (e.file.as_str(), e.line, e.field.as_str()),
+        ("flows.yaml", Some(5), "flows.f.steps[1].ask")
+    );
+    assert!(e.message.contains("unknown slot `colour`"), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "flows.yaml:5: flows.f.steps[1].ask: unknown slot `colour`"
+    );
+}
+
+#[test]
+fn unknown_response_and_template_slot() {
+    let errs = errors(&[(
+        "more.yaml",
+        "responses:\n  bad: 'hello {nobody}'\nflows:\n  f:\n    steps:\n      - say: missing\n",
+    )]);
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert!(
+        text.iter()
+            .any(|t| t
+                .contains("more.yaml:2: responses.bad[0]: template uses unknown slot `{nobody}`")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("more.yaml:6: flows.f.steps[0].say: unknown response `missing`")),
+        "{text:#?}"
+    );
+}
+
+#[test]
+fn duplicate_names_across_files() {
+    let e = one(&[("dup.yaml", "slots:\n  size: {type: text}\n")]);
+    assert_eq!(e.file, "dup.yaml");
+    assert!(
+        e.message.contains("duplicate slots name `size`") && e.message.contains("slots.yaml:2"),
+        "{e}"
+    );
+}
+
+#[test]
+fn type_errors() {
+    let errs = errors(&[(
+        "t.yaml",
+        "slots:\n  flag: {type: bool}\n  colour: {type: enum}\n  n: {type: nmber}\nflows:\n  f:\n    steps:\n      - set: {flag: 3}\n      - add: {flag: 1}\n      - if: {slot: flag, gt: 2}\n        then: x\n      - label: x\n        end: true\n",
+    )]);
+    let text = errs
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        text.contains("slots.colour.values: an enum slot needs"),
+        "{text}"
+    );
+    assert!(
+        text.contains("slots.n.type: unknown slot type `nmber`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("steps[0].set.flag: value `3` does not fit a bool slot"),
+        "{text}"
+    );
+    assert!(
+        text.contains("steps[1].add.flag: `add` needs an int or float slot"),
+        "{text}"
+    );
+    assert!(text.contains("`flag` is not a number slot"), "{text}");
+}
+
+#[test]
+fn unreachable_steps_and_unknown_labels() {
+    let errs = errors(&[(
+        "f.yaml",
+        "flows:\n  f:\n    steps:\n      - say: hi\n      - end: true\n      - say: hi\n      - goto: nowhere\n",
+    )]);
+    let text = errs
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        text.contains("f.yaml:6: flows.f.steps[2]: unreachable step"),
+        "{text}"
+    );
+    assert!(
+        text.contains("f.yaml:7: flows.f.steps[3].goto: unknown label `nowhere`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_step_does_one_thing() {
+    let e = one(&[(
+        "f.yaml",
+        "flows:\n  f:\n    steps:\n      - say: hi\n        ask: size\n",
+    )]);
+    assert!(e.message.contains("has ask and say"), "{e}");
+    let e = one(&[(
+        "f.yaml",
+        "flows:\n  f:\n    steps:\n      - say: hi\n        then: x\n",
+    )]);
+    assert!(
+        e.message.contains("`then` only applies to an `if` step"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_regex_and_entity_kinds() {
+    let errs = errors(&[("e.yaml", "entities:\n  a: {regex: '(unclosed'}\n  b: {regex: x, lookup: {y: []}}\n  c: {builtin: date}\n")]);
+    let text = errs
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        text.contains("e.yaml:2: entities.a.regex: invalid regular expression"),
+        "{text}"
+    );
+    assert!(
+        text.contains("entities.b: an entity needs exactly one of"),
+        "{text}"
+    );
+    assert!(
+        text.contains("entities.c.builtin: unknown builtin `date`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn missing_bot_section_and_intent_conflicts() {
+    let e = compile(&[SourceFile {
+        path: "x.yaml".into(),
+        text: "slots: {}\n".into(),
+    }])
+    .unwrap_err();
+    assert_eq!(e[0].field, "bot");
+    let errs = errors(&[(
+        "i.yaml",
+        "intents:\n  buy: {examples: [x]}\nflows:\n  f: {intents: [buy, sell], steps: [{say: hi}]}\n  g: {intents: [buy], steps: [{say: hi}]}\n",
+    )]);
+    let text = errs
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(text.contains("unknown intent `sell`"), "{text}");
+    assert!(
+        text.contains("intent `buy` already starts flow `f`"),
+        "{text}"
+    );
+}

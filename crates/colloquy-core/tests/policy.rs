@@ -1,0 +1,307 @@
+//! The policy is pure and deterministic, and its events fold into the state
+//! it reasoned about.
+
+use colloquy_core::bot::{compile, SourceFile};
+use colloquy_core::{seal, step, Bot, EntityMatch, EventKind, Input, NluResult, State, Value};
+use proptest::prelude::*;
+
+const BOT: &str = r#"
+bot: {name: t, version: "1", fallback: fallback, abandon: abandon, session_timeout: 30m}
+intents:
+  buy: {examples: [buy]}
+  spin: {examples: [spin]}
+  loop: {examples: [loop]}
+  hi: {examples: [hi], response: hello}
+entities:
+  model: {lookup: {a: [], b: [], c: [], m: [], x: []}}
+  size: {regex: '(\d+)', type: int}
+slots:
+  model: {type: text, remember: true}
+  size: {type: int, range: [35, 46], invalid: bad_size}
+  prize: {type: text}
+  spins: {type: int}
+responses:
+  fallback: sorry
+  abandon: giving up
+  hello: [hello, hi there, hey]
+  ask_model: which model?
+  ask_size: which size?
+  bad_size: sizes are 35-46
+  done: "{model} {size} ok"
+  won: "won {prize}"
+tables:
+  prizes: [{name: a, weight: 1}, {name: b, weight: 1}, {name: c, weight: 2}]
+actions:
+  draw: {draw: {table: prizes, weight: weight, set: {prize: name}}}
+flows:
+  buy:
+    intents: [buy]
+    steps:
+      - ask: model
+      - ask: size
+        max_attempts: 2
+      - say: done
+  spin:
+    intents: [spin]
+    steps:
+      - add: {spins: 1}
+      - action: draw
+      - say: won
+  loop:
+    intents: [loop]
+    steps:
+      - label: top
+        add: {spins: 1}
+      - goto: top
+"#;
+
+fn bot() -> Bot {
+    compile(&[SourceFile {
+        path: "bot.yaml".into(),
+        text: BOT.into(),
+    }])
+    .expect("test bot compiles")
+}
+
+fn nlu(intent: Option<&str>, entities: &[(&str, Value)]) -> NluResult {
+    NluResult {
+        intent: intent.map(str::to_string),
+        confidence: if intent.is_some() { 0.9 } else { 0.1 },
+        intents: vec![],
+        entities: entities
+            .iter()
+            .map(|(e, v)| EntityMatch {
+                entity: e.to_string(),
+                value: v.clone(),
+                text: v.to_string(),
+                start: 0,
+                end: 1,
+            })
+            .collect(),
+    }
+}
+
+const T0: i64 = 1_767_261_600_000;
+
+/// Run one message and fold its events, as the engine does.
+fn turn(bot: &Bot, state: &mut State, id: &str, nlu: &NluResult, now: i64) -> Vec<String> {
+    let out = step(
+        bot,
+        state,
+        &Input {
+            message_id: id,
+            text: id,
+            nlu,
+        },
+        now,
+        42,
+    );
+    for e in seal(out.events, &state.user_id, state.seq, now, &bot.id, id) {
+        state.apply(&e);
+    }
+    out.replies
+}
+
+#[test]
+fn a_flow_asks_fills_and_finishes() {
+    let bot = bot();
+    let mut s = State::new("u");
+    assert_eq!(
+        turn(&bot, &mut s, "1", &nlu(Some("buy"), &[]), T0),
+        vec!["which model?"]
+    );
+    assert_eq!(s.flow.as_ref().map(|f| f.flow.as_str()), Some("buy"));
+    assert_eq!(
+        turn(&bot, &mut s, "2", &nlu(None, &[]), T0 + 1),
+        vec!["which size?"],
+        "free text fills a text slot"
+    );
+    assert_eq!(s.slots["model"], Value::from("2"));
+    assert_eq!(
+        turn(
+            &bot,
+            &mut s,
+            "3",
+            &nlu(None, &[("number", Value::Int(50))]),
+            T0 + 2
+        ),
+        vec!["sizes are 35-46"; 1]
+            .into_iter()
+            .chain(["which size?"])
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        turn(
+            &bot,
+            &mut s,
+            "4",
+            &nlu(None, &[("number", Value::Int(39))]),
+            T0 + 3
+        ),
+        vec!["2 39 ok"]
+    );
+    assert!(s.flow.is_none());
+}
+
+#[test]
+fn running_out_of_attempts_abandons_the_flow() {
+    let bot = bot();
+    let mut s = State::new("u");
+    turn(
+        &bot,
+        &mut s,
+        "1",
+        &nlu(Some("buy"), &[("model", Value::from("x"))]),
+        T0,
+    );
+    turn(&bot, &mut s, "2", &nlu(None, &[]), T0 + 1);
+    assert_eq!(s.flow.as_ref().map(|f| f.attempts), Some(1));
+    assert_eq!(
+        turn(&bot, &mut s, "3", &nlu(None, &[]), T0 + 2),
+        vec!["giving up"]
+    );
+    assert!(s.flow.is_none());
+}
+
+#[test]
+fn sessions_expire_and_remembered_slots_survive() {
+    let bot = bot();
+    let mut s = State::new("u");
+    turn(
+        &bot,
+        &mut s,
+        "1",
+        &nlu(
+            Some("buy"),
+            &[("model", Value::from("m")), ("size", Value::Int(40))],
+        ),
+        T0,
+    );
+    assert_eq!((s.session, s.slots.len()), (1, 2));
+    turn(&bot, &mut s, "2", &nlu(Some("hi"), &[]), T0 + 29 * 60_000);
+    assert_eq!(s.session, 1, "within the timeout");
+    turn(
+        &bot,
+        &mut s,
+        "3",
+        &nlu(Some("hi"), &[]),
+        T0 + 29 * 60_000 + 30 * 60_000 + 1,
+    );
+    assert_eq!(s.session, 2);
+    assert_eq!(s.slots.get("model"), Some(&Value::from("m")));
+    assert_eq!(s.slots.get("size"), None);
+    // The remembered model makes "buy" skip straight to the size question.
+    assert_eq!(
+        turn(&bot, &mut s, "4", &nlu(Some("buy"), &[]), T0 + 60 * 60_000),
+        vec!["which size?"]
+    );
+}
+
+#[test]
+fn a_duplicate_message_produces_nothing() {
+    let bot = bot();
+    let mut s = State::new("u");
+    turn(&bot, &mut s, "m1", &nlu(Some("hi"), &[]), T0);
+    let again = step(
+        &bot,
+        &s,
+        &Input {
+            message_id: "m1",
+            text: "hi",
+            nlu: &nlu(Some("hi"), &[]),
+        },
+        T0 + 5,
+        1,
+    );
+    assert!(again.events.is_empty() && again.replies.is_empty());
+}
+
+#[test]
+fn a_flow_that_never_waits_is_stopped() {
+    let bot = bot();
+    let mut s = State::new("u");
+    assert_eq!(
+        turn(&bot, &mut s, "1", &nlu(Some("loop"), &[]), T0),
+        vec!["sorry"]
+    );
+    assert!(s.flow.is_none());
+}
+
+#[test]
+fn draws_follow_the_weights_and_the_seed() {
+    let bot = bot();
+    let s = State::new("u");
+    let mut counts = std::collections::BTreeMap::new();
+    for seed in 0..4000u64 {
+        let out = step(
+            &bot,
+            &s,
+            &Input {
+                message_id: "m",
+                text: "spin",
+                nlu: &nlu(Some("spin"), &[]),
+            },
+            T0,
+            seed,
+        );
+        *counts.entry(out.replies[0].clone()).or_insert(0) += 1;
+    }
+    let c = counts["won c"] as f64 / 4000.0;
+    assert!((0.45..0.55).contains(&c), "{counts:?}");
+    assert!(counts["won a"] > 800 && counts["won b"] > 800, "{counts:?}");
+}
+
+fn arb_nlu() -> impl Strategy<Value = NluResult> {
+    let intent = prop::option::of(prop::sample::select(vec!["buy", "spin", "hi", "loop"]));
+    let ents = prop::collection::vec(
+        prop_oneof![
+            (30i64..50).prop_map(|n| ("number", Value::Int(n))),
+            (30i64..50).prop_map(|n| ("size", Value::Int(n))),
+            "[a-c]".prop_map(|m| ("model", Value::Text(m))),
+        ],
+        0..3,
+    );
+    (intent, ents).prop_map(|(i, e)| {
+        nlu(
+            i,
+            &e.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>(),
+        )
+    })
+}
+
+proptest! {
+    /// Same inputs, same outputs; and folding the sealed events gives the
+    /// state the policy reasoned about (checked by the next turn's outputs).
+    #[test]
+    fn the_policy_is_a_pure_function(
+        turns in prop::collection::vec((arb_nlu(), 0i64..4_000_000, any::<u64>()), 1..12)
+    ) {
+        let bot = bot();
+        let mut s = State::new("u");
+        let mut now = T0;
+        let mut log = Vec::new();
+        for (i, (n, gap, seed)) in turns.iter().enumerate() {
+            now += gap;
+            let id = format!("m{i}");
+            let input = Input { message_id: &id, text: "text", nlu: n };
+            let a = step(&bot, &s, &input, now, *seed);
+            let b = step(&bot, &s.clone(), &input, now, *seed);
+            prop_assert_eq!(&a, &b);
+            let said: Vec<String> = a.events.iter().filter_map(|e| match e {
+                EventKind::BotSaid { text, .. } => Some(text.clone()),
+                _ => None,
+            }).collect();
+            prop_assert_eq!(&said, &a.replies);
+            let events = seal(a.events, "u", s.seq, now, &bot.id, &id);
+            for e in &events {
+                s.apply(e);
+            }
+            prop_assert_eq!(s.seq as usize, events.last().map(|e| e.seq as usize).unwrap_or(s.seq as usize));
+            prop_assert!(s.has_seen(&id));
+            log.extend(events);
+        }
+        // The log alone rebuilds the state, and seqs have no gaps.
+        prop_assert_eq!(State::from_events("u", &log), s);
+        prop_assert!(log.iter().enumerate().all(|(i, e)| e.seq == i as u64 + 1));
+    }
+}

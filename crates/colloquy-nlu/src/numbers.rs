@@ -1,0 +1,402 @@
+//! Numbers written with Arabic digits (`39`, `39.5`, `1,200`, full-width
+//! `３９`) or Chinese numerals (`三十九`, `两百零五`, `三万五千`, `三点五`),
+//! and mixtures such as `3万`.
+
+/// The value of a Chinese digit character, including the financial forms
+/// (壹贰叁…), traditional 兩, and 幺 (how 1 is read out in phone numbers).
+fn chinese_digit(c: char) -> Option<u32> {
+    Some(match c {
+        '零' | '〇' => 0,
+        '一' | '壹' | '幺' => 1,
+        '二' | '贰' | '貳' | '两' | '兩' => 2,
+        '三' | '叁' | '參' => 3,
+        '四' | '肆' => 4,
+        '五' | '伍' => 5,
+        '六' | '陆' | '陸' => 6,
+        '七' | '柒' => 7,
+        '八' | '捌' => 8,
+        '九' | '玖' => 9,
+        _ => return None,
+    })
+}
+
+/// Multipliers inside a myriad group (十, 百, 千).
+fn small_unit(c: char) -> Option<f64> {
+    match c {
+        '十' | '拾' => Some(10.0),
+        '百' | '佰' => Some(100.0),
+        '千' | '仟' => Some(1000.0),
+        _ => None,
+    }
+}
+
+/// Multipliers that close a myriad group (万, 亿).
+fn big_unit(c: char) -> Option<f64> {
+    match c {
+        '万' | '萬' => Some(1e4),
+        '亿' | '億' => Some(1e8),
+        _ => None,
+    }
+}
+
+/// ASCII or full-width digit; callers may pass text that was not normalised.
+fn arabic_digit(c: char) -> Option<u32> {
+    match c {
+        '0'..='9' => c.to_digit(10),
+        '０'..='９' => Some(c as u32 - '０' as u32),
+        _ => None,
+    }
+}
+
+fn is_decimal_point(c: char) -> bool {
+    matches!(c, '.' | '．' | '点' | '點')
+}
+
+fn is_numeral_char(c: char) -> bool {
+    chinese_digit(c).is_some() || small_unit(c).is_some() || big_unit(c).is_some()
+}
+
+/// Parses one whole number; `None` if any part of `s` (after trimming) is
+/// not part of a number. Chinese integers follow the usual grammar, plus
+/// the spoken shortcut where a final digit after a unit means the next
+/// lower unit (`两百五` = 250, `三万五` = 35 000); a string of bare digits
+/// is read digit by digit (`二零二四` = 2024). Fractions after 点 or `.`
+/// are always read digit by digit.
+pub fn parse_number(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let (negative, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let value = match s.char_indices().find(|&(_, c)| is_decimal_point(c)) {
+        None => parse_integer(s)?,
+        Some((i, point)) => {
+            let int = parse_integer(&s[..i])?;
+            let frac = &s[i + point.len_utf8()..];
+            let last = frac.chars().last()?;
+            // `1.5万`, `三点五亿`: a decimal scaled by a trailing unit.
+            match big_unit(last).or_else(|| small_unit(last)) {
+                Some(unit) => (int + parse_fraction(&frac[..frac.len() - last.len_utf8()])?) * unit,
+                None => int + parse_fraction(frac)?,
+            }
+        }
+    };
+    Some(if negative { -value } else { value })
+}
+
+fn parse_fraction(s: &str) -> Option<f64> {
+    let mut value = 0.0;
+    let mut scale = 0.1;
+    let mut any = false;
+    for c in s.chars() {
+        let d = arabic_digit(c).or_else(|| chinese_digit(c))?;
+        value += f64::from(d) * scale;
+        scale /= 10.0;
+        any = true;
+    }
+    any.then_some(value)
+}
+
+fn parse_integer(s: &str) -> Option<f64> {
+    if s.is_empty() {
+        return None;
+    }
+    if !s.chars().any(|c| small_unit(c).is_some() || big_unit(c).is_some()) {
+        return parse_digit_string(s);
+    }
+    let mut total = 0.0; // completed 万/亿 groups
+    let mut section = 0.0; // the current group below 万
+    let mut pending: Option<f64> = None; // a digit not yet given a unit
+    let mut last_unit = f64::INFINITY; // the last unit, to reject 五百三千
+    let mut after_zero = false;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if let Some(unit) = small_unit(c) {
+            if unit >= last_unit || (pending.is_none() && unit != 10.0) {
+                return None;
+            }
+            // 十九 and 一百一十 leave out the 一 before 十.
+            section += pending.take().unwrap_or(1.0) * unit;
+            last_unit = unit;
+            after_zero = false;
+        } else if let Some(unit) = big_unit(c) {
+            let group = section + pending.take().unwrap_or(0.0);
+            if group == 0.0 && total == 0.0 {
+                return None;
+            }
+            total = if unit > 1e4 {
+                (total + group) * unit
+            } else {
+                total + group * unit
+            };
+            section = 0.0;
+            last_unit = unit;
+            after_zero = false;
+        } else if chinese_digit(c) == Some(0) {
+            if pending.is_some() {
+                return None;
+            }
+            after_zero = true;
+        } else if let Some(d) = chinese_digit(c) {
+            if pending.is_some() {
+                return None;
+            }
+            pending = Some(f64::from(d));
+        } else if arabic_digit(c).is_some() {
+            // `3万`, `1,200万`: an Arabic number standing in for a digit.
+            let mut run = String::from(c);
+            while let Some(&next) = chars.peek() {
+                if arabic_digit(next).is_none() && next != ',' {
+                    break;
+                }
+                run.push(next);
+                chars.next();
+            }
+            if pending.is_some() {
+                return None;
+            }
+            pending = Some(parse_digit_string(&run)?);
+        } else {
+            return None;
+        }
+    }
+    if let Some(d) = pending {
+        // 两百五 = 250, but 一百零五 = 105 and 十五 = 15.
+        let scale = if after_zero || last_unit.is_infinite() || last_unit == 10.0 {
+            1.0
+        } else if last_unit > 1e4 {
+            1e7
+        } else {
+            last_unit / 10.0
+        };
+        section += d * scale;
+    }
+    Some(total + section)
+}
+
+/// Digits read one by one: Arabic (with `,` thousands separators) or
+/// Chinese, but not mixed.
+fn parse_digit_string(s: &str) -> Option<f64> {
+    let mut value = 0.0;
+    let mut any = false;
+    let (mut arabic, mut chinese) = (false, false);
+    for (i, c) in s.chars().enumerate() {
+        if c == ',' && i > 0 {
+            continue;
+        }
+        let d = if let Some(d) = arabic_digit(c) {
+            arabic = true;
+            d
+        } else {
+            chinese = true;
+            chinese_digit(c)?
+        };
+        value = value * 10.0 + f64::from(d);
+        any = true;
+    }
+    (any && !(arabic && chinese) && !s.ends_with(',')).then_some(value)
+}
+
+/// Measure words after which a lone 两 is a quantity of things, not a value
+/// the user is giving (`两个`, `两双`).
+fn is_measure_word(c: char) -> bool {
+    matches!(
+        c,
+        '款' | '双' | '个' | '下' | '起' | '些' | '点' | '件' | '只' | '种' | '次' | '位' | '条' | '张'
+    )
+}
+
+fn is_cjk_letter(c: char) -> bool {
+    crate::tokenize::is_cjk(c)
+}
+
+/// Every number in `text` (normalised, so full-width digits are already
+/// ASCII), as `(start char, end char, value)` in order.
+///
+/// Deliberately conservative, because a policy waiting for a numeric slot
+/// takes the first number it is given:
+/// - a lone 一 followed by a Chinese character is not a number: 一下,
+///   一起, 一款, 一样 and so on are far more common than "one" (`选一`, `一`
+///   on its own, or `一,` still count);
+/// - a lone 两 followed by a measure word (`两个`, `两双`, `两款`) is not a
+///   number either;
+/// - digits glued to a preceding Latin letter (`mp3`, `iphone15`) are part
+///   of a name;
+/// - 点 is a decimal point only between numerals (`三点五`), so `三点` is 3;
+/// - a number starts at a digit or 十, never at a bare 百, 千, 万 or 亿.
+pub fn find_numbers(text: &str) -> Vec<(usize, usize, f64)> {
+    let chars: Vec<char> = text.chars().collect();
+    let is_digit = |i: usize| chars.get(i).is_some_and(|&c| arabic_digit(c).is_some());
+    let is_numeral = |i: usize| chars.get(i).is_some_and(|&c| is_numeral_char(c));
+    let is_any_numeral = |i: usize| is_digit(i) || is_numeral(i);
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let starts_number = is_digit(i)
+            || chinese_digit(chars[i]).is_some()
+            || (small_unit(chars[i]) == Some(10.0));
+        if !starts_number {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut end = i + 1;
+        loop {
+            if is_any_numeral(end) {
+                end += 1;
+            } else if chars.get(end) == Some(&',')
+                && is_digit(end - 1)
+                && (1..=3).all(|k| is_digit(end + k))
+                && !is_digit(end + 4)
+            {
+                end += 4;
+            } else if chars.get(end).is_some_and(|&c| is_decimal_point(c))
+                && is_any_numeral(end - 1)
+                && is_any_numeral(end + 1)
+                && (is_digit(end - 1) == is_digit(end + 1))
+            {
+                end += 2;
+            } else {
+                break;
+            }
+        }
+        i = end;
+        let glued_to_name = start > 0 && chars[start - 1].is_ascii_alphabetic() && is_digit(start);
+        if glued_to_name {
+            continue;
+        }
+        if end - start == 1 {
+            let next = chars.get(end).copied();
+            let ambiguous = match chars[start] {
+                '一' => next.is_some_and(is_cjk_letter),
+                '两' => next.is_some_and(is_measure_word),
+                _ => false,
+            };
+            if ambiguous {
+                continue;
+            }
+        }
+        let run: String = chars[start..end].iter().collect();
+        if let Some(value) = parse_number(&run) {
+            found.push((start, end, value));
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{find_numbers, parse_number};
+
+    #[test]
+    fn chinese_numerals_table() {
+        let cases: &[(&str, f64)] = &[
+            ("零", 0.0),
+            ("〇", 0.0),
+            ("一", 1.0),
+            ("幺", 1.0),
+            ("两", 2.0),
+            ("十", 10.0),
+            ("十九", 19.0),
+            ("二十", 20.0),
+            ("三十九", 39.0),
+            ("四十五", 45.0),
+            ("一百", 100.0),
+            ("一百零五", 105.0),
+            ("一百一十", 110.0),
+            ("一百一", 110.0),
+            ("两百零五", 205.0),
+            ("两百五", 250.0),
+            ("二百五十", 250.0),
+            ("一千二百", 1200.0),
+            ("一千二", 1200.0),
+            ("一千零二十", 1020.0),
+            ("三万五千", 35000.0),
+            ("三万五", 35000.0),
+            ("十万", 100000.0),
+            ("一万零一", 10001.0),
+            ("一亿五千万", 150_000_000.0),
+            ("两千零二十四", 2024.0),
+            ("二零二四", 2024.0),
+            ("幺三八", 138.0),
+            ("三点五", 3.5),
+            ("零点五", 0.5),
+            ("十二点二五", 12.25),
+            ("叁佰伍拾", 350.0),
+            ("兩萬", 20000.0),
+            ("3万", 30000.0),
+            ("1.5万", 15000.0),
+        ];
+        for &(text, expected) in cases {
+            assert_eq!(parse_number(text), Some(expected), "{text}");
+        }
+    }
+
+    #[test]
+    fn arabic_numbers() {
+        let cases: &[(&str, f64)] = &[
+            ("39", 39.0),
+            ("39.5", 39.5),
+            ("1,200", 1200.0),
+            ("1,200,000", 1_200_000.0),
+            ("３９", 39.0),
+            ("３９．５", 39.5),
+            ("007", 7.0),
+            ("-4", -4.0),
+            (" 12 ", 12.0),
+        ];
+        for &(text, expected) in cases {
+            assert_eq!(parse_number(text), Some(expected), "{text}");
+        }
+    }
+
+    #[test]
+    fn rejects_non_numbers() {
+        for text in ["", "abc", "百", "千", "万", "五百三千", "三三十", "点", "三点", "3a", "一3", "十十", "1,", "."] {
+            assert_eq!(parse_number(text), None, "{text}");
+        }
+    }
+
+    fn values(text: &str) -> Vec<f64> {
+        find_numbers(text).into_iter().map(|(_, _, v)| v).collect()
+    }
+
+    #[test]
+    fn finds_numbers_with_char_offsets() {
+        assert_eq!(find_numbers("我穿三十九码"), vec![(2, 5, 39.0)]);
+        assert_eq!(find_numbers("size 39 or 40.5"), vec![(5, 7, 39.0), (11, 15, 40.5)]);
+        assert_eq!(find_numbers("价格1,200元"), vec![(2, 7, 1200.0)]);
+        assert_eq!(values("两百零五块"), vec![205.0]);
+        assert_eq!(values("三点五公斤"), vec![3.5]);
+        assert_eq!(values("下午三点"), vec![3.0]);
+        assert_eq!(values("3万以内"), vec![30000.0]);
+        assert_eq!(values("一,二,三"), vec![1.0, 2.0, 3.0]);
+        assert_eq!(values("第一"), vec![1.0]);
+        assert_eq!(values("一"), vec![1.0]);
+        assert_eq!(values("1, 2"), vec![1.0, 2.0]);
+        assert_eq!(values("1,2345"), vec![1.0, 2345.0]);
+    }
+
+    #[test]
+    fn conservative_about_ambiguous_words() {
+        for text in [
+            "等一下",
+            "一起去",
+            "推荐一款跑鞋",
+            "买一双",
+            "一些",
+            "一点儿",
+            "两个",
+            "两双鞋",
+            "mp3",
+            "iphone15",
+            "万一不合适",
+        ] {
+            assert_eq!(find_numbers(text), vec![], "{text}");
+        }
+        assert_eq!(values("两"), vec![2.0]);
+        assert_eq!(values("两百"), vec![200.0]);
+        assert_eq!(values("一百个"), vec![100.0]);
+        assert_eq!(values("iphone 15"), vec![15.0]);
+    }
+}

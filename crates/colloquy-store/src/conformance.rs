@@ -1,0 +1,327 @@
+//! The behaviour every [`ConversationStore`] must show, written once. A
+//! backend's test file calls [`run_all`] with a factory of fresh, empty
+//! stores, from inside a multi-threaded tokio runtime. Failures panic, with
+//! the case in the message.
+
+use crate::{ConversationStore, Conversations, ErrorKind, SnapshotKey, SnapshotPolicy, StoreError};
+use colloquy_core::{seal, BotRef, Event, EventKind, State, Value};
+use std::sync::Arc;
+
+pub async fn run_all(make: impl Fn() -> Arc<dyn ConversationStore>) {
+    append_and_read_back(make()).await;
+    seqs_must_continue_the_log(make()).await;
+    stale_expected_seq_conflicts(make()).await;
+    concurrent_appenders_one_wins(make()).await;
+    many_users_concurrently(make()).await;
+    duplicate_event_ids_rejected(make()).await;
+    events_after_pages(make()).await;
+    snapshot_keeps_newest(make()).await;
+    load_uses_valid_snapshot(make()).await;
+    tampered_snapshot_ignored(make()).await;
+    stale_snapshot_ignored(make()).await;
+    snapshot_with_wrong_key_ignored(make()).await;
+    policy_every_events(make()).await;
+    policy_every_ms(make()).await;
+}
+
+/// The key the suite signs with.
+pub fn key() -> SnapshotKey {
+    SnapshotKey::new(b"conformance-suite-key-0123456789".to_vec()).expect("key is long enough")
+}
+
+/// `n` events of `user` after seq `after`, as the policy would seal them for
+/// message `{tag}-{after}`: the same arguments give the same events (and
+/// ids), a different `tag` gives other ids.
+pub fn events(user: &str, after: u64, n: usize, ts_ms: i64, tag: &str) -> Vec<Event> {
+    let bot = BotRef { name: "shop".into(), version: "1".into() };
+    let message_id = format!("{tag}-{after}");
+    let kinds = (after..after + n as u64)
+        .map(|i| match i % 6 {
+            0 => EventKind::UserSaid { message_id: message_id.clone(), text: format!("我想买一双跑鞋，{i} 号") },
+            1 => EventKind::SlotSet { slot: "size".into(), value: Value::Int(i as i64), sensitive: false },
+            2 => EventKind::SlotSet { slot: "brand".into(), value: Value::Text("星云".into()), sensitive: false },
+            3 => EventKind::FlowStarted { flow: format!("flow{}", i % 3) },
+            4 => EventKind::SlotCleared { slot: "size".into() },
+            _ => EventKind::SessionStarted { session: i, kept: vec!["brand".into()] },
+        })
+        .collect();
+    seal(kinds, user, after, ts_ms, &bot, &message_id)
+}
+
+/// Append `batches` batches of `per_batch` events to a fresh user log, one
+/// second of event time apart; returns the whole log.
+async fn fill(store: &dyn ConversationStore, user: &str, batches: usize, per_batch: usize) -> Vec<Event> {
+    let mut log = Vec::new();
+    for b in 0..batches {
+        let batch = events(user, log.len() as u64, per_batch, 1_700_000_000_000 + b as i64 * 1000, "fill");
+        store.append(user, log.len() as u64, &batch).await.expect("fill append");
+        log.extend(batch);
+    }
+    log
+}
+
+async fn read_all(store: &dyn ConversationStore, user: &str) -> Vec<Event> {
+    store.events_after(user, 0, usize::MAX).await.expect("events_after")
+}
+
+fn conversations(store: Arc<dyn ConversationStore>, policy: SnapshotPolicy) -> Conversations {
+    Conversations::new(store, key(), policy)
+}
+
+pub async fn append_and_read_back(store: Arc<dyn ConversationStore>) {
+    let first = events("alice", 0, 3, 1_000, "m");
+    assert_eq!(store.append("alice", 0, &first).await.expect("first append"), 3);
+    let second = events("alice", 3, 4, 2_000, "m");
+    assert_eq!(store.append("alice", 3, &second).await.expect("second append"), 7);
+    let all: Vec<Event> = first.into_iter().chain(second).collect();
+    assert_eq!(read_all(&*store, "alice").await, all, "round trip: events read back differ");
+    assert_eq!(store.last_seq("alice").await.unwrap(), 7);
+    assert_eq!(store.last_seq("nobody").await.unwrap(), 0);
+    assert!(read_all(&*store, "nobody").await.is_empty());
+}
+
+pub async fn seqs_must_continue_the_log(store: Arc<dyn ConversationStore>) {
+    let log = fill(&*store, "alice", 1, 2).await;
+    let bad_batches = [
+        ("starts past expected + 1", events("alice", 3, 2, 0, "x")),
+        ("starts at expected", events("alice", 1, 2, 0, "x")),
+        ("gap inside", {
+            let mut b = events("alice", 2, 3, 0, "x");
+            b.remove(1);
+            b
+        }),
+        ("other user's event", events("bob", 2, 1, 0, "x")),
+        ("empty", Vec::new()),
+    ];
+    for (what, batch) in bad_batches {
+        let err = store.append("alice", 2, &batch).await.expect_err(what);
+        assert_eq!(err.kind(), ErrorKind::Invalid, "{what}: {err}");
+    }
+    assert_eq!(read_all(&*store, "alice").await, log, "a rejected append wrote something");
+}
+
+pub async fn stale_expected_seq_conflicts(store: Arc<dyn ConversationStore>) {
+    let log = fill(&*store, "alice", 1, 3).await;
+    for expected in [0, 1, 5] {
+        let err = store
+            .append("alice", expected, &events("alice", expected, 2, 0, "late"))
+            .await
+            .expect_err("stale expected seq must fail");
+        assert!(
+            matches!(&err, StoreError::Conflict { user_id, expected: e, actual: 3 } if user_id == "alice" && *e == expected),
+            "expected a conflict at 3, got {err}"
+        );
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+    }
+    assert_eq!(read_all(&*store, "alice").await, log, "a conflicting append changed the log");
+}
+
+pub async fn concurrent_appenders_one_wins(store: Arc<dyn ConversationStore>) {
+    let log = fill(&*store, "alice", 1, 2).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let batch = events("alice", 2, 3, 5_000, &format!("racer{i}"));
+                (store.append("alice", 2, &batch).await, batch)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.expect("appender task") {
+            (Ok(last), batch) => {
+                assert_eq!(last, 5);
+                winners.push(batch);
+            }
+            (Err(err), _) => assert!(matches!(err, StoreError::Conflict { actual: 5, .. }), "loser got {err}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one of the concurrent appends must win");
+    let expected: Vec<Event> = log.into_iter().chain(winners.remove(0)).collect();
+    assert_eq!(read_all(&*store, "alice").await, expected, "the log forked or lost the winner");
+}
+
+pub async fn many_users_concurrently(store: Arc<dyn ConversationStore>) {
+    let tasks: Vec<_> = (0..16)
+        .map(|u| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let user = format!("user-{u}");
+                let mut log = Vec::new();
+                for a in 0..25 {
+                    let batch = events(&user, log.len() as u64, 2, a, "m");
+                    let last = store.append(&user, log.len() as u64, &batch).await.expect("append");
+                    log.extend(batch);
+                    assert_eq!(last, log.len() as u64);
+                }
+                (user, log)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (user, log) = task.await.expect("user task");
+        assert_eq!(read_all(&*store, &user).await, log, "log of {user}");
+    }
+}
+
+pub async fn duplicate_event_ids_rejected(store: Arc<dyn ConversationStore>) {
+    let log = fill(&*store, "alice", 1, 3).await;
+    let reuse = |mut e: Event, seq: u64, user: &str| {
+        e.seq = seq;
+        e.user_id = user.to_string();
+        e
+    };
+    let mut twice = events("alice", 3, 2, 0, "twice");
+    twice[1].event_id = twice[0].event_id;
+    let cases = [
+        ("id already in the log", "alice", 3, vec![reuse(log[0].clone(), 4, "alice")]),
+        ("id repeated in the batch", "alice", 3, twice),
+        ("id stored for another user", "bob", 0, vec![reuse(log[1].clone(), 1, "bob")]),
+    ];
+    for (what, user, expected, batch) in cases {
+        let err = store.append(user, expected, &batch).await.expect_err(what);
+        assert!(matches!(err, StoreError::DuplicateEvent { .. }), "{what}: got {err}");
+        assert_eq!(err.kind(), ErrorKind::Invalid);
+    }
+    assert_eq!(read_all(&*store, "alice").await, log);
+    assert!(read_all(&*store, "bob").await.is_empty());
+    // The rejected appends left nothing half-done behind.
+    assert_eq!(store.append("alice", 3, &events("alice", 3, 2, 0, "ok")).await.unwrap(), 5);
+}
+
+pub async fn events_after_pages(store: Arc<dyn ConversationStore>) {
+    let log = fill(&*store, "alice", 5, 5).await;
+    let mut paged = Vec::new();
+    loop {
+        let page = store.events_after("alice", paged.len() as u64, 7).await.unwrap();
+        assert!(page.len() <= 7);
+        if page.is_empty() {
+            break;
+        }
+        paged.extend(page);
+    }
+    assert_eq!(paged, log);
+    assert_eq!(store.events_after("alice", 10, 5).await.unwrap(), log[10..15].to_vec());
+    assert!(store.events_after("alice", 25, 5).await.unwrap().is_empty());
+    assert!(store.events_after("alice", 99, 5).await.unwrap().is_empty());
+    assert!(store.events_after("alice", 0, 0).await.unwrap().is_empty());
+}
+
+pub async fn snapshot_keeps_newest(store: Arc<dyn ConversationStore>) {
+    let log = fill(&*store, "alice", 3, 3).await;
+    let at = |seq: usize| key().sign(&State::from_events("alice", &log[..seq]));
+    assert_eq!(store.get_snapshot("alice").await.unwrap(), None);
+    store.put_snapshot(&at(5)).await.unwrap();
+    assert_eq!(store.get_snapshot("alice").await.unwrap(), Some(at(5)), "snapshot round trip");
+    store.put_snapshot(&at(3)).await.unwrap();
+    assert_eq!(store.get_snapshot("alice").await.unwrap(), Some(at(5)), "an older snapshot replaced a newer one");
+    store.put_snapshot(&at(8)).await.unwrap();
+    assert_eq!(store.get_snapshot("alice").await.unwrap(), Some(at(8)));
+    assert_eq!(store.get_snapshot("bob").await.unwrap(), None);
+}
+
+pub async fn load_uses_valid_snapshot(store: Arc<dyn ConversationStore>) {
+    let log = fill(&*store, "alice", 10, 3).await;
+    store.put_snapshot(&key().sign(&State::from_events("alice", &log[..21]))).await.unwrap();
+    let (state, info) = conversations(store, SnapshotPolicy::default()).load_with_info("alice").await.unwrap();
+    assert_eq!(info.snapshot_seq, Some(21), "valid snapshot not used");
+    assert_eq!(info.replayed, 9);
+    assert_eq!(state, State::from_events("alice", &log));
+}
+
+/// Load must fall back to a full replay with the snapshot put in place.
+async fn assert_ignored(store: &Arc<dyn ConversationStore>, what: &str, user: &str, log: &[Event]) {
+    let conv = conversations(Arc::clone(store), SnapshotPolicy::default());
+    let (state, info) = conv.load_with_info(user).await.unwrap();
+    assert_eq!(info.snapshot_seq, None, "{what}: snapshot was used");
+    assert_eq!(info.replayed, log.len(), "{what}");
+    assert_eq!(state, State::from_events(user, log), "{what}: state differs from the full fold");
+}
+
+pub async fn tampered_snapshot_ignored(store: Arc<dyn ConversationStore>) {
+    let log = fill(&*store, "alice", 10, 3).await;
+    let good = key().sign(&State::from_events("alice", &log[..20]));
+    let mut slot = good.clone();
+    slot.state.slots.insert("brand".into(), Value::Text("forged".into()));
+    store.put_snapshot(&slot).await.unwrap();
+    assert_ignored(&store, "slot changed", "alice", &log).await;
+
+    // Seqs move forward only, so each forgery lands on a newer seq.
+    let mut seq = good.clone();
+    seq.seq = 25;
+    seq.state.seq = 25;
+    store.put_snapshot(&seq).await.unwrap();
+    assert_ignored(&store, "seq changed", "alice", &log).await;
+}
+
+pub async fn stale_snapshot_ignored(store: Arc<dyn ConversationStore>) {
+    let log = fill(&*store, "alice", 10, 3).await;
+    let bob_log = fill(&*store, "bob", 10, 3).await;
+    let mut other = key().sign(&State::from_events("bob", &bob_log[..12]));
+    other.user_id = "alice".into();
+    other.hmac = key().mac(&other);
+    store.put_snapshot(&other).await.unwrap();
+    assert_ignored(&store, "other user's state", "alice", &log).await;
+
+    let mut diverged = key().sign(&State::from_events("alice", &log[..15]));
+    diverged.ts_ms += 1;
+    diverged.state.last_ts_ms += 1;
+    diverged.hmac = key().mac(&diverged);
+    store.put_snapshot(&diverged).await.unwrap();
+    assert_ignored(&store, "timestamp not in the log", "alice", &log).await;
+
+    let mut ahead = State::from_events("alice", &log);
+    ahead.seq = 40;
+    store.put_snapshot(&key().sign(&ahead)).await.unwrap();
+    assert_ignored(&store, "beyond the log's end", "alice", &log).await;
+}
+
+pub async fn snapshot_with_wrong_key_ignored(store: Arc<dyn ConversationStore>) {
+    let log = fill(&*store, "alice", 10, 3).await;
+    let other_key = SnapshotKey::new(b"some-other-deployment-key-000000".to_vec()).unwrap();
+    store.put_snapshot(&other_key.sign(&State::from_events("alice", &log[..20]))).await.unwrap();
+    assert_ignored(&store, "wrong key", "alice", &log).await;
+}
+
+/// Commit `commits` messages of 3 events, `step_ms` of event time apart, and
+/// check after each that the snapshot is where `expect` (given the seq and
+/// ts after the commit and the last snapshot's) says.
+async fn check_policy(
+    store: Arc<dyn ConversationStore>,
+    policy: SnapshotPolicy,
+    commits: usize,
+    step_ms: i64,
+    due: impl Fn(u64, i64, (u64, i64)) -> bool,
+) {
+    let conv = conversations(Arc::clone(&store), policy);
+    let mut state = conv.load("alice").await.unwrap();
+    let (mut log, mut last, mut first_ts) = (Vec::new(), None::<(u64, i64)>, None);
+    for c in 0..commits {
+        let ts = 1_700_000_000_000 + c as i64 * step_ms;
+        let batch = events("alice", state.seq, 3, ts, "m");
+        conv.commit(&mut state, &batch).await.unwrap();
+        log.extend(batch);
+        let since = last.unwrap_or((0, *first_ts.get_or_insert(ts)));
+        if due(state.seq, ts, since) {
+            last = Some((state.seq, ts));
+        }
+        let snap = store.get_snapshot("alice").await.unwrap();
+        assert_eq!(snap.map(|s| s.seq), last.map(|l| l.0), "after commit {c} ({policy:?})");
+    }
+    assert_eq!(state, State::from_events("alice", &log), "commit folded differently");
+    let (loaded, info) = conv.load_with_info("alice").await.unwrap();
+    assert_eq!(loaded, state);
+    assert_eq!(info.snapshot_seq, last.map(|l| l.0));
+}
+
+pub async fn policy_every_events(store: Arc<dyn ConversationStore>) {
+    // Commits of 3 events reach 6 exactly: the threshold itself triggers.
+    let policy = SnapshotPolicy { every_events: 6, every_ms: i64::MAX };
+    check_policy(store, policy, 10, 1000, |seq, _, (last, _)| seq - last >= 6).await;
+}
+
+pub async fn policy_every_ms(store: Arc<dyn ConversationStore>) {
+    let policy = SnapshotPolicy { every_events: u64::MAX, every_ms: 1000 };
+    check_policy(store, policy, 12, 500, |_, ts, (_, last_ts)| ts - last_ts >= 1000).await;
+}

@@ -1,0 +1,62 @@
+use std::path::PathBuf;
+
+/// What a caller should do about a [`StoreError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Someone else appended first: reload the state and redo the work.
+    Conflict,
+    /// The request itself is wrong (bad seqs, duplicate event id): retrying
+    /// it unchanged fails again.
+    Invalid,
+    /// The store could not serve the request right now: retry with backoff.
+    Transient,
+    /// Configuration, corruption or an unexpected backend failure: retrying
+    /// will not help; alert an operator.
+    Fatal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("append conflict for user {user_id}: expected last seq {expected}, log is at {actual}")]
+    Conflict { user_id: String, expected: u64, actual: u64 },
+    #[error("invalid append for user {user_id}: {reason}")]
+    InvalidEvents { user_id: String, reason: String },
+    #[error("append for user {user_id} repeats an event id already stored")]
+    DuplicateEvent { user_id: String },
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("data directory {} is in use by another process", dir.display())]
+    DirInUse { dir: PathBuf },
+    #[error("database {} has schema version {found}, newer than the {supported} this build knows; upgrade colloquy", path.display())]
+    SchemaTooNew { path: PathBuf, found: i64, supported: i64 },
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("storage backend: {message}")]
+    Backend { message: String, retryable: bool },
+}
+
+impl StoreError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::Conflict { .. } => ErrorKind::Conflict,
+            StoreError::InvalidEvents { .. } | StoreError::DuplicateEvent { .. } => {
+                ErrorKind::Invalid
+            }
+            StoreError::Unavailable(_) | StoreError::Backend { retryable: true, .. } => {
+                ErrorKind::Transient
+            }
+            StoreError::DirInUse { .. }
+            | StoreError::SchemaTooNew { .. }
+            | StoreError::Corrupt(_)
+            | StoreError::Io { .. }
+            | StoreError::Backend { retryable: false, .. } => ErrorKind::Fatal,
+        }
+    }
+
+    /// Whether the same request may succeed if simply tried again later.
+    pub fn is_retryable(&self) -> bool {
+        self.kind() == ErrorKind::Transient
+    }
+}

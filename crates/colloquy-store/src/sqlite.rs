@@ -1,0 +1,482 @@
+//! Embedded backend: one SQLite file in a data directory that this process
+//! owns exclusively.
+//!
+//! All writes go through one writer thread doing group commit: it takes
+//! whatever requests are queued (any users), applies them in one transaction
+//! and pays one fsync for all of them before answering. Reads use a few
+//! read-only connections, which WAL mode lets run alongside the writer.
+
+use crate::{check_append, ConversationStore, Snapshot, StoreError};
+use async_trait::async_trait;
+use colloquy_core::{Event, State};
+use rusqlite::{ffi, params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Schema migrations; entry `i` takes `PRAGMA user_version` from `i` to
+/// `i + 1`. Append only: released entries must never change.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE events (
+        user_id  TEXT    NOT NULL,
+        seq      INTEGER NOT NULL,
+        event_id TEXT    NOT NULL UNIQUE,
+        ts_ms    INTEGER NOT NULL,
+        body     TEXT    NOT NULL,
+        PRIMARY KEY (user_id, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX events_user_ts ON events (user_id, ts_ms);
+    CREATE TABLE snapshots (
+        user_id TEXT    NOT NULL PRIMARY KEY,
+        seq     INTEGER NOT NULL,
+        ts_ms   INTEGER NOT NULL,
+        body    TEXT    NOT NULL,
+        hmac    TEXT    NOT NULL
+    ) WITHOUT ROWID;
+"];
+
+/// Schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Requests waiting for the writer; beyond this, appenders wait (backpressure).
+const QUEUE: usize = 1024;
+/// Requests per group commit; bounds the latency one transaction adds.
+const MAX_BATCH: usize = 512;
+/// Concurrent reads (and read-only connections kept open).
+const READERS: usize = 4;
+/// Users whose last seq the writer remembers; past this it starts over,
+/// costing one indexed lookup per user on their next append.
+const CACHED_USERS: usize = 100_000;
+/// How long a connection waits on a lock held by a checkpoint or recovery.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Counters of the writer thread, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Transactions committed (one fsync each).
+    pub commits: u64,
+    /// Requests (appends and snapshot writes) in those transactions.
+    pub requests: u64,
+}
+
+pub struct SqliteStore {
+    /// `None` only while dropping: closing the channel stops the writer.
+    requests: Option<mpsc::Sender<Request>>,
+    writer: Option<thread::JoinHandle<()>>,
+    readers: Arc<Readers>,
+    stats: Arc<Stats>,
+    /// Held (flock) for as long as the store is open; declared last so that
+    /// it is released only after everything else has shut down.
+    _lock: File,
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the store in `dir`, i.e. `dir/colloquy.db`.
+    /// Blocking: call it at startup or from a blocking task.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            context: format!("creating data directory {}", dir.display()),
+            source,
+        })?;
+        // Before touching the database, so that two processes never run
+        // migrations or writers on the same file.
+        let lock = lock_dir(dir)?;
+        let path = dir.join("colloquy.db");
+        let mut conn = Connection::open(&path)?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend {
+                message: format!("{} refuses WAL mode (got {mode})", path.display()),
+                retryable: false,
+            });
+        }
+        // FULL: in WAL mode this fsyncs the log on every commit, which is
+        // what makes an acknowledged append durable.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        migrate(&mut conn, &path)?;
+
+        let stats = Arc::new(Stats::default());
+        let (requests, queue) = mpsc::channel(QUEUE);
+        let writer = Writer { conn, last_seqs: HashMap::new(), stats: Arc::clone(&stats) };
+        let writer = thread::Builder::new()
+            .name("colloquy-sqlite-writer".into())
+            .spawn(move || writer.run(queue))
+            .map_err(|source| StoreError::Io { context: "starting the SQLite writer thread".into(), source })?;
+        Ok(SqliteStore {
+            requests: Some(requests),
+            writer: Some(writer),
+            readers: Arc::new(Readers {
+                path,
+                idle: Mutex::new(Vec::new()),
+                permits: Semaphore::new(READERS),
+            }),
+            stats,
+            _lock: lock,
+        })
+    }
+
+    pub fn stats(&self) -> WriterStats {
+        WriterStats {
+            commits: self.stats.commits.load(Ordering::Relaxed),
+            requests: self.stats.requests.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn call<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let requests = self.requests.as_ref().ok_or_else(writer_gone)?;
+        requests.send(request(reply)).await.map_err(|_| writer_gone())?;
+        // The writer drops the reply only by dying; queued requests then
+        // fail here instead of hanging.
+        answer.await.map_err(|_| writer_gone())?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // With the channel closed the writer commits what is still queued and
+        // returns; joining it makes that happen before the lock is released.
+        self.requests.take();
+        if let Some(writer) = self.writer.take() {
+            if writer.join().is_err() {
+                tracing::error!("the SQLite writer thread panicked");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ConversationStore for SqliteStore {
+    async fn append(&self, user_id: &str, expected_seq: u64, events: &[Event]) -> Result<u64, StoreError> {
+        check_append(user_id, expected_seq, events)?;
+        // Encoded here, on the callers' threads, to keep the writer's
+        // critical path to SQL alone.
+        let rows = events
+            .iter()
+            .map(|e| {
+                Ok(EventRow {
+                    seq: e.seq,
+                    event_id: e.event_id.to_string(),
+                    ts_ms: e.ts_ms,
+                    body: serde_json::to_string(e)?,
+                })
+            })
+            .collect::<Result<Vec<_>, serde_json::Error>>()
+            .map_err(|e| StoreError::InvalidEvents { user_id: user_id.to_string(), reason: e.to_string() })?;
+        let user_id = user_id.to_string();
+        self.call(|reply| Request::Append { user_id, expected: expected_seq, rows, reply }).await
+    }
+
+    async fn events_after(&self, user_id: &str, after_seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let user_id = user_id.to_string();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.readers
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT body FROM events WHERE user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                )?;
+                let bodies = stmt.query_map(params![user_id, after_seq, limit], |row| row.get::<_, String>(0))?;
+                bodies
+                    .map(|body| {
+                        serde_json::from_str(&body?).map_err(|e| {
+                            StoreError::Corrupt(format!("event of user {user_id} after seq {after_seq}: {e}"))
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn last_seq(&self, user_id: &str) -> Result<u64, StoreError> {
+        let user_id = user_id.to_string();
+        self.readers.read(move |conn| Ok(last_seq(conn, &user_id)?)).await
+    }
+
+    async fn put_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let row = SnapshotRow {
+            user_id: snapshot.user_id.clone(),
+            seq: snapshot.seq,
+            ts_ms: snapshot.ts_ms,
+            body: serde_json::to_string(&snapshot.state).map_err(|e| StoreError::InvalidEvents {
+                user_id: snapshot.user_id.clone(),
+                reason: format!("snapshot state: {e}"),
+            })?,
+            hmac: snapshot.hmac.clone(),
+        };
+        self.call(|reply| Request::Snapshot { row, reply }).await
+    }
+
+    async fn get_snapshot(&self, user_id: &str) -> Result<Option<Snapshot>, StoreError> {
+        let user_id = user_id.to_string();
+        self.readers
+            .read(move |conn| {
+                let row = conn
+                    .prepare_cached("SELECT seq, ts_ms, body, hmac FROM snapshots WHERE user_id = ?1")?
+                    .query_row([&user_id], |row| {
+                        Ok((row.get::<_, u64>(0)?, row.get(1)?, row.get::<_, String>(2)?, row.get(3)?))
+                    })
+                    .optional()?;
+                let Some((seq, ts_ms, body, hmac)) = row else {
+                    return Ok(None);
+                };
+                let state: State = serde_json::from_str(&body)
+                    .map_err(|e| StoreError::Corrupt(format!("snapshot of user {user_id}: {e}")))?;
+                Ok(Some(Snapshot { user_id, seq, ts_ms, state, hmac }))
+            })
+            .await
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend { message: e.to_string(), retryable: is_busy(&e) }
+    }
+}
+
+/// Lock contention passes; every other SQLite error needs a human.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Backend { message: "the SQLite writer thread has stopped".into(), retryable: false }
+}
+
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join("colloquy.lock");
+    let io = |source| StoreError::Io { context: format!("locking {}", path.display()), source };
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(StoreError::DirInUse { dir: dir.to_path_buf() }),
+        Err(e) => Err(io(e.into())),
+    }
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew { path: path.to_path_buf(), found, supported: SCHEMA_VERSION });
+    }
+    for (version, sql) in (1..).zip(MIGRATIONS).skip(found.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn last_seq(conn: &Connection, user_id: &str) -> rusqlite::Result<u64> {
+    conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE user_id = ?1")?
+        .query_row([user_id], |row| row.get(0))
+}
+
+/// The read-only connections, handed out to blocking tasks.
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl Readers {
+    async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let _permit = self.permits.acquire().await.expect("the reader semaphore is never closed");
+        let readers = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let idle = readers.idle.lock().expect("reader pool lock").pop();
+            let conn = match idle {
+                Some(conn) => conn,
+                None => {
+                    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                    let conn = Connection::open_with_flags(&readers.path, flags)?;
+                    conn.busy_timeout(BUSY_TIMEOUT)?;
+                    conn
+                }
+            };
+            let out = read(&conn);
+            let mut idle = readers.idle.lock().expect("reader pool lock");
+            // A cancelled caller frees its permit before its task ends, so
+            // more connections than permits can briefly exist.
+            if idle.len() < READERS {
+                idle.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("read task did not finish: {e}")))?
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Request {
+    Append { user_id: String, expected: u64, rows: Vec<EventRow>, reply: Reply<u64> },
+    Snapshot { row: SnapshotRow, reply: Reply<()> },
+}
+
+struct EventRow {
+    seq: u64,
+    event_id: String,
+    ts_ms: i64,
+    body: String,
+}
+
+struct SnapshotRow {
+    user_id: String,
+    seq: u64,
+    ts_ms: i64,
+    body: String,
+    hmac: String,
+}
+
+#[derive(Default)]
+struct Stats {
+    commits: AtomicU64,
+    requests: AtomicU64,
+}
+
+struct Writer {
+    conn: Connection,
+    /// Last seq per user as committed. Exact because this thread is the only
+    /// writer of the file (the directory lock keeps other processes out).
+    last_seqs: HashMap<String, u64>,
+    stats: Arc<Stats>,
+}
+
+impl Writer {
+    fn run(mut self, mut queue: mpsc::Receiver<Request>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = queue.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.group_commit(&mut batch);
+        }
+    }
+
+    /// Apply `batch` in one transaction and answer every request, only once
+    /// the commit (and its fsync) is done.
+    fn group_commit(&mut self, batch: &mut Vec<Request>) {
+        let mut moved = HashMap::new();
+        let results = match self.write(batch, &mut moved) {
+            Ok(results) => {
+                if self.last_seqs.len() + moved.len() > CACHED_USERS {
+                    self.last_seqs.clear();
+                }
+                self.last_seqs.extend(moved);
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                self.stats.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                results
+            }
+            Err(e) => {
+                // Nothing of this batch is known to be durable, and what is
+                // in the file is no longer known for sure: start afresh.
+                tracing::error!(error = %e, requests = batch.len(), "SQLite group commit failed");
+                self.last_seqs.clear();
+                let (message, retryable) = (e.to_string(), is_busy(&e));
+                batch.iter().map(|_| Err(StoreError::Backend { message: message.clone(), retryable })).collect()
+            }
+        };
+        for (request, result) in batch.drain(..).zip(results) {
+            // A caller that gave up no longer listens; its outcome stands.
+            match request {
+                Request::Append { reply, .. } => drop(reply.send(result)),
+                Request::Snapshot { reply, .. } => drop(reply.send(result.map(drop))),
+            }
+        }
+    }
+
+    /// One result per request (a request that fails leaves no rows behind
+    /// but does not stop the others), or the error that sank the whole
+    /// transaction. `moved` collects the last seqs the transaction sets.
+    fn write(
+        &mut self,
+        batch: &[Request],
+        moved: &mut HashMap<String, u64>,
+    ) -> rusqlite::Result<Vec<Result<u64, StoreError>>> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let results = batch
+            .iter()
+            .map(|request| match request {
+                Request::Append { user_id, expected, rows, .. } => {
+                    let known = moved.get(user_id).or_else(|| self.last_seqs.get(user_id)).copied();
+                    let result = append(&tx, known, user_id, *expected, rows);
+                    if let Ok(last) = result {
+                        moved.insert(user_id.clone(), last);
+                    }
+                    result
+                }
+                Request::Snapshot { row, .. } => put_snapshot(&tx, row).map(|()| 0).map_err(StoreError::from),
+            })
+            .collect();
+        tx.commit()?;
+        Ok(results)
+    }
+}
+
+fn append(
+    tx: &Connection,
+    known: Option<u64>,
+    user_id: &str,
+    expected: u64,
+    rows: &[EventRow],
+) -> Result<u64, StoreError> {
+    let actual = match known {
+        Some(seq) => seq,
+        None => last_seq(tx, user_id)?,
+    };
+    if actual != expected {
+        return Err(StoreError::Conflict { user_id: user_id.to_string(), expected, actual });
+    }
+    // A savepoint, so that a failing row takes back this request's earlier
+    // rows without aborting the rest of the group.
+    tx.execute_batch("SAVEPOINT append")?;
+    if let Err(e) = insert(tx, user_id, rows) {
+        tx.execute_batch("ROLLBACK TO append; RELEASE append")?;
+        let duplicate = matches!(&e, rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE);
+        return Err(if duplicate {
+            StoreError::DuplicateEvent { user_id: user_id.to_string() }
+        } else {
+            e.into()
+        });
+    }
+    tx.execute_batch("RELEASE append")?;
+    Ok(expected + rows.len() as u64)
+}
+
+fn insert(tx: &Connection, user_id: &str, rows: &[EventRow]) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO events (user_id, seq, event_id, ts_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for r in rows {
+        stmt.execute(params![user_id, r.seq, r.event_id, r.ts_ms, r.body])?;
+    }
+    Ok(())
+}
+
+fn put_snapshot(tx: &Connection, s: &SnapshotRow) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO snapshots (user_id, seq, ts_ms, body, hmac) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (user_id) DO UPDATE
+         SET seq = excluded.seq, ts_ms = excluded.ts_ms, body = excluded.body, hmac = excluded.hmac
+         WHERE excluded.seq >= snapshots.seq",
+    )?
+    .execute(params![s.user_id, s.seq, s.ts_ms, s.body, s.hmac])?;
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! What only the SQLite backend has: the directory lock, the schema version,
+//! group commit and persistence across reopening.
+
+use colloquy_store::sqlite::SCHEMA_VERSION;
+use colloquy_store::{conformance, ConversationStore, ErrorKind, SqliteStore, StoreError};
+use std::sync::Arc;
+
+#[test]
+fn a_data_directory_has_one_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let err = SqliteStore::open(dir.path()).err().expect("second open must fail");
+    assert!(matches!(err, StoreError::DirInUse { .. }), "{err}");
+    assert!(err.to_string().contains("is in use by another process"), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Fatal);
+    drop(store);
+    SqliteStore::open(dir.path()).expect("the lock is released on drop");
+}
+
+#[test]
+fn newer_schemas_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(dir.path()).unwrap());
+    let db = rusqlite::Connection::open(dir.path().join("colloquy.db")).unwrap();
+    db.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+    drop(db);
+    let err = SqliteStore::open(dir.path()).err().expect("newer schema must be refused");
+    assert!(matches!(err, StoreError::SchemaTooNew { found, .. } if found == SCHEMA_VERSION + 1), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = conformance::events("alice", 0, 3, 1, "m");
+    let snapshot = conformance::key().sign(&colloquy_core::State::from_events("alice", &events));
+    {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.append("alice", 0, &events).await.unwrap();
+        store.put_snapshot(&snapshot).await.unwrap();
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(store.events_after("alice", 0, 10).await.unwrap(), events);
+    assert_eq!(store.get_snapshot("alice").await.unwrap(), Some(snapshot));
+    // The writer's seq cache starts empty: the conflict check must still see the file.
+    let err = store.append("alice", 0, &events).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { actual: 3, .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let tasks: Vec<_> = (0..64)
+        .map(|u| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let user = format!("u{u}");
+                for a in 0..5 {
+                    store.append(&user, a * 2, &conformance::events(&user, a * 2, 2, 0, "m")).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let stats = store.stats();
+    assert_eq!(stats.requests, 64 * 5);
+    assert!(stats.commits < stats.requests / 2, "no group commit happened: {stats:?}");
+}
+
+/// The writer takes requests in order, so an append queued right behind
+/// another of the same user (often in the same group commit) continues it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_appends_of_one_user_apply_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    for round in 0..50u64 {
+        let n = round * 6;
+        let (a, b) = (conformance::events("u", n, 3, 0, "m"), conformance::events("u", n + 3, 3, 0, "m"));
+        let (first, second) = tokio::join!(store.append("u", n, &a), store.append("u", n + 3, &b));
+        assert_eq!((first.unwrap(), second.unwrap()), (n + 3, n + 6));
+    }
+    assert!(store.stats().commits < 100, "the pairs never shared a commit: {:?}", store.stats());
+}

@@ -1,0 +1,13 @@
+//! colloquy-worker: the stage runtime. Loads a bot from its directory
+//! (YAML compiled by the core, NLU trained on its examples) and handles a
+//! user's message: load state → NLU → pure policy → append events.
+//!
+//! This crate must not parse HTTP; it is driven by the CLI, and later by the
+//! bus consumers of each stage.
+
+mod engine;
+mod loader;
+pub mod scenario;
+
+pub use engine::{Engine, EngineError, Reply};
+pub use loader::{load_bot, read_sources, LoadError, LoadedBot};

@@ -1,0 +1,108 @@
+//! Reading a bot directory: the one place that turns files into a `Bot`.
+
+use colloquy_core::bot::{compile, BotError, SourceFile};
+use colloquy_core::Bot;
+use colloquy_nlu::BotNlu;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A compiled bot with its trained NLU, ready to serve.
+pub struct LoadedBot {
+    pub bot: Bot,
+    pub nlu: BotNlu,
+    pub dir: PathBuf,
+}
+
+#[derive(Debug)]
+pub enum LoadError {
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    Invalid(Vec<BotError>),
+    Nlu(String),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            LoadError::Invalid(errors) => {
+                for (i, e) in errors.iter().enumerate() {
+                    if i > 0 {
+                        writeln!(f)?;
+                    }
+                    write!(f, "{e}")?;
+                }
+                Ok(())
+            }
+            LoadError::Nlu(e) => write!(f, "training the intent classifier: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Directory names inside a bot that hold something other than the bot
+/// definition: conversation tests.
+const NOT_BOT: &[&str] = &["scenarios"];
+
+/// Read every `*.yaml` / `*.yml` file under `dir` (sorted, so that error
+/// order and duplicate reports are stable), skipping `scenarios/`.
+pub fn read_sources(dir: &Path) -> Result<Vec<SourceFile>, LoadError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| LoadError::Io { path, error }
+    };
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).map_err(io(&d))? {
+            let path = entry.map_err(io(&d))?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if path.is_dir() {
+                if !NOT_BOT.contains(&name) && !name.starts_with('.') {
+                    todo.push(path);
+                }
+            } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+                let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+                files.push(SourceFile {
+                    path: path.display().to_string(),
+                    text,
+                });
+            }
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    if files.is_empty() {
+        return Err(LoadError::Io {
+            path: dir.to_path_buf(),
+            error: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no *.yaml files: not a bot directory",
+            ),
+        });
+    }
+    Ok(files)
+}
+
+/// Compile the bot in `dir` and train its NLU.
+pub fn load_bot(dir: &Path) -> Result<LoadedBot, LoadError> {
+    let files = read_sources(dir)?;
+    let bot = compile(&files).map_err(LoadError::Invalid)?;
+    let intents: Vec<(String, Vec<String>)> = bot
+        .intents
+        .iter()
+        .map(|(name, i)| (name.clone(), i.examples.clone()))
+        .collect();
+    let nlu = BotNlu::train(&intents, &bot.entities, bot.threshold)
+        .map_err(|e| LoadError::Nlu(e.to_string()))?;
+    Ok(LoadedBot {
+        bot,
+        nlu,
+        dir: dir.to_path_buf(),
+    })
+}
