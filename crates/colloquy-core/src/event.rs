@@ -160,6 +160,19 @@ pub fn check_user_id(id: &str) -> Result<(), String> {
 /// that processing a redelivered message yields the same ids again.
 const EVENT_NS: Uuid = Uuid::from_u128(0x6a1c_2f0e_8d4b_4c61_9a57_3e0b_c011_0a7d);
 
+/// The id `seal` gives the first event of a message's turn, which the
+/// policy always makes the `UserSaid` event.
+pub fn user_event_id(user_id: &str, message_id: &str) -> Uuid {
+    event_id(user_id, message_id, 0)
+}
+
+fn event_id(user_id: &str, message_id: &str, index: usize) -> Uuid {
+    Uuid::new_v5(
+        &EVENT_NS,
+        format!("{user_id}\u{0}{message_id}\u{0}{index}").as_bytes(),
+    )
+}
+
 /// Wrap the kinds the policy produced for one message into sealed events
 /// numbered after `last_seq`.
 pub fn seal(
@@ -174,10 +187,7 @@ pub fn seal(
         .into_iter()
         .enumerate()
         .map(|(i, kind)| Event {
-            event_id: Uuid::new_v5(
-                &EVENT_NS,
-                format!("{user_id}\u{0}{message_id}\u{0}{i}").as_bytes(),
-            ),
+            event_id: event_id(user_id, message_id, i),
             user_id: user_id.to_string(),
             seq: last_seq + 1 + i as u64,
             ts_ms,

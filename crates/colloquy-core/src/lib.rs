@@ -14,7 +14,7 @@ pub mod state;
 pub mod value;
 
 pub use bot::Bot;
-pub use event::{check_user_id, seal, BotRef, Event, EventKind, FlowEnd};
+pub use event::{check_user_id, seal, user_event_id, BotRef, Event, EventKind, FlowEnd};
 pub use nlu::{EntityMatch, IntentScore, NluResult};
 pub use policy::{step, Input, Turn};
 pub use state::{FlowPosition, State};

@@ -138,6 +138,13 @@ impl Run<'_> {
     fn message(&mut self, input: &Input, now_ms: i64) {
         let expired = now_ms - self.state.last_ts_ms > self.bot.session_timeout_ms;
         self.state.last_ts_ms = now_ms;
+        // The user's message is always the first event of its turn, so its
+        // event id (index 0) is known before the policy runs: the gateway
+        // hands it out when it accepts the message.
+        self.emit(EventKind::UserSaid {
+            message_id: input.message_id.to_string(),
+            text: input.text.to_string(),
+        });
         if self.state.session == 0 || expired {
             if let Some(f) = self.state.flow.clone() {
                 self.emit(EventKind::FlowEnded {
@@ -157,10 +164,6 @@ impl Run<'_> {
                 kept,
             });
         }
-        self.emit(EventKind::UserSaid {
-            message_id: input.message_id.to_string(),
-            text: input.text.to_string(),
-        });
         let nlu = input.nlu;
         self.emit(EventKind::IntentRecognised {
             intent: nlu.intent.clone(),

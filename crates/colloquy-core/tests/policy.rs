@@ -298,6 +298,9 @@ proptest! {
             }
             prop_assert_eq!(s.seq as usize, events.last().map(|e| e.seq as usize).unwrap_or(s.seq as usize));
             prop_assert!(s.has_seen(&id));
+            let first_is_user_said = matches!(events[0].kind, EventKind::UserSaid { .. });
+            prop_assert!(first_is_user_said);
+            prop_assert_eq!(events[0].event_id, colloquy_core::user_event_id("u", &id));
             log.extend(events);
         }
         // The log alone rebuilds the state, and seqs have no gaps.

@@ -1,5 +1,20 @@
 //! Intent classifier: TF-IDF weighted hashed features (see `tokenize`) fed
-//! to a multinomial logistic regression trained with row-wise Adagrad.
+//! to a small neural network (one hidden ReLU layer, softmax output)
+//! trained with plain SGD.
+//!
+//! On CLINC150 the hidden layer beat logistic regression on the same
+//! features: 93.2% against 92.6% test accuracy, and 58% against 46%
+//! out-of-scope recall at a threshold chosen on the validation set (see
+//! `benches/intent.rs`); it still trains in a few seconds.
+//!
+//! A confidence is the softmax probability times the square root of the
+//! message's *coverage*: the share of its TF-IDF mass that falls on
+//! features seen in training. Text made of words the bot has never seen
+//! therefore scores low whatever the softmax says (the softmax has to pick
+//! some intent), and a bot with a single intent still gets a meaningful
+//! confidence: its softmax is always 1, so the confidence is the coverage
+//! alone. The square root keeps paraphrases of few-shot bots, which reuse
+//! only part of the examples' wording, above typical thresholds.
 
 use crate::tokenize;
 use crate::{normalize, NluError};
@@ -7,38 +22,38 @@ use colloquy_core::IntentScore;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// Training hyper-parameters. The defaults are tuned on CLINC150's
-/// validation set and work unchanged for bots with a handful of examples.
+/// Training hyper-parameters. The defaults were chosen on CLINC150's
+/// validation set; bots with a handful of examples per intent need no
+/// other settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainConfig {
     /// Passes over the training set.
     pub epochs: usize,
-    /// Small sets get more epochs until they see at least this many updates.
+    /// Small sets get more epochs until they have seen at least this many
+    /// examples in total, so a bot with 50 examples converges too.
     pub min_updates: usize,
-    /// Adagrad's base step size.
+    /// Hidden units.
+    pub hidden: usize,
+    /// Initial SGD step size; it decays linearly to a tenth.
     pub learning_rate: f32,
-    /// L2 penalty on the weights.
-    pub l2: f32,
-    /// Seeds the shuffling between epochs; the same seed, examples and
+    /// Seeds initialisation and shuffling: the same seed, examples and
     /// config always give the same model.
     pub seed: u64,
-    /// Divides the logits at prediction time.
+    /// Softmax temperature at prediction time: above 1 spreads probability
+    /// over the runners-up and so lowers confidences, below 1 sharpens
+    /// them. It never changes the ranking.
     pub temperature: f32,
-    /// Logit of an implicit "none of these" outcome that has no examples
-    /// and no weights.
-    pub background_logit: f32,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            epochs: 10,
-            min_updates: 20_000,
-            learning_rate: 0.5,
-            l2: 1e-5,
+            epochs: 8,
+            min_updates: 5_000,
+            hidden: 256,
+            learning_rate: 0.2,
             seed: 0x5eed,
             temperature: 1.0,
-            background_logit: f32::NEG_INFINITY,
         }
     }
 }
@@ -62,21 +77,30 @@ impl Hasher for PassThrough {
 
 type FeatureRows = HashMap<u64, u32, BuildHasherDefault<PassThrough>>;
 
+/// A message as the network sees it: `(row, weight)` for each known
+/// feature, plus how much of the message those features cover.
+struct Vector {
+    entries: Vec<(u32, f32)>,
+    coverage: f32,
+}
+
 /// A trained intent classifier. Only features seen in training get a
 /// weight row, so memory grows with the training set, not a hash space.
 pub struct Classifier {
     intents: Vec<String>,
     rows: FeatureRows,
     idf: Vec<f32>,
-    /// Weight of a feature never seen in training: it has no row, but it
-    /// still counts in the length of the vector, so text made mostly of
-    /// unknown words scores low everywhere.
+    /// IDF of a feature never seen in training: it has no row, but it
+    /// still counts in the length of the vector (and so against coverage).
     unseen_idf: f32,
-    /// `rows × intents`, row-major.
-    weights: Vec<f32>,
-    bias: Vec<f32>,
+    hidden: usize,
+    /// `rows × hidden`, row-major.
+    input_weights: Vec<f32>,
+    hidden_bias: Vec<f32>,
+    /// `hidden × intents`, row-major.
+    output_weights: Vec<f32>,
+    output_bias: Vec<f32>,
     temperature: f32,
-    background_logit: f32,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -84,11 +108,13 @@ impl std::fmt::Debug for Classifier {
         f.debug_struct("Classifier")
             .field("intents", &self.intents)
             .field("features", &self.rows.len())
+            .field("hidden", &self.hidden)
             .finish_non_exhaustive()
     }
 }
 
-/// SplitMix64: a tiny deterministic generator for shuffling.
+/// SplitMix64: a tiny deterministic generator for initialisation and
+/// shuffling.
 struct SplitMix(u64);
 
 impl SplitMix {
@@ -100,6 +126,12 @@ impl SplitMix {
         z ^ (z >> 31)
     }
 
+    /// Uniform in `[-scale, scale)`.
+    fn uniform(&mut self, scale: f32) -> f32 {
+        let unit = (self.next() >> 40) as f32 / (1u64 << 24) as f32;
+        (2.0 * unit - 1.0) * scale
+    }
+
     fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {
             let j = (self.next() % (i as u64 + 1)) as usize;
@@ -108,7 +140,11 @@ impl SplitMix {
     }
 }
 
-type Sparse = Vec<(u32, f32)>;
+/// Scratch buffers for one forward pass.
+struct Activations {
+    hidden: Vec<f32>,
+    output: Vec<f32>,
+}
 
 impl Classifier {
     /// Trains on `(text, intent)` pairs; texts are normalised here.
@@ -116,9 +152,14 @@ impl Classifier {
         if examples.is_empty() {
             return Err(NluError::NoExamples);
         }
-        if cfg.epochs == 0 || cfg.learning_rate <= 0.0 || cfg.l2 < 0.0 || cfg.temperature <= 0.0 {
+        let positive = |x: f32| x.is_finite() && x > 0.0;
+        if cfg.epochs == 0
+            || cfg.hidden == 0
+            || !positive(cfg.learning_rate)
+            || !positive(cfg.temperature)
+        {
             return Err(NluError::InvalidConfig(
-                "epochs, learning_rate and temperature must be positive and l2 not negative",
+                "epochs, hidden, learning_rate and temperature must be positive",
             ));
         }
         let intents: Vec<String> = examples
@@ -127,180 +168,418 @@ impl Classifier {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let labels: Vec<usize> = examples
-            .iter()
-            .map(|(_, intent)| intents.binary_search(intent).unwrap_or_default())
-            .collect();
+        let texts: Vec<String> = examples.iter().map(|(text, _)| normalize(text)).collect();
 
+        // Rows in order of first appearance, so the model does not depend
+        // on hash-map iteration order.
         let mut rows = FeatureRows::default();
         let mut df: Vec<u32> = Vec::new();
-        for (text, _) in examples {
-            let mut features = Vec::new();
-            tokenize::features(&normalize(text), &mut features);
-            features.sort_unstable();
-            features.dedup();
-            for &f in &features {
+        let mut features = Vec::new();
+        for text in &texts {
+            features.clear();
+            tokenize::features(text, &mut features);
+            features.sort_unstable_by_key(|&(hash, _)| hash);
+            features.dedup_by_key(|&mut (hash, _)| hash);
+            for &(hash, _) in &features {
                 let next = rows.len() as u32;
-                let row = *rows.entry(f).or_insert(next);
+                let row = *rows.entry(hash).or_insert(next);
                 if row == next {
                     df.push(0);
                 }
                 df[row as usize] += 1;
             }
         }
+
         let n = examples.len() as f32;
+        let k = intents.len();
+        let mut rng = SplitMix(cfg.seed);
+        let output_scale = (6.0 / (cfg.hidden + k) as f32).sqrt();
         let mut model = Classifier {
-            idf: df.iter().map(|&d| ((1.0 + n) / (1.0 + d as f32)).ln() + 1.0).collect(),
+            idf: df
+                .iter()
+                .map(|&d| ((1.0 + n) / (1.0 + d as f32)).ln() + 1.0)
+                .collect(),
             unseen_idf: (1.0 + n).ln() + 1.0,
-            weights: vec![0.0; rows.len() * intents.len()],
-            bias: vec![0.0; intents.len()],
+            hidden: cfg.hidden,
+            input_weights: (0..rows.len() * cfg.hidden)
+                .map(|_| rng.uniform(0.1))
+                .collect(),
+            hidden_bias: vec![0.0; cfg.hidden],
+            output_weights: (0..cfg.hidden * k)
+                .map(|_| rng.uniform(output_scale))
+                .collect(),
+            output_bias: vec![0.0; k],
+            temperature: cfg.temperature,
             rows,
             intents,
-            temperature: 1.0,
-            background_logit: cfg.background_logit,
         };
-        let vectors: Vec<Sparse> = examples
+        let data: Vec<(Vector, usize)> = texts
             .iter()
-            .map(|(text, _)| model.vectorize(&normalize(text)))
+            .zip(examples)
+            .map(|(text, (_, intent))| {
+                let label = model.intents.binary_search(intent).unwrap_or_default();
+                (model.vectorize(text), label)
+            })
             .collect();
-        model.fit(&vectors, &labels, cfg);
-        model.temperature = cfg.temperature;
+        model.fit(&data, cfg, &mut rng);
         Ok(model)
     }
 
-    fn fit(&mut self, vectors: &[Sparse], labels: &[usize], cfg: &TrainConfig) {
-        let k = self.intents.len();
-        let epochs = cfg.epochs.max(cfg.min_updates.div_ceil(vectors.len()));
-        let mut row_sq = vec![0.0f32; self.idf.len()];
-        let mut bias_sq = vec![0.0f32; k];
-        let mut order: Vec<usize> = (0..vectors.len()).collect();
-        let mut rng = SplitMix(cfg.seed);
-        let mut probs = vec![0.0f32; k];
+    fn fit(&mut self, data: &[(Vector, usize)], cfg: &TrainConfig, rng: &mut SplitMix) {
+        let (h, k) = (self.hidden, self.intents.len());
+        let epochs = cfg.epochs.max(cfg.min_updates.div_ceil(data.len()));
+        let total = (epochs * data.len()) as f32;
+        let mut order: Vec<usize> = (0..data.len()).collect();
+        let mut act = self.activations();
+        let mut hidden_grad = vec![0.0f32; h];
+        let mut step = 0usize;
         for _ in 0..epochs {
             rng.shuffle(&mut order);
             for &e in &order {
-                self.logits(&vectors[e], &mut probs);
-                self.softmax(&mut probs);
-                probs[labels[e]] -= 1.0;
-                let grad = &probs;
-                for (c, g) in grad.iter().enumerate() {
-                    bias_sq[c] += g * g;
-                    self.bias[c] -= cfg.learning_rate * g / (bias_sq[c].sqrt() + 1e-6);
+                let (vector, label) = &data[e];
+                let lr = cfg.learning_rate * (1.0 - 0.9 * step as f32 / total);
+                step += 1;
+                self.forward(vector, &mut act);
+                softmax(&mut act.output, 1.0);
+                act.output[*label] -= 1.0;
+                let grad = &act.output;
+                for (b, g) in self.output_bias.iter_mut().zip(grad) {
+                    *b -= lr * g;
                 }
-                for &(row, x) in &vectors[e] {
+                for ((a, hg), w) in act
+                    .hidden
+                    .iter()
+                    .zip(&mut hidden_grad)
+                    .zip(self.output_weights.chunks_exact_mut(k))
+                {
+                    *hg = 0.0;
+                    if *a > 0.0 {
+                        *hg = dot(w, grad);
+                        for (w, g) in w.iter_mut().zip(grad) {
+                            *w -= lr * a * g;
+                        }
+                    }
+                }
+                for (b, g) in self.hidden_bias.iter_mut().zip(&hidden_grad) {
+                    *b -= lr * g;
+                }
+                for &(row, x) in &vector.entries {
                     let r = row as usize;
-                    let w = &mut self.weights[r * k..(r + 1) * k];
-                    let sq: f32 = w
-                        .iter()
-                        .zip(grad)
-                        .map(|(w, g)| {
-                            let d = x * g + cfg.l2 * w;
-                            d * d
-                        })
-                        .sum();
-                    row_sq[r] += sq / k as f32;
-                    let step = cfg.learning_rate / (row_sq[r].sqrt() + 1e-6);
-                    for (w, g) in w.iter_mut().zip(grad) {
-                        *w -= step * (x * g + cfg.l2 * *w);
+                    for (w, g) in self.input_weights[r * h..(r + 1) * h]
+                        .iter_mut()
+                        .zip(&hidden_grad)
+                    {
+                        *w -= lr * x * g;
                     }
                 }
             }
         }
     }
 
-    /// Sublinear TF times IDF, scaled to unit length.
-    fn vectorize(&self, normalised: &str) -> Sparse {
+    /// Sublinear TF times IDF times the feature's weight, scaled to unit
+    /// length counting unseen features too.
+    fn vectorize(&self, normalised: &str) -> Vector {
         let mut features = Vec::with_capacity(4 * normalised.len());
         tokenize::features(normalised, &mut features);
-        features.sort_unstable();
-        let mut vector = Vec::with_capacity(features.len());
-        let mut norm_sq = 0.0f32;
-        for run in features.chunk_by(|a, b| a == b) {
-            let tf = 1.0 + (run.len() as f32).ln();
-            let value = match self.rows.get(&run[0]) {
+        features.sort_unstable_by_key(|&(hash, _)| hash);
+        let mut entries = Vec::with_capacity(features.len());
+        let (mut seen_sq, mut unseen_sq) = (0.0f32, 0.0f32);
+        for run in features.chunk_by(|a, b| a.0 == b.0) {
+            let (hash, weight) = run[0];
+            let tf = weight * (1.0 + (run.len() as f32).ln());
+            match self.rows.get(&hash) {
                 Some(&row) => {
                     let value = tf * self.idf[row as usize];
-                    vector.push((row, value));
-                    value
+                    entries.push((row, value));
+                    seen_sq += value * value;
                 }
-                None => tf * self.unseen_idf,
-            };
-            norm_sq += value * value;
+                None => unseen_sq += (tf * self.unseen_idf).powi(2),
+            }
         }
+        let norm_sq = seen_sq + unseen_sq;
         if norm_sq > 0.0 {
             let scale = norm_sq.sqrt().recip();
-            for (_, value) in &mut vector {
+            for (_, value) in &mut entries {
                 *value *= scale;
             }
         }
-        vector.sort_unstable_by_key(|&(row, _)| row);
-        vector
+        // Ascending rows walk the weights in memory order.
+        entries.sort_unstable_by_key(|&(row, _)| row);
+        Vector {
+            entries,
+            coverage: if norm_sq > 0.0 {
+                seen_sq / norm_sq
+            } else {
+                0.0
+            },
+        }
     }
 
-    fn logits(&self, vector: &Sparse, out: &mut [f32]) {
-        let k = self.intents.len();
-        out.copy_from_slice(&self.bias);
-        for &(row, x) in vector {
+    fn activations(&self) -> Activations {
+        Activations {
+            hidden: vec![0.0; self.hidden],
+            output: vec![0.0; self.intents.len()],
+        }
+    }
+
+    /// Fills `act` with hidden activations and output logits.
+    fn forward(&self, vector: &Vector, act: &mut Activations) {
+        let (h, k) = (self.hidden, self.intents.len());
+        act.hidden.copy_from_slice(&self.hidden_bias);
+        for &(row, x) in &vector.entries {
             let r = row as usize;
-            for (o, w) in out.iter_mut().zip(&self.weights[r * k..(r + 1) * k]) {
-                *o += x * w;
+            for (a, w) in act
+                .hidden
+                .iter_mut()
+                .zip(&self.input_weights[r * h..(r + 1) * h])
+            {
+                *a += x * w;
+            }
+        }
+        act.output.copy_from_slice(&self.output_bias);
+        for (a, w) in act
+            .hidden
+            .iter_mut()
+            .zip(self.output_weights.chunks_exact(k))
+        {
+            *a = a.max(0.0);
+            if *a > 0.0 {
+                for (o, w) in act.output.iter_mut().zip(w) {
+                    *o += *a * w;
+                }
             }
         }
     }
 
-    /// Turns logits into probabilities in place; with a finite background
-    /// logit they sum to less than one.
-    fn softmax(&self, z: &mut [f32]) {
-        let max = z.iter().copied().fold(self.background_logit, f32::max);
-        let mut sum = (self.background_logit - max).exp();
-        for v in z.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v;
+    /// Confidence per intent, in the order of `intents()`.
+    fn confidences(&self, normalised: &str) -> Vec<f32> {
+        let vector = self.vectorize(normalised);
+        let mut act = self.activations();
+        self.forward(&vector, &mut act);
+        softmax(&mut act.output, self.temperature);
+        let scale = vector.coverage.sqrt();
+        for p in &mut act.output {
+            *p *= scale;
         }
-        for v in z.iter_mut() {
-            *v /= sum;
-        }
+        act.output
     }
 
-    fn probabilities(&self, normalised: &str) -> Vec<f32> {
-        let mut z = vec![0.0; self.intents.len()];
-        self.logits(&self.vectorize(normalised), &mut z);
-        for v in &mut z {
-            *v /= self.temperature;
-        }
-        self.softmax(&mut z);
-        z
-    }
-
-    /// All intents ranked by confidence, best first.
+    /// All intents ranked by confidence, best first. Confidences sum to
+    /// the square root of the message's coverage: 1 when every feature was
+    /// seen in training, less otherwise.
     pub fn predict(&self, text: &str) -> Vec<IntentScore> {
         self.rank(&normalize(text))
     }
 
+    /// `predict` for text that is already normalised.
     pub(crate) fn rank(&self, normalised: &str) -> Vec<IntentScore> {
         let mut scores: Vec<IntentScore> = self
-            .probabilities(normalised)
+            .confidences(normalised)
             .into_iter()
             .zip(&self.intents)
-            .map(|(confidence, name)| IntentScore { name: name.clone(), confidence })
+            .map(|(confidence, name)| IntentScore {
+                name: name.clone(),
+                confidence,
+            })
             .collect();
-        // Stable sort: ties keep the (alphabetical) intent order.
+        // Stable: ties keep the alphabetical order of intents.
         scores.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
         scores
     }
 
     /// The best intent and its confidence, without building the ranking.
     pub fn predict_top(&self, text: &str) -> (&str, f32) {
-        let probs = self.probabilities(&normalize(text));
-        let (best, confidence) = probs
-            .iter()
-            .enumerate()
-            .fold((0, f32::NEG_INFINITY), |acc, (i, &p)| if p > acc.1 { (i, p) } else { acc });
-        (&self.intents[best], confidence)
+        let confidences = self.confidences(&normalize(text));
+        let mut best = 0;
+        for (i, &c) in confidences.iter().enumerate() {
+            if c > confidences[best] {
+                best = i;
+            }
+        }
+        (&self.intents[best], confidences[best])
     }
 
     /// The intents this classifier knows, in alphabetical order.
     pub fn intents(&self) -> &[String] {
         &self.intents
+    }
+}
+
+/// Eight independent sums, so that the compiler can vectorise a reduction
+/// it may not reorder.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Logits to probabilities in place, at the given temperature.
+fn softmax(z: &mut [f32], temperature: f32) {
+    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in z.iter_mut() {
+        *v = ((*v - max) / temperature).exp();
+        sum += *v;
+    }
+    for v in z.iter_mut() {
+        *v /= sum;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn examples(data: &[(&str, &[&str])]) -> Vec<(String, String)> {
+        data.iter()
+            .flat_map(|(intent, texts)| texts.iter().map(|t| (t.to_string(), intent.to_string())))
+            .collect()
+    }
+
+    fn toy() -> Vec<(String, String)> {
+        examples(&[
+            (
+                "greet",
+                &[
+                    "hi",
+                    "hello",
+                    "hey there",
+                    "good morning",
+                    "你好",
+                    "您好",
+                    "在吗",
+                    "早上好",
+                ],
+            ),
+            (
+                "order",
+                &[
+                    "i want to order a pizza",
+                    "can i get a large pepperoni",
+                    "order two pizzas please",
+                    "我要点一个披萨",
+                    "帮我下单",
+                    "我想订披萨",
+                ],
+            ),
+            (
+                "weather",
+                &[
+                    "what's the weather like",
+                    "will it rain tomorrow",
+                    "is it sunny today",
+                    "今天天气怎么样",
+                    "明天会下雨吗",
+                    "外面冷不冷",
+                ],
+            ),
+        ])
+    }
+
+    /// Training is slow in debug builds; tests that only read share one.
+    static TOY: std::sync::LazyLock<Classifier> =
+        std::sync::LazyLock::new(|| Classifier::train(&toy(), &TrainConfig::default()).unwrap());
+
+    #[test]
+    fn ranks_paraphrases_in_both_languages() {
+        let model = &*TOY;
+        for (text, intent) in [
+            ("Hello!", "greet"),
+            ("你好呀", "greet"),
+            ("I'd like to order a pepperoni pizza", "order"),
+            ("我要订一个大披萨", "order"),
+            ("is it going to rain today", "weather"),
+            ("后天天气怎么样", "weather"),
+        ] {
+            let ranked = model.predict(text);
+            assert_eq!(ranked[0].name, intent, "{text}: {ranked:?}");
+            assert!(ranked[0].confidence > 0.4, "{text}: {ranked:?}");
+            assert_eq!(model.predict_top(text), (intent, ranked[0].confidence));
+        }
+    }
+
+    #[test]
+    fn confidences_are_ranked_and_sum_to_at_most_one() {
+        let model = &*TOY;
+        for text in ["hello", "what's the weather", "zzz", ""] {
+            let ranked = model.predict(text);
+            assert_eq!(ranked.len(), 3);
+            assert!(ranked
+                .windows(2)
+                .all(|w| w[0].confidence >= w[1].confidence));
+            let sum: f32 = ranked.iter().map(|s| s.confidence).sum();
+            assert!((0.0..=1.0001).contains(&sum), "{text}: {sum}");
+        }
+        let exact: f32 = model.predict("hello").iter().map(|s| s.confidence).sum();
+        assert!((exact - 1.0).abs() < 1e-4, "all features seen: {exact}");
+    }
+
+    #[test]
+    fn gibberish_gets_low_confidence() {
+        let model = &*TOY;
+        for text in ["qwzx vbnm plkj", "狗熊猫头鹰", "", "!!!"] {
+            let (_, confidence) = model.predict_top(text);
+            assert!(confidence < 0.2, "{text}: {confidence}");
+        }
+    }
+
+    #[test]
+    fn same_examples_same_model() {
+        let again = Classifier::train(&toy(), &TrainConfig::default()).unwrap();
+        for text in ["hello", "我要披萨", "rain?", "something else entirely"] {
+            assert_eq!(TOY.predict(text), again.predict(text));
+        }
+    }
+
+    #[test]
+    fn single_intent_confidence_is_coverage() {
+        let model = Classifier::train(
+            &examples(&[("greet", &["hi", "hello", "good morning"])]),
+            &TrainConfig::default(),
+        )
+        .unwrap();
+        assert!((model.predict_top("hello").1 - 1.0).abs() < 1e-4);
+        let partly = model.predict_top("hello there, how are you").1;
+        let unrelated = model.predict_top("order a pizza").1;
+        assert!(
+            partly > unrelated && partly < 1.0,
+            "{partly} vs {unrelated}"
+        );
+        assert!(unrelated < 0.3, "{unrelated}");
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert_eq!(
+            Classifier::train(&[], &TrainConfig::default()).unwrap_err(),
+            NluError::NoExamples
+        );
+        let cfg = TrainConfig {
+            epochs: 0,
+            ..TrainConfig::default()
+        };
+        assert!(matches!(
+            Classifier::train(&toy(), &cfg),
+            Err(NluError::InvalidConfig(_))
+        ));
+        let cfg = TrainConfig {
+            temperature: f32::NAN,
+            ..TrainConfig::default()
+        };
+        assert!(matches!(
+            Classifier::train(&toy(), &cfg),
+            Err(NluError::InvalidConfig(_))
+        ));
     }
 }

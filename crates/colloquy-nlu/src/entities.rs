@@ -88,8 +88,8 @@ impl EntityExtractor {
     }
 
     /// Every match of every entity in `normalised` (the output of
-    /// `normalize`), ordered by start, longer first; matches of different
-    /// entities may overlap. A regex with a capture group reports the
+    /// `normalize`), ordered by start, longer first, then by entity name;
+    /// matches of different entities may overlap. A regex with a capture group reports the
     /// group's text and offsets. Offsets are in chars.
     pub fn extract(&self, normalised: &str) -> Vec<EntityMatch> {
         // Byte offset of every char, plus the end, to turn regex byte
@@ -133,19 +133,32 @@ impl EntityExtractor {
                 }
             }
         }
-        found.sort_by_key(|m| (m.start, std::cmp::Reverse(m.end)));
+        found.sort_by(|a, b| {
+            (a.start, std::cmp::Reverse(a.end), &a.entity).cmp(&(
+                b.start,
+                std::cmp::Reverse(b.end),
+                &b.entity,
+            ))
+        });
         found
     }
 }
 
 fn compile(name: &str, spec: &EntitySpec) -> Result<Entity, NluError> {
-    let error = |problem: String| NluError::Entity { entity: name.to_string(), problem };
+    let error = |problem: String| NluError::Entity {
+        entity: name.to_string(),
+        problem,
+    };
     let value_type = match spec.value_type.as_deref() {
         None => None,
         Some("text") => Some(ValueType::Text),
         Some("int") => Some(ValueType::Int),
         Some("float") => Some(ValueType::Float),
-        Some(other) => return Err(error(format!("unknown type `{other}` (expected int, float or text)"))),
+        Some(other) => {
+            return Err(error(format!(
+                "unknown type `{other}` (expected int, float or text)"
+            )))
+        }
     };
     let (matcher, default_type) = match (&spec.regex, &spec.lookup, &spec.builtin) {
         (Some(pattern), None, None) => {
@@ -156,14 +169,27 @@ fn compile(name: &str, spec: &EntitySpec) -> Result<Entity, NluError> {
             let groups = regex.captures_len() - 1;
             let group = spec.group.unwrap_or(usize::from(groups > 0));
             if group > groups {
-                return Err(error(format!("regex has no capture group {group} (it has {groups})")));
+                return Err(error(format!(
+                    "regex has no capture group {group} (it has {groups})"
+                )));
             }
             (Matcher::Regex { regex, group }, ValueType::Text)
         }
-        (None, Some(table), None) => (Matcher::Lookup(Lookup::new(table).map_err(error)?), ValueType::Text),
+        (None, Some(table), None) => (
+            Matcher::Lookup(Lookup::new(table).map_err(error)?),
+            ValueType::Text,
+        ),
         (None, None, Some(builtin)) if builtin == NUMBER => (Matcher::Number, ValueType::Number),
-        (None, None, Some(other)) => return Err(error(format!("unknown builtin `{other}` (expected number)"))),
-        _ => return Err(error("exactly one of regex, lookup or builtin must be set".to_string())),
+        (None, None, Some(other)) => {
+            return Err(error(format!(
+                "unknown builtin `{other}` (expected number)"
+            )))
+        }
+        _ => {
+            return Err(error(
+                "exactly one of regex, lookup or builtin must be set".to_string(),
+            ))
+        }
     };
     Ok(Entity {
         name: name.to_string(),
@@ -187,7 +213,9 @@ impl Lookup {
                 }
                 if let Some(other) = phrases.insert(key, canonical.clone()) {
                     if other != *canonical {
-                        return Err(format!("`{phrase}` is listed under both `{other}` and `{canonical}`"));
+                        return Err(format!(
+                            "`{phrase}` is listed under both `{other}` and `{canonical}`"
+                        ));
                     }
                 }
             }
@@ -222,5 +250,250 @@ impl Lookup {
             }
         }
         found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regex(pattern: &str, value_type: Option<&str>) -> EntitySpec {
+        EntitySpec {
+            regex: Some(pattern.to_string()),
+            group: None,
+            lookup: None,
+            builtin: None,
+            value_type: value_type.map(String::from),
+        }
+    }
+
+    fn lookup(table: &[(&str, &[&str])]) -> EntitySpec {
+        EntitySpec {
+            regex: None,
+            group: None,
+            lookup: Some(
+                table
+                    .iter()
+                    .map(|(canonical, synonyms)| {
+                        (
+                            canonical.to_string(),
+                            synonyms.iter().map(|s| s.to_string()).collect(),
+                        )
+                    })
+                    .collect(),
+            ),
+            builtin: None,
+            value_type: None,
+        }
+    }
+
+    fn builtin(name: &str) -> EntitySpec {
+        EntitySpec {
+            regex: None,
+            group: None,
+            lookup: None,
+            builtin: Some(name.to_string()),
+            value_type: None,
+        }
+    }
+
+    fn extractor(specs: Vec<(&str, EntitySpec)>) -> EntityExtractor {
+        let specs: BTreeMap<String, EntitySpec> =
+            specs.into_iter().map(|(n, s)| (n.to_string(), s)).collect();
+        EntityExtractor::new(&specs).unwrap()
+    }
+
+    fn error(name: &str, spec: EntitySpec) -> String {
+        EntityExtractor::new(&BTreeMap::from([(name.to_string(), spec)]))
+            .unwrap_err()
+            .to_string()
+    }
+
+    fn of<'a>(found: &'a [EntityMatch], entity: &str) -> Vec<(&'a Value, &'a str, usize, usize)> {
+        found
+            .iter()
+            .filter(|m| m.entity == entity)
+            .map(|m| (&m.value, m.text.as_str(), m.start, m.end))
+            .collect()
+    }
+
+    #[test]
+    fn regex_capture_converted_to_int() {
+        let x = extractor(vec![(
+            "size",
+            regex(r"([0-9一二三四五六七八九十两]+)\s*(?:码|号)", Some("int")),
+        )]);
+        let found = x.extract("星云跑鞋有三十九码吗");
+        assert_eq!(of(&found, "size"), vec![(&Value::Int(39), "三十九", 5, 8)]);
+        assert_eq!(
+            of(&x.extract("要 40 号的"), "size"),
+            vec![(&Value::Int(40), "40", 2, 4)]
+        );
+        // Not a number after all: dropped rather than reported as text.
+        assert_eq!(of(&x.extract("十十码"), "size"), vec![]);
+    }
+
+    #[test]
+    fn regex_float_whole_match_and_explicit_group() {
+        let x = extractor(vec![
+            (
+                "foot",
+                regex(r"([0-9]+(?:\.[0-9]+)?)\s*(?:cm|厘米)", Some("float")),
+            ),
+            ("code", regex(r"[a-z]{2}\d{3}", None)),
+            (
+                "route",
+                EntitySpec {
+                    group: Some(2),
+                    ..regex(r"from (\w+) to (\w+)", None)
+                },
+            ),
+        ]);
+        let found = x.extract("脚长25.5CM, code ab123, from paris to rome");
+        assert_eq!(
+            of(&found, "foot"),
+            vec![(&Value::Float(25.5), "25.5", 2, 6)]
+        );
+        assert_eq!(
+            of(&found, "code"),
+            vec![(&Value::Text("ab123".into()), "ab123", 15, 20)]
+        );
+        assert_eq!(
+            of(&found, "route"),
+            vec![(&Value::Text("rome".into()), "rome", 36, 40)]
+        );
+    }
+
+    #[test]
+    fn lookup_matches_synonyms_longest_first() {
+        let x = extractor(vec![(
+            "model",
+            lookup(&[
+                ("星云跑鞋", &["星云", "星云跑步鞋"]),
+                ("疾风板鞋", &["疾风"]),
+            ]),
+        )]);
+        let found = x.extract("星云跑步鞋和疾风哪个好");
+        assert_eq!(
+            of(&found, "model"),
+            vec![
+                (&Value::Text("星云跑鞋".into()), "星云跑步鞋", 0, 5),
+                (&Value::Text("疾风板鞋".into()), "疾风", 6, 8),
+            ]
+        );
+    }
+
+    #[test]
+    fn lookup_respects_latin_word_boundaries_and_case() {
+        let x = extractor(vec![
+            ("color", lookup(&[("red", &["Crimson"])])),
+            ("size", lookup(&[("large", &["14 inch", "big"])])),
+        ]);
+        assert_eq!(
+            of(&x.extract("i'm bored of red"), "color"),
+            vec![(&Value::Text("red".into()), "red", 13, 16)]
+        );
+        assert_eq!(of(&x.extract("crimson"), "color").len(), 1);
+        assert_eq!(
+            of(&x.extract("a 14 inch pizza"), "size"),
+            vec![(&Value::Text("large".into()), "14 inch", 2, 9)]
+        );
+        assert_eq!(of(&x.extract("bigger"), "size"), vec![]);
+        // Chinese text has no word boundaries to respect.
+        assert_eq!(of(&x.extract("要big的"), "size").len(), 1);
+    }
+
+    #[test]
+    fn numbers_always_reported() {
+        let x = extractor(vec![]);
+        let found = x.extract("两双39码, 一共三百五十块");
+        assert_eq!(
+            of(&found, NUMBER),
+            vec![
+                (&Value::Int(39), "39", 2, 4),
+                (&Value::Int(350), "三百五十", 9, 13)
+            ]
+        );
+        assert_eq!(
+            of(&x.extract("3.5 kg"), NUMBER),
+            vec![(&Value::Float(3.5), "3.5", 0, 3)]
+        );
+    }
+
+    #[test]
+    fn a_bot_entity_named_number_replaces_the_reserved_one() {
+        let x = extractor(vec![("number", regex(r"#(\d+)", Some("int")))]);
+        assert_eq!(
+            of(&x.extract("#12 and 7"), NUMBER),
+            vec![(&Value::Int(12), "12", 1, 3)]
+        );
+        let x = extractor(vec![("qty", builtin("number"))]);
+        let found = x.extract("7");
+        assert_eq!(of(&found, "qty"), of(&found, NUMBER));
+    }
+
+    #[test]
+    fn sorted_by_start_longest_first() {
+        let x = extractor(vec![
+            ("size", regex(r"(\d+)码", Some("int"))),
+            ("all", regex(r"\d+码", None)),
+        ]);
+        let found = x.extract("40码或39码");
+        let spans: Vec<(usize, usize, &str)> = found
+            .iter()
+            .map(|m| (m.start, m.end, m.entity.as_str()))
+            .collect();
+        assert_eq!(
+            spans,
+            vec![
+                (0, 3, "all"),
+                (0, 2, "number"),
+                (0, 2, "size"),
+                (4, 7, "all"),
+                (4, 6, "number"),
+                (4, 6, "size")
+            ]
+        );
+    }
+
+    #[test]
+    fn clear_errors() {
+        assert!(error("size", regex("([0-9]+", None)).starts_with("entity `size`: invalid regex: "));
+        assert_eq!(
+            error(
+                "size",
+                EntitySpec {
+                    group: Some(2),
+                    ..regex("([0-9]+)", None)
+                }
+            ),
+            "entity `size`: regex has no capture group 2 (it has 1)"
+        );
+        assert_eq!(
+            error("size", regex("x", Some("integer"))),
+            "entity `size`: unknown type `integer` (expected int, float or text)"
+        );
+        assert_eq!(
+            error("n", builtin("date")),
+            "entity `n`: unknown builtin `date` (expected number)"
+        );
+        assert_eq!(
+            error(
+                "n",
+                EntitySpec {
+                    builtin: Some("number".into()),
+                    ..regex("x", None)
+                }
+            ),
+            "entity `n`: exactly one of regex, lookup or builtin must be set"
+        );
+        assert_eq!(
+            error("m", lookup(&[("a", &[" "])])),
+            "entity `m`: empty synonym of `a`"
+        );
+        assert_eq!(
+            error("m", lookup(&[("a", &["x"]), ("b", &["X"])])),
+            "entity `m`: `X` is listed under both `a` and `b`"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! colloquy-nlu: understanding one user message, in Chinese or English.
 //! `normalize` puts the text in canonical form, `classifier` ranks the
 //! bot's intents, `entities` pulls out slot values (regexes, lookup lists,
-//! numbers in Arabic or Chinese numerals) and `pipeline::BotNlu` puts them
+//! numbers in digits, Chinese numerals or English words) and
+//! `pipeline::BotNlu` puts them
 //! together into the `NluResult` the policy consumes. `eval` measures a
 //! classifier on labelled data.
 //!

@@ -26,7 +26,10 @@ pub fn normalize(text: &str) -> String {
 /// Format characters that users paste in from other apps; they are not
 /// `is_control` but would split words and shift offsets.
 fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{200b}'..='\u{200f}' | '\u{2060}' | '\u{feff}' | '\u{00ad}')
+    matches!(
+        c,
+        '\u{200b}'..='\u{200f}' | '\u{2060}' | '\u{feff}' | '\u{00ad}'
+    )
 }
 
 #[cfg(test)]
@@ -44,11 +47,12 @@ mod tests {
         assert_eq!(normalize(" \u{3000} "), "");
     }
 
-    #[test]
-    fn idempotent() {
-        for s in ["Ünïcödé  Ｔｅｘｔ", "三十九 码", "İstanbul", "ﬁne"] {
-            let once = normalize(s);
-            assert_eq!(normalize(&once), once);
+    proptest::proptest! {
+        #[test]
+        fn idempotent(text in "[a-zA-Z0-9 \t\n,.!?ÄÖÜäöüİﬁ①ＡＢｃ１２３　，。三十九码\u{200b}\u{7}]{0,30}") {
+            let once = normalize(&text);
+            proptest::prop_assert_eq!(normalize(&once), once.clone());
+            proptest::prop_assert!(!once.starts_with(' ') && !once.ends_with(' ') && !once.contains("  "));
         }
     }
 }

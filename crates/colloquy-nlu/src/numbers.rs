@@ -1,6 +1,7 @@
 //! Numbers written with Arabic digits (`39`, `39.5`, `1,200`, full-width
 //! `３９`) or Chinese numerals (`三十九`, `两百零五`, `三万五千`, `三点五`),
-//! and mixtures such as `3万`.
+//! mixtures such as `3万`, and English words up to ninety-nine (`two`,
+//! `twenty five`), which is how people answer "how many?".
 
 /// The value of a Chinese digit character, including the financial forms
 /// (壹贰叁…), traditional 兩, and 幺 (how 1 is read out in phone numbers).
@@ -56,6 +57,58 @@ fn is_numeral_char(c: char) -> bool {
     chinese_digit(c).is_some() || small_unit(c).is_some() || big_unit(c).is_some()
 }
 
+/// `zero` to `ninety`: the words that can start an English number.
+fn english_number(word: &str) -> Option<u32> {
+    const WORDS: [&str; 20] = [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+    ];
+    const TENS: [&str; 8] = [
+        "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+    ];
+    if let Some(n) = WORDS.iter().position(|&w| w == word) {
+        return Some(n as u32);
+    }
+    TENS.iter()
+        .position(|&w| w == word)
+        .map(|n| 20 + 10 * n as u32)
+}
+
+/// `twenty` + `five`: a tens word and a unit word make one number. `tens`
+/// is the value of a word, and the only words from 20 up are the tens.
+fn english_compound(tens: u32, unit: &str) -> Option<u32> {
+    let unit = english_number(unit).filter(|u| (1..=9).contains(u))?;
+    (tens >= 20).then_some(tens + unit)
+}
+
+fn parse_english(s: &str) -> Option<f64> {
+    let mut words = s.split([' ', '-']);
+    let first = english_number(words.next()?)?;
+    let value = match words.next() {
+        None => first,
+        Some(unit) => english_compound(first, unit)?,
+    };
+    words.next().is_none().then_some(f64::from(value))
+}
+
 /// Parses one whole number; `None` if any part of `s` (after trimming) is
 /// not part of a number. Chinese integers follow the usual grammar, plus
 /// the spoken shortcut where a final digit after a unit means the next
@@ -64,6 +117,9 @@ fn is_numeral_char(c: char) -> bool {
 /// are always read digit by digit.
 pub fn parse_number(s: &str) -> Option<f64> {
     let s = s.trim();
+    if s.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return parse_english(&s.to_lowercase());
+    }
     let (negative, s) = match s.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, s),
@@ -101,7 +157,10 @@ fn parse_integer(s: &str) -> Option<f64> {
     if s.is_empty() {
         return None;
     }
-    if !s.chars().any(|c| small_unit(c).is_some() || big_unit(c).is_some()) {
+    if !s
+        .chars()
+        .any(|c| small_unit(c).is_some() || big_unit(c).is_some())
+    {
         return parse_digit_string(s);
     }
     let mut total = 0.0; // completed 万/亿 groups
@@ -202,12 +261,42 @@ fn parse_digit_string(s: &str) -> Option<f64> {
 fn is_measure_word(c: char) -> bool {
     matches!(
         c,
-        '款' | '双' | '个' | '下' | '起' | '些' | '点' | '件' | '只' | '种' | '次' | '位' | '条' | '张'
+        '款' | '双'
+            | '个'
+            | '下'
+            | '起'
+            | '些'
+            | '点'
+            | '件'
+            | '只'
+            | '种'
+            | '次'
+            | '位'
+            | '条'
+            | '张'
     )
 }
 
-fn is_cjk_letter(c: char) -> bool {
-    crate::tokenize::is_cjk(c)
+/// Words before which `one` is a pronoun (`that one`), not a number.
+fn is_determiner(word: &str) -> bool {
+    matches!(
+        word,
+        "a" | "the"
+            | "this"
+            | "that"
+            | "which"
+            | "each"
+            | "every"
+            | "any"
+            | "another"
+            | "other"
+            | "some"
+            | "no"
+    )
+}
+
+fn is_letter(c: char) -> bool {
+    c.is_alphabetic() && !crate::tokenize::is_cjk(c)
 }
 
 /// Every number in `text` (normalised, so full-width digits are already
@@ -223,15 +312,44 @@ fn is_cjk_letter(c: char) -> bool {
 /// - digits glued to a preceding Latin letter (`mp3`, `iphone15`) are part
 ///   of a name;
 /// - 点 is a decimal point only between numerals (`三点五`), so `三点` is 3;
-/// - a number starts at a digit or 十, never at a bare 百, 千, 万 or 亿.
+/// - a number starts at a digit or 十, never at a bare 百, 千, 万 or 亿;
+/// - `one` after a determiner (`that one`, `which one`) is a pronoun.
 pub fn find_numbers(text: &str) -> Vec<(usize, usize, f64)> {
     let chars: Vec<char> = text.chars().collect();
     let is_digit = |i: usize| chars.get(i).is_some_and(|&c| arabic_digit(c).is_some());
     let is_numeral = |i: usize| chars.get(i).is_some_and(|&c| is_numeral_char(c));
     let is_any_numeral = |i: usize| is_digit(i) || is_numeral(i);
     let mut found = Vec::new();
+    let mut previous_word = String::new();
     let mut i = 0;
     while i < chars.len() {
+        if is_letter(chars[i]) {
+            let start = i;
+            let word = |from: usize| -> (usize, String) {
+                let end = (from..chars.len())
+                    .find(|&j| !is_letter(chars[j]))
+                    .unwrap_or(chars.len());
+                (end, chars[from..end].iter().collect())
+            };
+            let (mut end, first) = word(start);
+            if let Some(mut value) = english_number(&first) {
+                let after = chars.get(end).copied();
+                if matches!(after, Some(' ' | '-'))
+                    && chars.get(end + 1).is_some_and(|&c| is_letter(c))
+                {
+                    let (next_end, next) = word(end + 1);
+                    if let Some(compound) = english_compound(value, &next) {
+                        (end, value) = (next_end, compound);
+                    }
+                }
+                if !(value == 1 && is_determiner(&previous_word)) {
+                    found.push((start, end, f64::from(value)));
+                }
+            }
+            previous_word = first;
+            i = end;
+            continue;
+        }
         let starts_number = is_digit(i)
             || chinese_digit(chars[i]).is_some()
             || (small_unit(chars[i]) == Some(10.0));
@@ -268,7 +386,7 @@ pub fn find_numbers(text: &str) -> Vec<(usize, usize, f64)> {
         if end - start == 1 {
             let next = chars.get(end).copied();
             let ambiguous = match chars[start] {
-                '一' => next.is_some_and(is_cjk_letter),
+                '一' => next.is_some_and(crate::tokenize::is_cjk),
                 '两' => next.is_some_and(is_measure_word),
                 _ => false,
             };
@@ -287,6 +405,69 @@ pub fn find_numbers(text: &str) -> Vec<(usize, usize, f64)> {
 #[cfg(test)]
 mod tests {
     use super::{find_numbers, parse_number};
+    use proptest::prelude::*;
+
+    /// The formal reading of `n < 10^8`: 一千零五, 三万零二百, 一十五.
+    fn chinese(n: u64) -> String {
+        const DIGITS: [char; 10] = ['零', '一', '二', '三', '四', '五', '六', '七', '八', '九'];
+        fn group(n: u64, out: &mut String) {
+            let mut zero = false;
+            for (unit, scale) in [("千", 1000), ("百", 100), ("十", 10), ("", 1)] {
+                let d = (n / scale % 10) as usize;
+                if d == 0 {
+                    zero = !out.is_empty();
+                    continue;
+                }
+                if zero {
+                    out.push('零');
+                    zero = false;
+                }
+                out.push(DIGITS[d]);
+                out.push_str(unit);
+            }
+        }
+        let mut out = String::new();
+        if n == 0 {
+            out.push('零');
+        } else if n >= 10_000 {
+            group(n / 10_000, &mut out);
+            out.push('万');
+            let low = n % 10_000;
+            if low > 0 {
+                if low < 1000 {
+                    out.push('零');
+                }
+                group(low, &mut out);
+            }
+        } else {
+            group(n, &mut out);
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn reads_every_chinese_integer(n in 0u64..100_000_000) {
+            prop_assert_eq!(parse_number(&chinese(n)), Some(n as f64), "{}", chinese(n));
+        }
+
+        #[test]
+        fn reads_every_arabic_integer(n in 0u64..1_000_000_000) {
+            prop_assert_eq!(parse_number(&n.to_string()), Some(n as f64));
+        }
+
+        #[test]
+        fn found_numbers_are_in_bounds_and_parse(text in "[a-z0-9 ,.一二两三十百千万零点个下码]{0,24}") {
+            let chars: Vec<char> = text.chars().collect();
+            let mut last_end = 0;
+            for (start, end, value) in find_numbers(&text) {
+                prop_assert!(last_end <= start && start < end && end <= chars.len());
+                let span: String = chars[start..end].iter().collect();
+                prop_assert_eq!(parse_number(&span), Some(value));
+                last_end = end;
+            }
+        }
+    }
 
     #[test]
     fn chinese_numerals_table() {
@@ -344,6 +525,11 @@ mod tests {
             ("007", 7.0),
             ("-4", -4.0),
             (" 12 ", 12.0),
+            ("two", 2.0),
+            ("Twelve", 12.0),
+            ("twenty five", 25.0),
+            ("ninety-nine", 99.0),
+            ("zero", 0.0),
         ];
         for &(text, expected) in cases {
             assert_eq!(parse_number(text), Some(expected), "{text}");
@@ -352,7 +538,22 @@ mod tests {
 
     #[test]
     fn rejects_non_numbers() {
-        for text in ["", "abc", "百", "千", "万", "五百三千", "三三十", "点", "三点", "3a", "一3", "十十", "1,", "."] {
+        for text in [
+            "",
+            "abc",
+            "百",
+            "千",
+            "万",
+            "五百三千",
+            "三三十",
+            "点",
+            "三点",
+            "3a",
+            "一3",
+            "十十",
+            "1,",
+            ".",
+        ] {
             assert_eq!(parse_number(text), None, "{text}");
         }
     }
@@ -364,7 +565,10 @@ mod tests {
     #[test]
     fn finds_numbers_with_char_offsets() {
         assert_eq!(find_numbers("我穿三十九码"), vec![(2, 5, 39.0)]);
-        assert_eq!(find_numbers("size 39 or 40.5"), vec![(5, 7, 39.0), (11, 15, 40.5)]);
+        assert_eq!(
+            find_numbers("size 39 or 40.5"),
+            vec![(5, 7, 39.0), (11, 15, 40.5)]
+        );
         assert_eq!(find_numbers("价格1,200元"), vec![(2, 7, 1200.0)]);
         assert_eq!(values("两百零五块"), vec![205.0]);
         assert_eq!(values("三点五公斤"), vec![3.5]);
@@ -398,5 +602,17 @@ mod tests {
         assert_eq!(values("两百"), vec![200.0]);
         assert_eq!(values("一百个"), vec![100.0]);
         assert_eq!(values("iphone 15"), vec![15.0]);
+    }
+
+    #[test]
+    fn finds_english_number_words() {
+        assert_eq!(find_numbers("two large, please"), vec![(0, 3, 2.0)]);
+        assert_eq!(find_numbers("make it twenty-five"), vec![(8, 19, 25.0)]);
+        assert_eq!(values("one pizza and thirty two wings"), vec![1.0, 32.0]);
+        assert_eq!(values("forty people"), vec![40.0]);
+        assert!(values("I'll take that one").is_empty());
+        assert!(values("which one is someone").is_empty());
+        assert_eq!(values("我要two个"), vec![2.0]);
+        assert_eq!(values("seven 7 七"), vec![7.0, 7.0, 7.0]);
     }
 }

@@ -7,7 +7,7 @@
 
 use colloquy_store::{conformance, ConversationStore, SqliteStore};
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,10 @@ const RUN_FOR: Duration = Duration::from_secs(3);
 
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let results: Vec<_> = USERS.iter().map(|&users| runtime.block_on(run(users))).collect();
+    let results: Vec<_> = USERS
+        .iter()
+        .map(|&users| runtime.block_on(run(users)))
+        .collect();
     let report = json!({
         "bench": "store_append",
         "backend": "sqlite",
@@ -27,10 +30,16 @@ fn main() {
     });
     let dir = std::env::var_os("COLLOQUY_BENCH_OUT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench-results"));
+        .unwrap_or_else(|| {
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2);
+            workspace
+                .expect("crate sits in crates/")
+                .join("bench-results")
+        });
     std::fs::create_dir_all(&dir).expect("create the results directory");
     let path = dir.join("store.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap() + "\n").expect("write results");
+    std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap() + "\n")
+        .expect("write results");
     println!("wrote {}", path.display());
 }
 
@@ -46,7 +55,8 @@ async fn run(users: usize) -> serde_json::Value {
                 let user = format!("bench-user-{u}");
                 let (mut seq, mut latencies) = (0, Vec::new());
                 while Instant::now() < deadline {
-                    let batch = conformance::events(&user, seq, EVENTS_PER_APPEND, seq as i64, "bench");
+                    let batch =
+                        conformance::events(&user, seq, EVENTS_PER_APPEND, seq as i64, "bench");
                     let sent = Instant::now();
                     seq = store.append(&user, seq, &batch).await.expect("append");
                     latencies.push(sent.elapsed());

@@ -33,16 +33,37 @@ pub fn key() -> SnapshotKey {
 /// message `{tag}-{after}`: the same arguments give the same events (and
 /// ids), a different `tag` gives other ids.
 pub fn events(user: &str, after: u64, n: usize, ts_ms: i64, tag: &str) -> Vec<Event> {
-    let bot = BotRef { name: "shop".into(), version: "1".into() };
+    let bot = BotRef {
+        name: "shop".into(),
+        version: "1".into(),
+    };
     let message_id = format!("{tag}-{after}");
     let kinds = (after..after + n as u64)
         .map(|i| match i % 6 {
-            0 => EventKind::UserSaid { message_id: message_id.clone(), text: format!("我想买一双跑鞋，{i} 号") },
-            1 => EventKind::SlotSet { slot: "size".into(), value: Value::Int(i as i64), sensitive: false },
-            2 => EventKind::SlotSet { slot: "brand".into(), value: Value::Text("星云".into()), sensitive: false },
-            3 => EventKind::FlowStarted { flow: format!("flow{}", i % 3) },
-            4 => EventKind::SlotCleared { slot: "size".into() },
-            _ => EventKind::SessionStarted { session: i, kept: vec!["brand".into()] },
+            0 => EventKind::UserSaid {
+                message_id: message_id.clone(),
+                text: format!("我想买一双跑鞋，{i} 号"),
+            },
+            1 => EventKind::SlotSet {
+                slot: "size".into(),
+                value: Value::Int(i as i64),
+                sensitive: false,
+            },
+            2 => EventKind::SlotSet {
+                slot: "brand".into(),
+                value: Value::Text("星云".into()),
+                sensitive: false,
+            },
+            3 => EventKind::FlowStarted {
+                flow: format!("flow{}", i % 3),
+            },
+            4 => EventKind::SlotCleared {
+                slot: "size".into(),
+            },
+            _ => EventKind::SessionStarted {
+                session: i,
+                kept: vec!["brand".into()],
+            },
         })
         .collect();
     seal(kinds, user, after, ts_ms, &bot, &message_id)
@@ -50,18 +71,35 @@ pub fn events(user: &str, after: u64, n: usize, ts_ms: i64, tag: &str) -> Vec<Ev
 
 /// Append `batches` batches of `per_batch` events to a fresh user log, one
 /// second of event time apart; returns the whole log.
-async fn fill(store: &dyn ConversationStore, user: &str, batches: usize, per_batch: usize) -> Vec<Event> {
+async fn fill(
+    store: &dyn ConversationStore,
+    user: &str,
+    batches: usize,
+    per_batch: usize,
+) -> Vec<Event> {
     let mut log = Vec::new();
     for b in 0..batches {
-        let batch = events(user, log.len() as u64, per_batch, 1_700_000_000_000 + b as i64 * 1000, "fill");
-        store.append(user, log.len() as u64, &batch).await.expect("fill append");
+        let batch = events(
+            user,
+            log.len() as u64,
+            per_batch,
+            1_700_000_000_000 + b as i64 * 1000,
+            "fill",
+        );
+        store
+            .append(user, log.len() as u64, &batch)
+            .await
+            .expect("fill append");
         log.extend(batch);
     }
     log
 }
 
 async fn read_all(store: &dyn ConversationStore, user: &str) -> Vec<Event> {
-    store.events_after(user, 0, usize::MAX).await.expect("events_after")
+    store
+        .events_after(user, 0, usize::MAX)
+        .await
+        .expect("events_after")
 }
 
 fn conversations(store: Arc<dyn ConversationStore>, policy: SnapshotPolicy) -> Conversations {
@@ -70,11 +108,27 @@ fn conversations(store: Arc<dyn ConversationStore>, policy: SnapshotPolicy) -> C
 
 pub async fn append_and_read_back(store: Arc<dyn ConversationStore>) {
     let first = events("alice", 0, 3, 1_000, "m");
-    assert_eq!(store.append("alice", 0, &first).await.expect("first append"), 3);
+    assert_eq!(
+        store
+            .append("alice", 0, &first)
+            .await
+            .expect("first append"),
+        3
+    );
     let second = events("alice", 3, 4, 2_000, "m");
-    assert_eq!(store.append("alice", 3, &second).await.expect("second append"), 7);
+    assert_eq!(
+        store
+            .append("alice", 3, &second)
+            .await
+            .expect("second append"),
+        7
+    );
     let all: Vec<Event> = first.into_iter().chain(second).collect();
-    assert_eq!(read_all(&*store, "alice").await, all, "round trip: events read back differ");
+    assert_eq!(
+        read_all(&*store, "alice").await,
+        all,
+        "round trip: events read back differ"
+    );
     assert_eq!(store.last_seq("alice").await.unwrap(), 7);
     assert_eq!(store.last_seq("nobody").await.unwrap(), 0);
     assert!(read_all(&*store, "nobody").await.is_empty());
@@ -97,7 +151,11 @@ pub async fn seqs_must_continue_the_log(store: Arc<dyn ConversationStore>) {
         let err = store.append("alice", 2, &batch).await.expect_err(what);
         assert_eq!(err.kind(), ErrorKind::Invalid, "{what}: {err}");
     }
-    assert_eq!(read_all(&*store, "alice").await, log, "a rejected append wrote something");
+    assert_eq!(
+        read_all(&*store, "alice").await,
+        log,
+        "a rejected append wrote something"
+    );
 }
 
 pub async fn stale_expected_seq_conflicts(store: Arc<dyn ConversationStore>) {
@@ -113,7 +171,11 @@ pub async fn stale_expected_seq_conflicts(store: Arc<dyn ConversationStore>) {
         );
         assert_eq!(err.kind(), ErrorKind::Conflict);
     }
-    assert_eq!(read_all(&*store, "alice").await, log, "a conflicting append changed the log");
+    assert_eq!(
+        read_all(&*store, "alice").await,
+        log,
+        "a conflicting append changed the log"
+    );
 }
 
 pub async fn concurrent_appenders_one_wins(store: Arc<dyn ConversationStore>) {
@@ -134,12 +196,23 @@ pub async fn concurrent_appenders_one_wins(store: Arc<dyn ConversationStore>) {
                 assert_eq!(last, 5);
                 winners.push(batch);
             }
-            (Err(err), _) => assert!(matches!(err, StoreError::Conflict { actual: 5, .. }), "loser got {err}"),
+            (Err(err), _) => assert!(
+                matches!(err, StoreError::Conflict { actual: 5, .. }),
+                "loser got {err}"
+            ),
         }
     }
-    assert_eq!(winners.len(), 1, "exactly one of the concurrent appends must win");
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one of the concurrent appends must win"
+    );
     let expected: Vec<Event> = log.into_iter().chain(winners.remove(0)).collect();
-    assert_eq!(read_all(&*store, "alice").await, expected, "the log forked or lost the winner");
+    assert_eq!(
+        read_all(&*store, "alice").await,
+        expected,
+        "the log forked or lost the winner"
+    );
 }
 
 pub async fn many_users_concurrently(store: Arc<dyn ConversationStore>) {
@@ -151,7 +224,10 @@ pub async fn many_users_concurrently(store: Arc<dyn ConversationStore>) {
                 let mut log = Vec::new();
                 for a in 0..25 {
                     let batch = events(&user, log.len() as u64, 2, a, "m");
-                    let last = store.append(&user, log.len() as u64, &batch).await.expect("append");
+                    let last = store
+                        .append(&user, log.len() as u64, &batch)
+                        .await
+                        .expect("append");
                     log.extend(batch);
                     assert_eq!(last, log.len() as u64);
                 }
@@ -175,26 +251,48 @@ pub async fn duplicate_event_ids_rejected(store: Arc<dyn ConversationStore>) {
     let mut twice = events("alice", 3, 2, 0, "twice");
     twice[1].event_id = twice[0].event_id;
     let cases = [
-        ("id already in the log", "alice", 3, vec![reuse(log[0].clone(), 4, "alice")]),
+        (
+            "id already in the log",
+            "alice",
+            3,
+            vec![reuse(log[0].clone(), 4, "alice")],
+        ),
         ("id repeated in the batch", "alice", 3, twice),
-        ("id stored for another user", "bob", 0, vec![reuse(log[1].clone(), 1, "bob")]),
+        (
+            "id stored for another user",
+            "bob",
+            0,
+            vec![reuse(log[1].clone(), 1, "bob")],
+        ),
     ];
     for (what, user, expected, batch) in cases {
         let err = store.append(user, expected, &batch).await.expect_err(what);
-        assert!(matches!(err, StoreError::DuplicateEvent { .. }), "{what}: got {err}");
+        assert!(
+            matches!(err, StoreError::DuplicateEvent { .. }),
+            "{what}: got {err}"
+        );
         assert_eq!(err.kind(), ErrorKind::Invalid);
     }
     assert_eq!(read_all(&*store, "alice").await, log);
     assert!(read_all(&*store, "bob").await.is_empty());
     // The rejected appends left nothing half-done behind.
-    assert_eq!(store.append("alice", 3, &events("alice", 3, 2, 0, "ok")).await.unwrap(), 5);
+    assert_eq!(
+        store
+            .append("alice", 3, &events("alice", 3, 2, 0, "ok"))
+            .await
+            .unwrap(),
+        5
+    );
 }
 
 pub async fn events_after_pages(store: Arc<dyn ConversationStore>) {
     let log = fill(&*store, "alice", 5, 5).await;
     let mut paged = Vec::new();
     loop {
-        let page = store.events_after("alice", paged.len() as u64, 7).await.unwrap();
+        let page = store
+            .events_after("alice", paged.len() as u64, 7)
+            .await
+            .unwrap();
         assert!(page.len() <= 7);
         if page.is_empty() {
             break;
@@ -202,7 +300,10 @@ pub async fn events_after_pages(store: Arc<dyn ConversationStore>) {
         paged.extend(page);
     }
     assert_eq!(paged, log);
-    assert_eq!(store.events_after("alice", 10, 5).await.unwrap(), log[10..15].to_vec());
+    assert_eq!(
+        store.events_after("alice", 10, 5).await.unwrap(),
+        log[10..15].to_vec()
+    );
     assert!(store.events_after("alice", 25, 5).await.unwrap().is_empty());
     assert!(store.events_after("alice", 99, 5).await.unwrap().is_empty());
     assert!(store.events_after("alice", 0, 0).await.unwrap().is_empty());
@@ -213,9 +314,17 @@ pub async fn snapshot_keeps_newest(store: Arc<dyn ConversationStore>) {
     let at = |seq: usize| key().sign(&State::from_events("alice", &log[..seq]));
     assert_eq!(store.get_snapshot("alice").await.unwrap(), None);
     store.put_snapshot(&at(5)).await.unwrap();
-    assert_eq!(store.get_snapshot("alice").await.unwrap(), Some(at(5)), "snapshot round trip");
+    assert_eq!(
+        store.get_snapshot("alice").await.unwrap(),
+        Some(at(5)),
+        "snapshot round trip"
+    );
     store.put_snapshot(&at(3)).await.unwrap();
-    assert_eq!(store.get_snapshot("alice").await.unwrap(), Some(at(5)), "an older snapshot replaced a newer one");
+    assert_eq!(
+        store.get_snapshot("alice").await.unwrap(),
+        Some(at(5)),
+        "an older snapshot replaced a newer one"
+    );
     store.put_snapshot(&at(8)).await.unwrap();
     assert_eq!(store.get_snapshot("alice").await.unwrap(), Some(at(8)));
     assert_eq!(store.get_snapshot("bob").await.unwrap(), None);
@@ -223,8 +332,14 @@ pub async fn snapshot_keeps_newest(store: Arc<dyn ConversationStore>) {
 
 pub async fn load_uses_valid_snapshot(store: Arc<dyn ConversationStore>) {
     let log = fill(&*store, "alice", 10, 3).await;
-    store.put_snapshot(&key().sign(&State::from_events("alice", &log[..21]))).await.unwrap();
-    let (state, info) = conversations(store, SnapshotPolicy::default()).load_with_info("alice").await.unwrap();
+    store
+        .put_snapshot(&key().sign(&State::from_events("alice", &log[..21])))
+        .await
+        .unwrap();
+    let (state, info) = conversations(store, SnapshotPolicy::default())
+        .load_with_info("alice")
+        .await
+        .unwrap();
     assert_eq!(info.snapshot_seq, Some(21), "valid snapshot not used");
     assert_eq!(info.replayed, 9);
     assert_eq!(state, State::from_events("alice", &log));
@@ -236,14 +351,20 @@ async fn assert_ignored(store: &Arc<dyn ConversationStore>, what: &str, user: &s
     let (state, info) = conv.load_with_info(user).await.unwrap();
     assert_eq!(info.snapshot_seq, None, "{what}: snapshot was used");
     assert_eq!(info.replayed, log.len(), "{what}");
-    assert_eq!(state, State::from_events(user, log), "{what}: state differs from the full fold");
+    assert_eq!(
+        state,
+        State::from_events(user, log),
+        "{what}: state differs from the full fold"
+    );
 }
 
 pub async fn tampered_snapshot_ignored(store: Arc<dyn ConversationStore>) {
     let log = fill(&*store, "alice", 10, 3).await;
     let good = key().sign(&State::from_events("alice", &log[..20]));
     let mut slot = good.clone();
-    slot.state.slots.insert("brand".into(), Value::Text("forged".into()));
+    slot.state
+        .slots
+        .insert("brand".into(), Value::Text("forged".into()));
     store.put_snapshot(&slot).await.unwrap();
     assert_ignored(&store, "slot changed", "alice", &log).await;
 
@@ -280,7 +401,10 @@ pub async fn stale_snapshot_ignored(store: Arc<dyn ConversationStore>) {
 pub async fn snapshot_with_wrong_key_ignored(store: Arc<dyn ConversationStore>) {
     let log = fill(&*store, "alice", 10, 3).await;
     let other_key = SnapshotKey::new(b"some-other-deployment-key-000000".to_vec()).unwrap();
-    store.put_snapshot(&other_key.sign(&State::from_events("alice", &log[..20]))).await.unwrap();
+    store
+        .put_snapshot(&other_key.sign(&State::from_events("alice", &log[..20])))
+        .await
+        .unwrap();
     assert_ignored(&store, "wrong key", "alice", &log).await;
 }
 
@@ -307,9 +431,17 @@ async fn check_policy(
             last = Some((state.seq, ts));
         }
         let snap = store.get_snapshot("alice").await.unwrap();
-        assert_eq!(snap.map(|s| s.seq), last.map(|l| l.0), "after commit {c} ({policy:?})");
+        assert_eq!(
+            snap.map(|s| s.seq),
+            last.map(|l| l.0),
+            "after commit {c} ({policy:?})"
+        );
     }
-    assert_eq!(state, State::from_events("alice", &log), "commit folded differently");
+    assert_eq!(
+        state,
+        State::from_events("alice", &log),
+        "commit folded differently"
+    );
     let (loaded, info) = conv.load_with_info("alice").await.unwrap();
     assert_eq!(loaded, state);
     assert_eq!(info.snapshot_seq, last.map(|l| l.0));
@@ -317,11 +449,20 @@ async fn check_policy(
 
 pub async fn policy_every_events(store: Arc<dyn ConversationStore>) {
     // Commits of 3 events reach 6 exactly: the threshold itself triggers.
-    let policy = SnapshotPolicy { every_events: 6, every_ms: i64::MAX };
+    let policy = SnapshotPolicy {
+        every_events: 6,
+        every_ms: i64::MAX,
+    };
     check_policy(store, policy, 10, 1000, |seq, _, (last, _)| seq - last >= 6).await;
 }
 
 pub async fn policy_every_ms(store: Arc<dyn ConversationStore>) {
-    let policy = SnapshotPolicy { every_events: u64::MAX, every_ms: 1000 };
-    check_policy(store, policy, 12, 500, |_, ts, (_, last_ts)| ts - last_ts >= 1000).await;
+    let policy = SnapshotPolicy {
+        every_events: u64::MAX,
+        every_ms: 1000,
+    };
+    check_policy(store, policy, 12, 500, |_, ts, (_, last_ts)| {
+        ts - last_ts >= 1000
+    })
+    .await;
 }

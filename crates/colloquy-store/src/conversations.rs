@@ -24,7 +24,10 @@ pub struct SnapshotPolicy {
 
 impl Default for SnapshotPolicy {
     fn default() -> Self {
-        SnapshotPolicy { every_events: 50, every_ms: 30_000 }
+        SnapshotPolicy {
+            every_events: 50,
+            every_ms: 30_000,
+        }
     }
 }
 
@@ -57,8 +60,17 @@ pub struct Conversations {
 }
 
 impl Conversations {
-    pub fn new(store: Arc<dyn ConversationStore>, key: SnapshotKey, policy: SnapshotPolicy) -> Self {
-        Conversations { store, key, policy, marks: Mutex::default() }
+    pub fn new(
+        store: Arc<dyn ConversationStore>,
+        key: SnapshotKey,
+        policy: SnapshotPolicy,
+    ) -> Self {
+        Conversations {
+            store,
+            key,
+            policy,
+            marks: Mutex::default(),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn ConversationStore> {
@@ -92,11 +104,17 @@ impl Conversations {
             None => None,
         };
         let snapshot_seq = snapshot.as_ref().map(|s| s.seq);
-        let mut mark = snapshot.as_ref().map(|s| Mark { seq: s.seq, ts_ms: s.ts_ms });
+        let mut mark = snapshot.as_ref().map(|s| Mark {
+            seq: s.seq,
+            ts_ms: s.ts_ms,
+        });
         let mut state = snapshot.map_or_else(|| State::new(user_id), |s| s.state);
         let mut replayed = 0;
         loop {
-            let page = self.store.events_after(user_id, state.seq, REPLAY_PAGE).await?;
+            let page = self
+                .store
+                .events_after(user_id, state.seq, REPLAY_PAGE)
+                .await?;
             for e in &page {
                 // `State::apply` would skip over a hole silently.
                 if e.seq != state.seq + 1 {
@@ -105,7 +123,10 @@ impl Conversations {
                         state.seq, e.seq
                     )));
                 }
-                mark.get_or_insert(Mark { seq: 0, ts_ms: e.ts_ms });
+                mark.get_or_insert(Mark {
+                    seq: 0,
+                    ts_ms: e.ts_ms,
+                });
                 state.apply(e);
             }
             replayed += page.len();
@@ -116,7 +137,13 @@ impl Conversations {
         if let Some(mark) = mark {
             self.remember(user_id, mark);
         }
-        Ok((state, LoadInfo { snapshot_seq, replayed }))
+        Ok((
+            state,
+            LoadInfo {
+                snapshot_seq,
+                replayed,
+            },
+        ))
     }
 
     /// Append `events` after `state` (failing with
@@ -133,18 +160,33 @@ impl Conversations {
         for e in events {
             state.apply(e);
         }
-        let known = self.marks.lock().expect("marks lock").get(&state.user_id).copied();
+        let known = self
+            .marks
+            .lock()
+            .expect("marks lock")
+            .get(&state.user_id)
+            .copied();
         let mut mark = match known {
             Some(mark) => mark,
-            None if was_empty => Mark { seq: 0, ts_ms: first.ts_ms },
+            None if was_empty => Mark {
+                seq: 0,
+                ts_ms: first.ts_ms,
+            },
             None => self.stored_mark(state, first.ts_ms).await,
         };
         let due = state.seq - mark.seq >= self.policy.every_events
             || state.last_ts_ms.saturating_sub(mark.ts_ms) >= self.policy.every_ms;
         if due {
             match self.store.put_snapshot(&self.key.sign(state)).await {
-                Ok(()) => mark = Mark { seq: state.seq, ts_ms: state.last_ts_ms },
-                Err(e) => tracing::warn!(user_id = %state.user_id, seq = state.seq, error = %e, "snapshot write failed"),
+                Ok(()) => {
+                    mark = Mark {
+                        seq: state.seq,
+                        ts_ms: state.last_ts_ms,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(user_id = %state.user_id, seq = state.seq, error = %e, "snapshot write failed")
+                }
             }
         }
         self.remember(&state.user_id, mark);
@@ -169,7 +211,10 @@ impl Conversations {
             }
         }
         if s.state.seq != s.seq {
-            return Ok(Err(SnapshotError::SeqMismatch { snapshot: s.seq, state: s.state.seq }));
+            return Ok(Err(SnapshotError::SeqMismatch {
+                snapshot: s.seq,
+                state: s.state.seq,
+            }));
         }
         if s.seq == 0 {
             return Ok(Ok(()));
@@ -193,11 +238,15 @@ impl Conversations {
 
     /// The last snapshot's position for a user this process has forgotten.
     async fn stored_mark(&self, state: &State, first_ts_ms: i64) -> Mark {
-        let fresh = Mark { seq: 0, ts_ms: first_ts_ms };
+        let fresh = Mark {
+            seq: 0,
+            ts_ms: first_ts_ms,
+        };
         match self.store.get_snapshot(&state.user_id).await {
-            Ok(Some(s)) if s.seq <= state.seq && self.key.verify(&s).is_ok() => {
-                Mark { seq: s.seq, ts_ms: s.ts_ms }
-            }
+            Ok(Some(s)) if s.seq <= state.seq && self.key.verify(&s).is_ok() => Mark {
+                seq: s.seq,
+                ts_ms: s.ts_ms,
+            },
             Ok(_) => fresh,
             // Only the timing of the next snapshot depends on this.
             Err(e) => {

@@ -17,8 +17,14 @@ pub enum ErrorKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("append conflict for user {user_id}: expected last seq {expected}, log is at {actual}")]
-    Conflict { user_id: String, expected: u64, actual: u64 },
+    #[error(
+        "append conflict for user {user_id}: expected last seq {expected}, log is at {actual}"
+    )]
+    Conflict {
+        user_id: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("invalid append for user {user_id}: {reason}")]
     InvalidEvents { user_id: String, reason: String },
     #[error("append for user {user_id} repeats an event id already stored")]
@@ -28,11 +34,18 @@ pub enum StoreError {
     #[error("data directory {} is in use by another process", dir.display())]
     DirInUse { dir: PathBuf },
     #[error("database {} has schema version {found}, newer than the {supported} this build knows; upgrade colloquy", path.display())]
-    SchemaTooNew { path: PathBuf, found: i64, supported: i64 },
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
     #[error("corrupt record: {0}")]
     Corrupt(String),
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     #[error("storage backend: {message}")]
     Backend { message: String, retryable: bool },
 }
@@ -44,14 +57,17 @@ impl StoreError {
             StoreError::InvalidEvents { .. } | StoreError::DuplicateEvent { .. } => {
                 ErrorKind::Invalid
             }
-            StoreError::Unavailable(_) | StoreError::Backend { retryable: true, .. } => {
-                ErrorKind::Transient
-            }
+            StoreError::Unavailable(_)
+            | StoreError::Backend {
+                retryable: true, ..
+            } => ErrorKind::Transient,
             StoreError::DirInUse { .. }
             | StoreError::SchemaTooNew { .. }
             | StoreError::Corrupt(_)
             | StoreError::Io { .. }
-            | StoreError::Backend { retryable: false, .. } => ErrorKind::Fatal,
+            | StoreError::Backend {
+                retryable: false, ..
+            } => ErrorKind::Fatal,
         }
     }
 

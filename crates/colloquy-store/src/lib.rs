@@ -73,17 +73,26 @@ pub(crate) fn check_append(
     expected_seq: u64,
     events: &[Event],
 ) -> Result<(), StoreError> {
-    let invalid = |reason: String| StoreError::InvalidEvents { user_id: user_id.to_string(), reason };
+    let invalid = |reason: String| StoreError::InvalidEvents {
+        user_id: user_id.to_string(),
+        reason,
+    };
     if events.is_empty() {
         return Err(invalid("no events to append".into()));
     }
     for (i, e) in events.iter().enumerate() {
         if e.user_id != user_id {
-            return Err(invalid(format!("event {} belongs to user {:?}", e.event_id, e.user_id)));
+            return Err(invalid(format!(
+                "event {} belongs to user {:?}",
+                e.event_id, e.user_id
+            )));
         }
         let want = expected_seq + 1 + i as u64;
         if e.seq != want {
-            return Err(invalid(format!("event {} has seq {}, expected {want}", e.event_id, e.seq)));
+            return Err(invalid(format!(
+                "event {} has seq {}, expected {want}",
+                e.event_id, e.seq
+            )));
         }
     }
     Ok(())

@@ -28,29 +28,54 @@ impl MemoryStore {
     fn inner(&self) -> MutexGuard<'_, Inner> {
         // Every critical section leaves `Inner` consistent before anything
         // can panic, so a poisoned lock still guards valid data.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 #[async_trait]
 impl ConversationStore for MemoryStore {
-    async fn append(&self, user_id: &str, expected_seq: u64, events: &[Event]) -> Result<u64, StoreError> {
+    async fn append(
+        &self,
+        user_id: &str,
+        expected_seq: u64,
+        events: &[Event],
+    ) -> Result<u64, StoreError> {
         check_append(user_id, expected_seq, events)?;
         let mut inner = self.inner();
         let actual = inner.logs.get(user_id).map_or(0, |log| log.len() as u64);
         if actual != expected_seq {
-            return Err(StoreError::Conflict { user_id: user_id.to_string(), expected: expected_seq, actual });
+            return Err(StoreError::Conflict {
+                user_id: user_id.to_string(),
+                expected: expected_seq,
+                actual,
+            });
         }
         let mut batch = HashSet::new();
-        if events.iter().any(|e| inner.event_ids.contains(&e.event_id) || !batch.insert(e.event_id)) {
-            return Err(StoreError::DuplicateEvent { user_id: user_id.to_string() });
+        if events
+            .iter()
+            .any(|e| inner.event_ids.contains(&e.event_id) || !batch.insert(e.event_id))
+        {
+            return Err(StoreError::DuplicateEvent {
+                user_id: user_id.to_string(),
+            });
         }
         inner.event_ids.extend(batch);
-        inner.logs.entry(user_id.to_string()).or_default().extend_from_slice(events);
+        inner
+            .logs
+            .entry(user_id.to_string())
+            .or_default()
+            .extend_from_slice(events);
         Ok(expected_seq + events.len() as u64)
     }
 
-    async fn events_after(&self, user_id: &str, after_seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    async fn events_after(
+        &self,
+        user_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
         let inner = self.inner();
         let log = inner.logs.get(user_id).map_or(&[][..], Vec::as_slice);
         // Seqs are 1-based and gapless, so seq n sits at index n - 1.
@@ -59,14 +84,23 @@ impl ConversationStore for MemoryStore {
     }
 
     async fn last_seq(&self, user_id: &str) -> Result<u64, StoreError> {
-        Ok(self.inner().logs.get(user_id).map_or(0, |log| log.len() as u64))
+        Ok(self
+            .inner()
+            .logs
+            .get(user_id)
+            .map_or(0, |log| log.len() as u64))
     }
 
     async fn put_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
         let mut inner = self.inner();
-        let newer_kept = inner.snapshots.get(&snapshot.user_id).is_some_and(|old| old.seq > snapshot.seq);
+        let newer_kept = inner
+            .snapshots
+            .get(&snapshot.user_id)
+            .is_some_and(|old| old.seq > snapshot.seq);
         if !newer_kept {
-            inner.snapshots.insert(snapshot.user_id.clone(), snapshot.clone());
+            inner
+                .snapshots
+                .insert(snapshot.user_id.clone(), snapshot.clone());
         }
         Ok(())
     }

@@ -42,10 +42,16 @@ pub enum SnapshotError {
     OtherUser { expected: String, found: String },
     #[error("snapshot says seq {snapshot} but its state is at seq {state}")]
     SeqMismatch { snapshot: u64, state: u64 },
-    #[error("stale: the log has no event at the snapshot's seq {snapshot} (log truncated or restored?)")]
+    #[error(
+        "stale: the log has no event at the snapshot's seq {snapshot} (log truncated or restored?)"
+    )]
     BeyondLog { snapshot: u64 },
     #[error("stale: the log's event at seq {seq} has ts {log_ts_ms}, the snapshot ts {snapshot_ts_ms} (log restored from another timeline?)")]
-    Diverged { seq: u64, snapshot_ts_ms: i64, log_ts_ms: i64 },
+    Diverged {
+        seq: u64,
+        snapshot_ts_ms: i64,
+        log_ts_ms: i64,
+    },
 }
 
 /// The secret snapshots are signed with, from configuration.
@@ -89,7 +95,9 @@ impl SnapshotKey {
     /// Check the HMAC in constant time.
     pub fn verify(&self, snapshot: &Snapshot) -> Result<(), SnapshotError> {
         let tag = hex::decode(&snapshot.hmac).map_err(|_| SnapshotError::MalformedHmac)?;
-        self.digest(snapshot).verify_slice(&tag).map_err(|_| SnapshotError::BadSignature)
+        self.digest(snapshot)
+            .verify_slice(&tag)
+            .map_err(|_| SnapshotError::BadSignature)
     }
 
     /// MAC state over the canonical encoding: the domain tag, then each
@@ -124,7 +132,8 @@ mod tests {
         let mut s = State::new("alice");
         s.seq = 7;
         s.last_ts_ms = 1_700_000_000_000;
-        s.slots.insert("size".into(), colloquy_core::Value::Float(39.5));
+        s.slots
+            .insert("size".into(), colloquy_core::Value::Float(39.5));
         s
     }
 
@@ -163,6 +172,9 @@ mod tests {
 
     #[test]
     fn short_keys_are_refused() {
-        assert_eq!(SnapshotKey::new(b"short".to_vec()).unwrap_err(), SnapshotError::KeyTooShort(5));
+        assert_eq!(
+            SnapshotKey::new(b"short".to_vec()).unwrap_err(),
+            SnapshotError::KeyTooShort(5)
+        );
     }
 }

@@ -9,7 +9,9 @@
 use crate::{check_append, ConversationStore, Snapshot, StoreError};
 use async_trait::async_trait;
 use colloquy_core::{Event, State};
-use rusqlite::{ffi, params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{
+    ffi, params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior,
+};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -52,6 +54,11 @@ const READERS: usize = 4;
 /// Users whose last seq the writer remembers; past this it starts over,
 /// costing one indexed lookup per user on their next append.
 const CACHED_USERS: usize = 100_000;
+/// Page cache of the writer connection.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+/// WAL size (pages) that triggers a checkpoint. Larger than SQLite's 1000 so
+/// that pages rewritten by many commits are copied back once, not each time.
+const CHECKPOINT_PAGES: i64 = 10_000;
 /// How long a connection waits on a lock held by a checkpoint or recovery.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -100,15 +107,26 @@ impl SqliteStore {
         // what makes an acknowledged append durable.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        // A group commit dirties pages all over the tables and indexes; a
+        // cache that holds them avoids spilling and re-reading mid-batch.
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
         migrate(&mut conn, &path)?;
 
         let stats = Arc::new(Stats::default());
         let (requests, queue) = mpsc::channel(QUEUE);
-        let writer = Writer { conn, last_seqs: HashMap::new(), stats: Arc::clone(&stats) };
+        let writer = Writer {
+            conn,
+            last_seqs: HashMap::new(),
+            stats: Arc::clone(&stats),
+        };
         let writer = thread::Builder::new()
             .name("colloquy-sqlite-writer".into())
             .spawn(move || writer.run(queue))
-            .map_err(|source| StoreError::Io { context: "starting the SQLite writer thread".into(), source })?;
+            .map_err(|source| StoreError::Io {
+                context: "starting the SQLite writer thread".into(),
+                source,
+            })?;
         Ok(SqliteStore {
             requests: Some(requests),
             writer: Some(writer),
@@ -132,7 +150,10 @@ impl SqliteStore {
     async fn call<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         let requests = self.requests.as_ref().ok_or_else(writer_gone)?;
-        requests.send(request(reply)).await.map_err(|_| writer_gone())?;
+        requests
+            .send(request(reply))
+            .await
+            .map_err(|_| writer_gone())?;
         // The writer drops the reply only by dying; queued requests then
         // fail here instead of hanging.
         answer.await.map_err(|_| writer_gone())?
@@ -154,7 +175,12 @@ impl Drop for SqliteStore {
 
 #[async_trait]
 impl ConversationStore for SqliteStore {
-    async fn append(&self, user_id: &str, expected_seq: u64, events: &[Event]) -> Result<u64, StoreError> {
+    async fn append(
+        &self,
+        user_id: &str,
+        expected_seq: u64,
+        events: &[Event],
+    ) -> Result<u64, StoreError> {
         check_append(user_id, expected_seq, events)?;
         // Encoded here, on the callers' threads, to keep the writer's
         // critical path to SQL alone.
@@ -169,12 +195,26 @@ impl ConversationStore for SqliteStore {
                 })
             })
             .collect::<Result<Vec<_>, serde_json::Error>>()
-            .map_err(|e| StoreError::InvalidEvents { user_id: user_id.to_string(), reason: e.to_string() })?;
+            .map_err(|e| StoreError::InvalidEvents {
+                user_id: user_id.to_string(),
+                reason: e.to_string(),
+            })?;
         let user_id = user_id.to_string();
-        self.call(|reply| Request::Append { user_id, expected: expected_seq, rows, reply }).await
+        self.call(|reply| Request::Append {
+            user_id,
+            expected: expected_seq,
+            rows,
+            reply,
+        })
+        .await
     }
 
-    async fn events_after(&self, user_id: &str, after_seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    async fn events_after(
+        &self,
+        user_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
         let user_id = user_id.to_string();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.readers
@@ -182,11 +222,15 @@ impl ConversationStore for SqliteStore {
                 let mut stmt = conn.prepare_cached(
                     "SELECT body FROM events WHERE user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
                 )?;
-                let bodies = stmt.query_map(params![user_id, after_seq, limit], |row| row.get::<_, String>(0))?;
+                let bodies = stmt.query_map(params![user_id, after_seq, limit], |row| {
+                    row.get::<_, String>(0)
+                })?;
                 bodies
                     .map(|body| {
                         serde_json::from_str(&body?).map_err(|e| {
-                            StoreError::Corrupt(format!("event of user {user_id} after seq {after_seq}: {e}"))
+                            StoreError::Corrupt(format!(
+                                "event of user {user_id} after seq {after_seq}: {e}"
+                            ))
                         })
                     })
                     .collect()
@@ -196,7 +240,9 @@ impl ConversationStore for SqliteStore {
 
     async fn last_seq(&self, user_id: &str) -> Result<u64, StoreError> {
         let user_id = user_id.to_string();
-        self.readers.read(move |conn| Ok(last_seq(conn, &user_id)?)).await
+        self.readers
+            .read(move |conn| Ok(last_seq(conn, &user_id)?))
+            .await
     }
 
     async fn put_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
@@ -204,9 +250,11 @@ impl ConversationStore for SqliteStore {
             user_id: snapshot.user_id.clone(),
             seq: snapshot.seq,
             ts_ms: snapshot.ts_ms,
-            body: serde_json::to_string(&snapshot.state).map_err(|e| StoreError::InvalidEvents {
-                user_id: snapshot.user_id.clone(),
-                reason: format!("snapshot state: {e}"),
+            body: serde_json::to_string(&snapshot.state).map_err(|e| {
+                StoreError::InvalidEvents {
+                    user_id: snapshot.user_id.clone(),
+                    reason: format!("snapshot state: {e}"),
+                }
             })?,
             hmac: snapshot.hmac.clone(),
         };
@@ -218,9 +266,16 @@ impl ConversationStore for SqliteStore {
         self.readers
             .read(move |conn| {
                 let row = conn
-                    .prepare_cached("SELECT seq, ts_ms, body, hmac FROM snapshots WHERE user_id = ?1")?
+                    .prepare_cached(
+                        "SELECT seq, ts_ms, body, hmac FROM snapshots WHERE user_id = ?1",
+                    )?
                     .query_row([&user_id], |row| {
-                        Ok((row.get::<_, u64>(0)?, row.get(1)?, row.get::<_, String>(2)?, row.get(3)?))
+                        Ok((
+                            row.get::<_, u64>(0)?,
+                            row.get(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get(3)?,
+                        ))
                     })
                     .optional()?;
                 let Some((seq, ts_ms, body, hmac)) = row else {
@@ -228,7 +283,13 @@ impl ConversationStore for SqliteStore {
                 };
                 let state: State = serde_json::from_str(&body)
                     .map_err(|e| StoreError::Corrupt(format!("snapshot of user {user_id}: {e}")))?;
-                Ok(Some(Snapshot { user_id, seq, ts_ms, state, hmac }))
+                Ok(Some(Snapshot {
+                    user_id,
+                    seq,
+                    ts_ms,
+                    state,
+                    hmac,
+                }))
             })
             .await
     }
@@ -236,26 +297,45 @@ impl ConversationStore for SqliteStore {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Backend { message: e.to_string(), retryable: is_busy(&e) }
+        StoreError::Backend {
+            message: e.to_string(),
+            retryable: is_busy(&e),
+        }
     }
 }
 
 /// Lock contention passes; every other SQLite error needs a human.
 fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
 }
 
 fn writer_gone() -> StoreError {
-    StoreError::Backend { message: "the SQLite writer thread has stopped".into(), retryable: false }
+    StoreError::Backend {
+        message: "the SQLite writer thread has stopped".into(),
+        retryable: false,
+    }
 }
 
 fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     let path = dir.join("colloquy.lock");
-    let io = |source| StoreError::Io { context: format!("locking {}", path.display()), source };
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    let io = |source| StoreError::Io {
+        context: format!("locking {}", path.display()),
+        source,
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
     match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(file),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(StoreError::DirInUse { dir: dir.to_path_buf() }),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(StoreError::DirInUse {
+            dir: dir.to_path_buf(),
+        }),
         Err(e) => Err(io(e.into())),
     }
 }
@@ -263,7 +343,11 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if found > SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew { path: path.to_path_buf(), found, supported: SCHEMA_VERSION });
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
     }
     for (version, sql) in (1..).zip(MIGRATIONS).skip(found.max(0) as usize) {
         let tx = conn.transaction()?;
@@ -291,7 +375,11 @@ impl Readers {
         self: &Arc<Self>,
         read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let _permit = self.permits.acquire().await.expect("the reader semaphore is never closed");
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the reader semaphore is never closed");
         let readers = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let idle = readers.idle.lock().expect("reader pool lock").pop();
@@ -321,8 +409,16 @@ impl Readers {
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Request {
-    Append { user_id: String, expected: u64, rows: Vec<EventRow>, reply: Reply<u64> },
-    Snapshot { row: SnapshotRow, reply: Reply<()> },
+    Append {
+        user_id: String,
+        expected: u64,
+        rows: Vec<EventRow>,
+        reply: Reply<u64>,
+    },
+    Snapshot {
+        row: SnapshotRow,
+        reply: Reply<()>,
+    },
 }
 
 struct EventRow {
@@ -380,7 +476,9 @@ impl Writer {
                 }
                 self.last_seqs.extend(moved);
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                self.stats.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .requests
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 results
             }
             Err(e) => {
@@ -389,7 +487,15 @@ impl Writer {
                 tracing::error!(error = %e, requests = batch.len(), "SQLite group commit failed");
                 self.last_seqs.clear();
                 let (message, retryable) = (e.to_string(), is_busy(&e));
-                batch.iter().map(|_| Err(StoreError::Backend { message: message.clone(), retryable })).collect()
+                batch
+                    .iter()
+                    .map(|_| {
+                        Err(StoreError::Backend {
+                            message: message.clone(),
+                            retryable,
+                        })
+                    })
+                    .collect()
             }
         };
         for (request, result) in batch.drain(..).zip(results) {
@@ -409,55 +515,77 @@ impl Writer {
         batch: &[Request],
         moved: &mut HashMap<String, u64>,
     ) -> rusqlite::Result<Vec<Result<u64, StoreError>>> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let results = batch
             .iter()
             .map(|request| match request {
-                Request::Append { user_id, expected, rows, .. } => {
-                    let known = moved.get(user_id).or_else(|| self.last_seqs.get(user_id)).copied();
-                    let result = append(&tx, known, user_id, *expected, rows);
+                Request::Append {
+                    user_id,
+                    expected,
+                    rows,
+                    ..
+                } => {
+                    let known = moved
+                        .get(user_id)
+                        .or_else(|| self.last_seqs.get(user_id))
+                        .copied();
+                    let result = append(&tx, known, user_id, *expected, rows)?;
                     if let Ok(last) = result {
                         moved.insert(user_id.clone(), last);
                     }
-                    result
+                    Ok(result)
                 }
-                Request::Snapshot { row, .. } => put_snapshot(&tx, row).map(|()| 0).map_err(StoreError::from),
+                // One statement: it either happens whole or not at all.
+                Request::Snapshot { row, .. } => {
+                    Ok(put_snapshot(&tx, row).map(|()| 0).map_err(StoreError::from))
+                }
             })
-            .collect();
+            .collect::<rusqlite::Result<_>>()?;
         tx.commit()?;
         Ok(results)
     }
 }
 
+/// The outer error aborts the whole group: it comes from a step whose
+/// failure could leave part of an append in the transaction.
 fn append(
     tx: &Connection,
     known: Option<u64>,
     user_id: &str,
     expected: u64,
     rows: &[EventRow],
-) -> Result<u64, StoreError> {
+) -> rusqlite::Result<Result<u64, StoreError>> {
     let actual = match known {
         Some(seq) => seq,
         None => last_seq(tx, user_id)?,
     };
     if actual != expected {
-        return Err(StoreError::Conflict { user_id: user_id.to_string(), expected, actual });
+        return Ok(Err(StoreError::Conflict {
+            user_id: user_id.to_string(),
+            expected,
+            actual,
+        }));
     }
-    // A savepoint, so that a failing row takes back this request's earlier
-    // rows without aborting the rest of the group.
-    tx.execute_batch("SAVEPOINT append")?;
     if let Err(e) = insert(tx, user_id, rows) {
-        tx.execute_batch("ROLLBACK TO append; RELEASE append")?;
+        // The failed statement undid itself; take back this request's
+        // earlier rows so that the rest of the group can still commit. (Not
+        // a savepoint: those journal every page they touch, which costs the
+        // whole group even when nothing fails.)
+        tx.prepare_cached("DELETE FROM events WHERE user_id = ?1 AND seq > ?2")?
+            .execute(params![user_id, expected])?;
         let duplicate = matches!(&e, rusqlite::Error::SqliteFailure(f, _)
             if f.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE);
-        return Err(if duplicate {
-            StoreError::DuplicateEvent { user_id: user_id.to_string() }
+        return Ok(Err(if duplicate {
+            StoreError::DuplicateEvent {
+                user_id: user_id.to_string(),
+            }
         } else {
             e.into()
-        });
+        }));
     }
-    tx.execute_batch("RELEASE append")?;
-    Ok(expected + rows.len() as u64)
+    Ok(Ok(expected + rows.len() as u64))
 }
 
 fn insert(tx: &Connection, user_id: &str, rows: &[EventRow]) -> rusqlite::Result<()> {

@@ -14,7 +14,9 @@ async fn sqlite_store_conforms() {
     let root = tempfile::tempdir().unwrap();
     let n = AtomicUsize::new(0);
     conformance::run_all(|| {
-        let dir = root.path().join(n.fetch_add(1, Ordering::Relaxed).to_string());
+        let dir = root
+            .path()
+            .join(n.fetch_add(1, Ordering::Relaxed).to_string());
         Arc::new(SqliteStore::open(&dir).unwrap()) as Arc<dyn ConversationStore>
     })
     .await;

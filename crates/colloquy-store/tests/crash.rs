@@ -43,7 +43,9 @@ fn crash_child() {
                         seq = store.append(&user, seq, &batch(&user, seq)).await.unwrap();
                         // Fails (and ends the child) once the parent is gone.
                         let mut out = std::io::stdout().lock();
-                        writeln!(out, "acked {user} {seq}").and_then(|()| out.flush()).unwrap();
+                        writeln!(out, "acked {user} {seq}")
+                            .and_then(|()| out.flush())
+                            .unwrap();
                     }
                 })
             })
@@ -77,7 +79,10 @@ fn acked_appends_survive_sigkill() {
     };
     let mut acks = 0;
     while acks < ACKS_BEFORE_KILL {
-        let line = lines.next().expect("child stopped before enough acks").unwrap();
+        let line = lines
+            .next()
+            .expect("child stopped before enough acks")
+            .unwrap();
         acks += usize::from(record(&line));
     }
     child.kill().unwrap(); // SIGKILL: no destructor, no final commit.
@@ -94,10 +99,20 @@ fn acked_appends_survive_sigkill() {
             let user = format!("user-{u}");
             let log = store.events_after(&user, 0, usize::MAX).await.unwrap();
             let acked = acked.get(&user).copied().unwrap_or(0);
-            assert!(log.len() as u64 >= acked, "{user}: acked up to seq {acked}, only {} stored", log.len());
+            assert!(
+                log.len() as u64 >= acked,
+                "{user}: acked up to seq {acked}, only {} stored",
+                log.len()
+            );
             assert_eq!(log.len() % 3, 0, "{user}: an append was stored in part");
-            let expected: Vec<_> = (0..log.len() as u64).step_by(3).flat_map(|seq| batch(&user, seq)).collect();
-            assert!(log == expected, "{user}: stored events differ from what was appended");
+            let expected: Vec<_> = (0..log.len() as u64)
+                .step_by(3)
+                .flat_map(|seq| batch(&user, seq))
+                .collect();
+            assert!(
+                log == expected,
+                "{user}: stored events differ from what was appended"
+            );
         }
     });
 }

@@ -2,7 +2,9 @@
 //! the fold of the whole log, for any history, policy and reload pattern.
 
 use colloquy_core::{seal, BotRef, EventKind, FlowEnd, State, Value};
-use colloquy_store::{conformance, ConversationStore, Conversations, MemoryStore, SnapshotPolicy, SqliteStore};
+use colloquy_store::{
+    conformance, ConversationStore, Conversations, MemoryStore, SnapshotPolicy, SqliteStore,
+};
 use proptest::prelude::*;
 use std::sync::Arc;
 
@@ -23,9 +25,17 @@ fn kind() -> impl Strategy<Value = EventKind> {
         (0u64..4, prop::collection::vec(name(), 0..3))
             .prop_map(|(session, kept)| EventKind::SessionStarted { session, kept }),
         name().prop_map(|flow| EventKind::FlowStarted { flow }),
-        name().prop_map(|flow| EventKind::FlowEnded { flow, reason: FlowEnd::Completed }),
-        name().prop_map(|m| EventKind::UserSaid { message_id: m, text: "嗨".into() }),
-        Just(EventKind::HandedOff { reason: "asked".into() }),
+        name().prop_map(|flow| EventKind::FlowEnded {
+            flow,
+            reason: FlowEnd::Completed
+        }),
+        name().prop_map(|m| EventKind::UserSaid {
+            message_id: m,
+            text: "嗨".into()
+        }),
+        Just(EventKind::HandedOff {
+            reason: "asked".into()
+        }),
     ]
 }
 
@@ -51,11 +61,17 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn policy() -> impl Strategy<Value = SnapshotPolicy> {
-    (1u64..12, 1i64..60_000).prop_map(|(every_events, every_ms)| SnapshotPolicy { every_events, every_ms })
+    (1u64..12, 1i64..60_000).prop_map(|(every_events, every_ms)| SnapshotPolicy {
+        every_events,
+        every_ms,
+    })
 }
 
 async fn check(store: Arc<dyn ConversationStore>, policy: SnapshotPolicy, steps: Vec<Step>) {
-    let bot = BotRef { name: "b".into(), version: "1".into() };
+    let bot = BotRef {
+        name: "b".into(),
+        version: "1".into(),
+    };
     let new_conv = || Conversations::new(Arc::clone(&store), conformance::key(), policy);
     let mut conv = new_conv();
     let mut state = conv.load("u").await.unwrap();
@@ -76,16 +92,24 @@ async fn check(store: Arc<dyn ConversationStore>, policy: SnapshotPolicy, steps:
             }
             Step::SnapshotAt { at } => {
                 let prefix = State::from_events("u", &log[..(log.len() as f64 * at) as usize]);
-                store.put_snapshot(&conformance::key().sign(&prefix)).await.unwrap();
+                store
+                    .put_snapshot(&conformance::key().sign(&prefix))
+                    .await
+                    .unwrap();
             }
         }
         assert_eq!(state, State::from_events("u", &log));
     }
-    assert_eq!(new_conv().load("u").await.unwrap(), State::from_events("u", &log));
+    assert_eq!(
+        new_conv().load("u").await.unwrap(),
+        State::from_events("u", &log)
+    );
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
 }
 
 proptest! {

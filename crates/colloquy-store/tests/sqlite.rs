@@ -9,9 +9,14 @@ use std::sync::Arc;
 fn a_data_directory_has_one_owner() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
-    let err = SqliteStore::open(dir.path()).err().expect("second open must fail");
+    let err = SqliteStore::open(dir.path())
+        .err()
+        .expect("second open must fail");
     assert!(matches!(err, StoreError::DirInUse { .. }), "{err}");
-    assert!(err.to_string().contains("is in use by another process"), "{err}");
+    assert!(
+        err.to_string().contains("is in use by another process"),
+        "{err}"
+    );
     assert_eq!(err.kind(), ErrorKind::Fatal);
     drop(store);
     SqliteStore::open(dir.path()).expect("the lock is released on drop");
@@ -22,10 +27,16 @@ fn newer_schemas_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(SqliteStore::open(dir.path()).unwrap());
     let db = rusqlite::Connection::open(dir.path().join("colloquy.db")).unwrap();
-    db.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+    db.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
     drop(db);
-    let err = SqliteStore::open(dir.path()).err().expect("newer schema must be refused");
-    assert!(matches!(err, StoreError::SchemaTooNew { found, .. } if found == SCHEMA_VERSION + 1), "{err}");
+    let err = SqliteStore::open(dir.path())
+        .err()
+        .expect("newer schema must be refused");
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found, .. } if found == SCHEMA_VERSION + 1),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +54,10 @@ async fn data_survives_reopening() {
     assert_eq!(store.get_snapshot("alice").await.unwrap(), Some(snapshot));
     // The writer's seq cache starts empty: the conflict check must still see the file.
     let err = store.append("alice", 0, &events).await.unwrap_err();
-    assert!(matches!(err, StoreError::Conflict { actual: 3, .. }), "{err}");
+    assert!(
+        matches!(err, StoreError::Conflict { actual: 3, .. }),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,7 +70,10 @@ async fn concurrent_appends_share_commits() {
             tokio::spawn(async move {
                 let user = format!("u{u}");
                 for a in 0..5 {
-                    store.append(&user, a * 2, &conformance::events(&user, a * 2, 2, 0, "m")).await.unwrap();
+                    store
+                        .append(&user, a * 2, &conformance::events(&user, a * 2, 2, 0, "m"))
+                        .await
+                        .unwrap();
                 }
             })
         })
@@ -66,7 +83,10 @@ async fn concurrent_appends_share_commits() {
     }
     let stats = store.stats();
     assert_eq!(stats.requests, 64 * 5);
-    assert!(stats.commits < stats.requests / 2, "no group commit happened: {stats:?}");
+    assert!(
+        stats.commits < stats.requests / 2,
+        "no group commit happened: {stats:?}"
+    );
 }
 
 /// The writer takes requests in order, so an append queued right behind
@@ -77,9 +97,16 @@ async fn queued_appends_of_one_user_apply_in_order() {
     let store = SqliteStore::open(dir.path()).unwrap();
     for round in 0..50u64 {
         let n = round * 6;
-        let (a, b) = (conformance::events("u", n, 3, 0, "m"), conformance::events("u", n + 3, 3, 0, "m"));
+        let (a, b) = (
+            conformance::events("u", n, 3, 0, "m"),
+            conformance::events("u", n + 3, 3, 0, "m"),
+        );
         let (first, second) = tokio::join!(store.append("u", n, &a), store.append("u", n + 3, &b));
         assert_eq!((first.unwrap(), second.unwrap()), (n + 3, n + 6));
     }
-    assert!(store.stats().commits < 100, "the pairs never shared a commit: {:?}", store.stats());
+    assert!(
+        store.stats().commits < 100,
+        "the pairs never shared a commit: {:?}",
+        store.stats()
+    );
 }
