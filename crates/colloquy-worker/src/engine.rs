@@ -1,7 +1,8 @@
 //! Handling one message: the policy stage's unit of work.
 
+use crate::cache::StateCache;
 use crate::loader::LoadedBot;
-use colloquy_core::{seal, step, Event, Input, State};
+use colloquy_core::{seal, step, Event, EventKind, Input, NluResult, State};
 use colloquy_store::{Conversations, StoreError};
 use std::sync::Arc;
 
@@ -26,14 +27,22 @@ pub enum EngineError {
 /// another writer of the same user before the error goes to the caller.
 const CONFLICT_RETRIES: u32 = 3;
 
+/// Hot states kept in memory (L1); beyond this the least recently used go.
+const STATE_CACHE_USERS: usize = 100_000;
+
 pub struct Engine {
     bot: Arc<LoadedBot>,
     conversations: Conversations,
+    cache: StateCache,
 }
 
 impl Engine {
     pub fn new(bot: Arc<LoadedBot>, conversations: Conversations) -> Self {
-        Engine { bot, conversations }
+        Engine {
+            bot,
+            conversations,
+            cache: StateCache::new(STATE_CACHE_USERS),
+        }
     }
 
     pub fn bot(&self) -> &LoadedBot {
@@ -44,8 +53,12 @@ impl Engine {
         &self.conversations
     }
 
-    /// Handle one user message at `now_ms`. Idempotent by `message_id`: a
-    /// message already in the log produces no new events.
+    /// Run the NLU stage on a message's text.
+    pub fn understand(&self, text: &str) -> NluResult {
+        self.bot.nlu.parse(text)
+    }
+
+    /// Handle one user message at `now_ms`: NLU, then the policy.
     pub async fn handle(
         &self,
         user: &str,
@@ -53,45 +66,61 @@ impl Engine {
         text: &str,
         now_ms: i64,
     ) -> Result<Reply, EngineError> {
-        let nlu = self.bot.nlu.parse(text);
+        let nlu = self.understand(text);
+        self.decide(user, message_id, text, &nlu, now_ms).await
+    }
+
+    /// The policy stage: load state, step, append. Idempotent by
+    /// `message_id`: a message already in the log appends nothing and
+    /// returns the replies it got the first time.
+    pub async fn decide(
+        &self,
+        user: &str,
+        message_id: &str,
+        text: &str,
+        nlu: &NluResult,
+        now_ms: i64,
+    ) -> Result<Reply, EngineError> {
         let bot = &self.bot.bot;
         for _ in 0..CONFLICT_RETRIES {
-            let mut state = self.conversations.load(user).await?;
-            let turn = step(
-                bot,
-                &state,
-                &Input {
-                    message_id,
-                    text,
-                    nlu: &nlu,
-                },
-                now_ms,
-                seed(user, message_id),
-            );
-            let events = seal(turn.events, user, state.seq, now_ms, &bot.id, message_id);
-            if events.is_empty() {
+            let mut state = self.load(user).await?;
+            if state.has_seen(message_id) {
+                let replies = self.replies_in_log(&state, message_id).await?;
                 return Ok(Reply {
-                    replies: turn.replies,
-                    events,
+                    replies,
+                    events: Vec::new(),
                     state,
                 });
             }
+            let input = Input {
+                message_id,
+                text,
+                nlu,
+            };
+            let turn = step(bot, &state, &input, now_ms, seed(user, message_id));
+            let events = seal(turn.events, user, state.seq, now_ms, &bot.id, message_id);
             match self.conversations.commit(&mut state, &events).await {
                 Ok(()) => {
+                    self.cache.put(user, &state);
                     return Ok(Reply {
                         replies: turn.replies,
                         events,
                         state,
-                    })
+                    });
                 }
                 Err(StoreError::Conflict { .. }) => {
+                    // Another writer got there first: our cached state is stale.
+                    self.cache.forget(user);
                     tracing::debug!(
                         user,
                         message_id,
                         "lost an append race; re-running on fresh state"
                     );
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    self.cache.forget(user);
+                    return Err(e.into());
+                }
             }
         }
         Err(EngineError::Contended {
@@ -99,7 +128,47 @@ impl Engine {
             attempts: CONFLICT_RETRIES,
         })
     }
+
+    /// A user's current state: the hot copy if there is one, else snapshot +
+    /// replay from the store.
+    pub async fn load(&self, user: &str) -> Result<State, StoreError> {
+        if let Some(s) = self.cache.get(user) {
+            return Ok(s);
+        }
+        let s = self.conversations.load(user).await?;
+        self.cache.put(user, &s);
+        Ok(s)
+    }
+
+    /// The bot's replies to an earlier message, read back from the log.
+    async fn replies_in_log(
+        &self,
+        state: &State,
+        message_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let from = state.seq.saturating_sub(REPLAY_WINDOW);
+        let events = self
+            .conversations
+            .store()
+            .events_after(&state.user_id, from, REPLAY_WINDOW as usize)
+            .await?;
+        let mut replies = Vec::new();
+        let mut inside = false;
+        for e in events {
+            match e.kind {
+                EventKind::UserSaid { message_id: m, .. } => inside = m == message_id,
+                EventKind::BotSaid { text, .. } if inside => replies.push(text),
+                _ => {}
+            }
+        }
+        Ok(replies)
+    }
 }
+
+/// How far back a repeated message's replies are looked for; the state
+/// remembers the ids of the last `RECENT_MESSAGES` messages, whose turns
+/// fit well within this many events.
+const REPLAY_WINDOW: u64 = 1024;
 
 /// The policy's seed: derived from the message, so a redelivery draws the
 /// same lottery prize and picks the same response variants (FNV-1a).

@@ -5,8 +5,10 @@
 //! This crate must not parse HTTP; it is driven by the CLI, and later by the
 //! bus consumers of each stage.
 
+mod cache;
 mod engine;
 mod loader;
+pub mod pipeline;
 pub mod scenario;
 
 pub use engine::{Engine, EngineError, Reply};

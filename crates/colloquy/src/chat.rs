@@ -27,6 +27,17 @@ pub struct ChatArgs {
     /// session expiry without waiting.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     now: Option<i64>,
+    /// Snapshot a user's state after this many events since the last one.
+    #[arg(long, value_name = "N", default_value_t = SnapshotPolicy::default().every_events)]
+    snapshot_events: u64,
+    /// Snapshot after this much conversation time since the last one (e.g. 30s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_interval)]
+    snapshot_interval: i64,
+}
+
+fn parse_interval(s: &str) -> Result<i64, String> {
+    colloquy_core::bot::parse_duration_ms(s)
+        .ok_or_else(|| format!("`{s}` is not a duration (e.g. 30s, 5m)"))
 }
 
 fn parse_time(s: &str) -> Result<i64, String> {
@@ -46,7 +57,14 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let store = SqliteStore::open(&args.data)
             .with_context(|| format!("opening the store in {}", args.data.display()))?;
-        let conversations = Conversations::new(Arc::new(store), key, SnapshotPolicy::default());
+        let conversations = Conversations::new(
+            Arc::new(store),
+            key,
+            SnapshotPolicy {
+                every_events: args.snapshot_events.max(1),
+                every_ms: args.snapshot_interval,
+            },
+        );
         let engine = Engine::new(Arc::new(loaded), conversations);
         let interactive = args.script.is_none() && std::io::stdin().is_terminal();
         let input: Box<dyn BufRead> = match &args.script {

@@ -1,10 +1,13 @@
 //! The colloquy binary: command-line parsing, configuration and the wiring
 //! of library pieces. Logic belongs in the crates, not here.
 
+mod bench;
 mod chat;
 mod check;
+mod config;
 mod keys;
 mod nlu_eval;
+mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -39,6 +42,15 @@ enum Command {
     /// With --script FILE (or when stdin is not a terminal) every line is a
     /// user message and every bot reply is printed, for scripts and tests.
     Chat(chat::ChatArgs),
+    /// Run every role in one process on the embedded backends: HTTP and
+    /// WebSocket gateway, bus, NLU and policy stages, store.
+    Serve(serve::ServeArgs),
+    /// Print a development token (HS256) that the server with the same
+    /// settings accepts.
+    Token(serve::TokenArgs),
+    /// Load generator: simulated users talk to a running server; prints
+    /// turns/s and latency percentiles.
+    Bench(bench::BenchArgs),
     /// Intent classifier tools.
     Nlu {
         #[command(subcommand)]
@@ -71,6 +83,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { paths } => check::run(&paths),
         Command::Chat(args) => chat::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Token(args) => serve::token(args),
+        Command::Bench(args) => bench::run(args),
         Command::Nlu {
             command: NluCommand::Eval(args),
         } => nlu_eval::run(args),

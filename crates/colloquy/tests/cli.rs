@@ -188,7 +188,7 @@ fn nlu_eval_scores_a_tsv_data_set_and_writes_json() {
     std::fs::write(&train, &t).unwrap();
     std::fs::write(
         &test,
-        "will it rain\tweather\nplay a song\tmusic\nqwzx vbnm\toos\n",
+        "forecast rain\tweather\nplay the album\tmusic\nqwzx vbnm\toos\n",
     )
     .unwrap();
     let out = colloquy()

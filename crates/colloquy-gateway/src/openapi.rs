@@ -1,0 +1,95 @@
+//! The OpenAPI 3 document of the HTTP API, served at `/v1/openapi.json`.
+
+use serde_json::{json, Value};
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn user_param() -> Value {
+    json!({"name": "user", "in": "path", "required": true,
+           "schema": {"type": "string", "pattern": "^[A-Za-z0-9._@:-]{1,128}$"}})
+}
+
+pub fn document() -> Value {
+    let auth_errors = json!({
+        "400": error_response("Invalid input: malformed JSON, missing fields, bad UTF-8, empty or overlong text, bad user id"),
+        "401": error_response("Missing, malformed, expired or wrongly signed token"),
+        "403": error_response("The token may not act for this user"),
+    });
+    let with = |extra: Value| {
+        let mut m = auth_errors.as_object().cloned().unwrap_or_default();
+        m.extend(extra.as_object().cloned().unwrap_or_default());
+        Value::Object(m)
+    };
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "colloquy", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "A conversational backend: send user messages, receive bot replies, read the event log."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object",
+                    "required": ["code", "message"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+                "MessageIn": {"type": "object", "required": ["text"], "additionalProperties": false, "properties": {
+                    "text": {"type": "string", "minLength": 1, "maxLength": 4000},
+                    "id": {"type": "string", "description": "Client message id (idempotency key)", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}}},
+                "Accepted": {"type": "object", "required": ["event_id", "message_id", "seq"], "properties": {
+                    "event_id": {"type": "string", "format": "uuid", "description": "Id the user's event will have in the log"},
+                    "message_id": {"type": "string"},
+                    "seq": {"type": "integer", "description": "Position of the message in the durable inbound queue"}}},
+                "Replied": {"allOf": [{"$ref": "#/components/schemas/Accepted"}, {"type": "object", "properties": {
+                    "log_seq": {"type": "integer", "description": "The user's last event seq after this turn"},
+                    "replies": {"type": "array", "items": {"type": "string"}}}}]},
+                "Event": {"type": "object", "required": ["event_id", "user_id", "seq", "ts_ms", "bot", "type"],
+                    "additionalProperties": true, "properties": {
+                    "event_id": {"type": "string", "format": "uuid"}, "user_id": {"type": "string"},
+                    "seq": {"type": "integer"}, "ts_ms": {"type": "integer"},
+                    "bot": {"type": "object", "properties": {"name": {"type": "string"}, "version": {"type": "string"}}},
+                    "type": {"type": "string", "enum": ["session_started", "user_said", "intent_recognised", "slot_set",
+                        "slot_cleared", "slot_rejected", "flow_started", "flow_step", "flow_ended", "action_called",
+                        "handed_off", "bot_said"]}}}
+            }
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/conversations/{user}/messages": {"post": {
+                "summary": "Send a user message",
+                "parameters": [user_param(), {"name": "wait_ms", "in": "query", "required": false,
+                    "schema": {"type": "integer", "minimum": 0, "maximum": 10000},
+                    "description": "Wait up to this long for the replies"}],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MessageIn"}}}},
+                "responses": with(json!({
+                    "200": {"description": "Replies to the message (when waiting)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Replied"}}}},
+                    "202": {"description": "Durably queued", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
+                    "413": error_response("Body larger than 64 KiB"),
+                    "422": error_response("Text refused by the content policy"),
+                    "503": error_response("Queue full (see Retry-After) or unavailable"),
+                }))}},
+            "/v1/conversations/{user}/events": {"get": {
+                "summary": "Read the user's event log (sensitive values masked)",
+                "parameters": [user_param(),
+                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+                "responses": with(json!({"200": {"description": "A page of events", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+                    "next_after": {"type": "integer", "nullable": true}}}}}}}))}},
+            "/v1/conversations/{user}/state": {"get": {
+                "summary": "The user's current state: slots, active flow, session",
+                "parameters": [user_param()],
+                "responses": with(json!({"200": {"description": "State", "content": {"application/json": {"schema": {"type": "object"}}}}}))}},
+            "/v1/stream": {"get": {
+                "summary": "WebSocket: send {\"type\":\"message\",\"text\":...}; replies are pushed as {\"type\":\"reply\",...}",
+                "parameters": [
+                    {"name": "token", "in": "query", "schema": {"type": "string"}, "description": "JWT, when no Authorization header can be sent"},
+                    {"name": "user", "in": "query", "schema": {"type": "string"}, "description": "Admin tokens only: whose stream"},
+                    {"name": "after", "in": "query", "schema": {"type": "integer"}, "description": "Deliver replies after this event seq first"}],
+                "responses": with(json!({"101": {"description": "Switching to WebSocket"}}))}},
+            "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "Alive"}}}},
+            "/readyz": {"get": {"summary": "Readiness", "security": [], "responses": {"200": {"description": "Ready"}, "503": error_response("Not ready")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "OpenMetrics text"}}}},
+            "/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3"}}}}
+        }
+    })
+}

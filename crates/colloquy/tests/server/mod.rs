@@ -1,0 +1,147 @@
+//! Starting the real `colloquy serve` for end-to-end tests.
+
+#![allow(dead_code)] // each test binary uses a different part of this harness
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const SECRET: &str = "e2e-test-secret-0123456789abcdefghijklmnop";
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub data: PathBuf,
+}
+
+impl Server {
+    /// Start `colloquy serve` on 127.0.0.1:0 over `data`, wait until it
+    /// prints its address.
+    pub fn start(data: &Path, extra_env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_colloquy"));
+        cmd.current_dir(root())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env("COLLOQUY_JWT_SECRET", SECRET)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn colloquy serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut addr = None;
+        for line in lines.by_ref() {
+            let line = line.expect("read stdout");
+            if let Some(rest) = line.split(" on http://").nth(1) {
+                addr = Some(rest.trim().to_string());
+                break;
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let addr = addr.unwrap_or_else(|| {
+            panic!("colloquy serve exited before listening: {:?}", child.wait())
+        });
+        Server {
+            child,
+            addr,
+            data: data.to_path_buf(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        for _ in 0..200 {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not stop within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn b64(data: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A JWT signed with `secret` (HS256) or unsigned (`alg: none`).
+pub fn jwt(alg: &str, secret: &str, claims: serde_json::Value) -> String {
+    let header = b64(serde_json::json!({"alg": alg, "typ": "JWT"})
+        .to_string()
+        .as_bytes());
+    let body = b64(claims.to_string().as_bytes());
+    let signing = format!("{header}.{body}");
+    let sig = if alg == "none" {
+        String::new()
+    } else {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(signing.as_bytes());
+        b64(&mac.finalize().into_bytes())
+    };
+    format!("{signing}.{sig}")
+}
+
+pub fn token(user: &str, scope: &str) -> String {
+    jwt(
+        "HS256",
+        SECRET,
+        serde_json::json!({"sub": user, "scope": scope, "exp": now() + 3600, "iat": now()}),
+    )
+}
+
+pub fn expired(user: &str) -> String {
+    jwt(
+        "HS256",
+        SECRET,
+        serde_json::json!({"sub": user, "scope": "chat", "exp": now() - 3600, "iat": now() - 7200}),
+    )
+}
