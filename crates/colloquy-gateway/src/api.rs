@@ -645,7 +645,11 @@ async fn session(gw: Arc<Gateway>, mut socket: WebSocket, user: String, after: O
             outcome = live.recv() => {
                 match outcome {
                     Ok(o) => {
-                        for frame in reply_frames(&o.events, &mut sent, Some(&o.message_id)) {
+                        let mut frames = reply_frames(&o.events, &mut sent, Some(&o.message_id));
+                        // Closes the turn: all of its replies, also for a repeated
+                        // message whose replies were streamed the first time.
+                        frames.push(json!({"type": "done", "message_id": o.message_id, "seq": o.seq, "replies": o.replies}));
+                        for frame in frames {
                             if socket.send(WsMessage::Text(frame.to_string().into())).await.is_err() {
                                 return;
                             }

@@ -80,7 +80,7 @@ pub fn document() -> Value {
                 "parameters": [user_param()],
                 "responses": with(json!({"200": {"description": "State", "content": {"application/json": {"schema": {"type": "object"}}}}}))}},
             "/v1/stream": {"get": {
-                "summary": "WebSocket: send {\"type\":\"message\",\"text\":...}; replies are pushed as {\"type\":\"reply\",...}",
+                "summary": "WebSocket: send {\"type\":\"message\",\"text\":...,\"id\":...}; the server answers {\"type\":\"accepted\"}, pushes each bot line as {\"type\":\"reply\",\"seq\",\"message_id\",\"text\"} and closes a turn with {\"type\":\"done\",\"message_id\",\"seq\",\"replies\"}; errors come as {\"type\":\"error\",\"error\":{\"code\",\"message\"}}",
                 "parameters": [
                     {"name": "token", "in": "query", "schema": {"type": "string"}, "description": "JWT, when no Authorization header can be sent"},
                     {"name": "user", "in": "query", "schema": {"type": "string"}, "description": "Admin tokens only: whose stream"},

@@ -1,13 +1,16 @@
-//! `colloquy chat`: a terminal conversation on the embedded store.
+//! `colloquy chat`: a terminal conversation, on the embedded store in this
+//! process or with a running server over WebSocket.
 
 use crate::keys;
 use anyhow::Context;
 use colloquy_store::{sqlite::SqliteStore, Conversations, SnapshotKey, SnapshotPolicy};
 use colloquy_worker::{load_bot, Engine};
+use futures_util::{SinkExt, StreamExt};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use tokio_tungstenite::tungstenite::Message;
 
 #[derive(clap::Args)]
 pub struct ChatArgs {
@@ -33,6 +36,14 @@ pub struct ChatArgs {
     /// Snapshot after this much conversation time since the last one (e.g. 30s, 5m).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_interval)]
     snapshot_interval: i64,
+    /// Talk to a running server at this URL over WebSocket instead of
+    /// running the bot here, e.g. http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// Bearer token for --url; by default one is minted for --user from the
+    /// secret in --data (the server's own data directory).
+    #[arg(long)]
+    token: Option<String>,
 }
 
 fn parse_interval(s: &str) -> Result<i64, String> {
@@ -46,26 +57,135 @@ fn parse_time(s: &str) -> Result<i64, String> {
         .map_err(|e| format!("{e} (expected RFC 3339, e.g. 2026-01-02T10:00:00Z)"))
 }
 
+/// Where the conversation happens: in this process, or on a server.
+enum Peer {
+    Local { engine: Engine, now: Option<i64> },
+    Remote { ws: WsStream },
+}
+
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// How long the remote REPL waits for a turn's replies.
+const REMOTE_TURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+impl Peer {
+    async fn say(&mut self, user: &str, text: &str) -> anyhow::Result<Vec<String>> {
+        let message_id = uuid::Uuid::now_v7().to_string();
+        match self {
+            Peer::Local { engine, now } => {
+                let now = now.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+                Ok(engine.handle(user, &message_id, text, now).await?.replies)
+            }
+            Peer::Remote { ws } => {
+                let frame = serde_json::json!({"type": "message", "text": text, "id": message_id});
+                ws.send(Message::text(frame.to_string()))
+                    .await
+                    .context("sending to the server")?;
+                loop {
+                    let next = tokio::time::timeout(REMOTE_TURN_TIMEOUT, ws.next())
+                        .await
+                        .map_err(|_| {
+                            anyhow::anyhow!(
+                                "no reply from the server within {REMOTE_TURN_TIMEOUT:?}"
+                            )
+                        })?;
+                    let m =
+                        next.ok_or_else(|| anyhow::anyhow!("the server closed the connection"))??;
+                    let Ok(v) =
+                        serde_json::from_str::<serde_json::Value>(m.to_text().unwrap_or_default())
+                    else {
+                        continue;
+                    };
+                    match v["type"].as_str() {
+                        Some("done") if v["message_id"] == message_id.as_str() => {
+                            let replies = v["replies"].as_array().cloned().unwrap_or_default();
+                            return Ok(replies
+                                .iter()
+                                .filter_map(|r| r.as_str().map(str::to_string))
+                                .collect());
+                        }
+                        Some("error") => {
+                            anyhow::bail!("{}: {}", v["error"]["code"], v["error"]["message"])
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn connect(url: &str, token: &str, user: &str) -> anyhow::Result<WsStream> {
+    let ws_url = format!(
+        "{}/v1/stream?token={token}&user={user}",
+        url.trim_end_matches('/').replacen("http", "ws", 1)
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(&ws_url)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to {url}: {e}"))?;
+    Ok(ws)
+}
+
 pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
     colloquy_core::check_user_id(&args.user).map_err(|e| anyhow::anyhow!("--user: {e}"))?;
-    let loaded = load_bot(&args.bot).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let key = keys::load_or_create(&args.data, "snapshot.key", "COLLOQUY_SNAPSHOT_KEY")?;
-    let key = SnapshotKey::new(key).context("snapshot key")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let store = SqliteStore::open(&args.data)
-            .with_context(|| format!("opening the store in {}", args.data.display()))?;
-        let conversations = Conversations::new(
-            Arc::new(store),
-            key,
-            SnapshotPolicy {
-                every_events: args.snapshot_events.max(1),
-                every_ms: args.snapshot_interval,
-            },
-        );
-        let engine = Engine::new(Arc::new(loaded), conversations);
+        let (mut peer, banner) = match &args.url {
+            Some(url) => {
+                let token = match &args.token {
+                    Some(t) => t.clone(),
+                    None => {
+                        let secret =
+                            keys::load_or_create(&args.data, "jwt.secret", "COLLOQUY_JWT_SECRET")?;
+                        let issuer = colloquy_gateway::auth::Issuer::hs256(&secret, None, None);
+                        issuer.issue_now(
+                            &args.user,
+                            colloquy_gateway::auth::Scope::Chat,
+                            std::time::Duration::from_secs(3600),
+                        )?
+                    }
+                };
+                let ws = connect(url, &token, &args.user).await?;
+                (
+                    Peer::Remote { ws },
+                    format!("colloquy chat with {url} as {}", args.user),
+                )
+            }
+            None => {
+                let loaded = load_bot(&args.bot).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let key =
+                    keys::load_or_create(&args.data, "snapshot.key", "COLLOQUY_SNAPSHOT_KEY")?;
+                let key = SnapshotKey::new(key).context("snapshot key")?;
+                let store = SqliteStore::open(&args.data)
+                    .with_context(|| format!("opening the store in {}", args.data.display()))?;
+                let policy = SnapshotPolicy {
+                    every_events: args.snapshot_events.max(1),
+                    every_ms: args.snapshot_interval,
+                };
+                let bot = loaded.bot.id.clone();
+                let engine = Engine::new(
+                    Arc::new(loaded),
+                    Conversations::new(Arc::new(store), key, policy),
+                );
+                let banner = format!(
+                    "colloquy chat with {} {} as {} (data in {})",
+                    bot.name,
+                    bot.version,
+                    args.user,
+                    args.data.display()
+                );
+                (
+                    Peer::Local {
+                        engine,
+                        now: args.now,
+                    },
+                    banner,
+                )
+            }
+        };
         let interactive = args.script.is_none() && std::io::stdin().is_terminal();
         let input: Box<dyn BufRead> = match &args.script {
             Some(path) => Box::new(std::io::BufReader::new(
@@ -73,17 +193,10 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
             )),
             None => Box::new(std::io::stdin().lock()),
         };
-        if interactive {
-            let bot = &engine.bot().bot.id;
-            println!(
-                "colloquy chat with {} {} as {} (data in {}); Ctrl-D to quit",
-                bot.name,
-                bot.version,
-                args.user,
-                args.data.display()
-            );
-        }
         let mut out = std::io::stdout().lock();
+        if interactive {
+            writeln!(out, "{banner}; Ctrl-D to quit")?;
+        }
         let prompt = |out: &mut std::io::StdoutLock| -> std::io::Result<()> {
             if interactive {
                 write!(out, "you> ")?;
@@ -99,15 +212,11 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
                 prompt(&mut out)?;
                 continue;
             }
-            let now = args
-                .now
-                .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-            let message_id = uuid::Uuid::now_v7().to_string();
-            let reply = engine.handle(&args.user, &message_id, text, now).await?;
+            let replies = peer.say(&args.user, text).await?;
             if !interactive {
                 writeln!(out, "> {text}")?;
             }
-            for r in &reply.replies {
+            for r in &replies {
                 if interactive {
                     writeln!(out, "bot> {r}")?;
                 } else {

@@ -8,6 +8,16 @@ use std::process::ExitCode;
 pub fn run(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for path in paths {
+        if path.extension().is_some_and(|e| e == "toml") {
+            match crate::config::Config::load(Some(path), std::iter::empty()) {
+                Ok(_) => println!("ok: {} (configuration)", path.display()),
+                Err(e) => {
+                    eprintln!("{e:#}");
+                    failed = true;
+                }
+            }
+            continue;
+        }
         let files = match read_sources(path) {
             Ok(f) => f,
             Err(e) => {

@@ -31,9 +31,10 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate bot directories without running them (exit 1 on any error).
+    /// Validate bot directories and configuration files (*.toml) without
+    /// running them (exit 1 on any error).
     Check {
-        /// Bot directories to check.
+        /// Bot directories and configuration files to check.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },

@@ -90,6 +90,23 @@ fn check_reports_file_line_and_field_and_exits_1() {
     );
     assert!(stderr.contains("1 error"), "{stderr}");
 
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[server]\nlisten = \"127.0.0.1:1\"\nthreads = 4\n",
+    )
+    .unwrap();
+    let out = colloquy()
+        .arg("check")
+        .arg(dir.path().join("bad.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("bad.toml:3: unknown field `threads`"),
+        "{}",
+        text(&out.stderr)
+    );
+
     let out = colloquy().args(["check", "no/such/bot"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(

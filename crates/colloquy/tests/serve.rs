@@ -184,7 +184,8 @@ async fn websocket_pushes_replies_and_catches_up_after_reconnect() {
     .unwrap();
     let mut replies = Vec::new();
     let mut accepted = false;
-    while replies.is_empty() {
+    let mut done = Value::Null;
+    while done.is_null() {
         let m = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
             .await
             .expect("a frame in time")
@@ -194,6 +195,7 @@ async fn websocket_pushes_replies_and_catches_up_after_reconnect() {
         match v["type"].as_str() {
             Some("accepted") => accepted = true,
             Some("reply") => replies.push(v),
+            Some("done") => done = v,
             _ => panic!("unexpected frame {v}"),
         }
     }
@@ -492,4 +494,40 @@ async fn health_metrics_openapi_and_graceful_shutdown() {
         assert!(doc["paths"][p].is_object(), "{p} not documented");
     }
     assert_eq!(s.terminate(), Some(0), "SIGTERM exits 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_url_talks_to_the_server_over_websocket() {
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start(data.path(), &[]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_colloquy"))
+        .current_dir(server::root())
+        .args([
+            "chat",
+            "--url",
+            &s.url(""),
+            "--user",
+            "ivy",
+            "--token",
+            &token("ivy", "chat"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all("星云跑鞋有39码吗\n谢谢\n".as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("> 星云跑鞋有39码吗\n星云跑鞋 39 码有货"),
+        "{text}"
+    );
+    assert!(text.contains("> 谢谢\n"), "{text}");
 }
