@@ -11,3 +11,4 @@ pub mod hub;
 pub mod input;
 pub mod metrics;
 pub mod openapi;
+pub mod server;

@@ -29,8 +29,13 @@ pub struct Server {
     pub nlu_workers: usize,
     /// Longest wait for in-flight work on shutdown.
     pub shutdown_timeout: String,
-    /// Longest time a request may take (slow or idle clients are cut off).
+    /// Longest time a request may take once its headers are in.
     pub request_timeout: String,
+    /// Longest time a client may take to send a request's headers; also
+    /// how long an idle keep-alive connection is kept open.
+    pub header_timeout: String,
+    /// Connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for Server {
@@ -42,6 +47,8 @@ impl Default for Server {
             nlu_workers: 2,
             shutdown_timeout: "10s".into(),
             request_timeout: "30s".into(),
+            header_timeout: "10s".into(),
+            max_connections: 10_000,
         }
     }
 }
@@ -170,6 +177,7 @@ impl Config {
         for (field, v) in [
             ("server.shutdown_timeout", &self.server.shutdown_timeout),
             ("server.request_timeout", &self.server.request_timeout),
+            ("server.header_timeout", &self.server.header_timeout),
             ("store.snapshot_interval", &self.store.snapshot_interval),
         ] {
             if colloquy_core::bot::parse_duration_ms(v).is_none() {
@@ -180,8 +188,9 @@ impl Config {
             || self.bus.max_in_flight == 0
             || self.bus.max_attempts == 0
             || self.server.nlu_workers == 0
+            || self.server.max_connections == 0
         {
-            bail!("bus.partitions, bus.max_in_flight, bus.max_attempts and server.nlu_workers must be at least 1");
+            bail!("bus.partitions, bus.max_in_flight, bus.max_attempts, server.nlu_workers and server.max_connections must be at least 1");
         }
         if self.limits.max_wait_ms > 10_000 {
             bail!("limits.max_wait_ms: at most 10000");

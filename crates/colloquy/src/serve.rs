@@ -9,6 +9,7 @@ use colloquy_gateway::api::{router, Gateway};
 use colloquy_gateway::auth::{Algorithm, Issuer, Scope, Verifier};
 use colloquy_gateway::hub::Hub;
 use colloquy_gateway::metrics::Metrics;
+use colloquy_gateway::server::ConnectionLimits;
 use colloquy_store::{
     sqlite::SqliteStore, ConversationStore, Conversations, SnapshotKey, SnapshotPolicy,
 };
@@ -159,13 +160,16 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
              -d '{{\"text\":\"星云跑鞋有39码吗\"}}' 'http://{addr}/v1/conversations/alice/messages?wait_ms=2000'"
         );
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let grace = Duration::from_millis(Config::ms(&cfg.server.shutdown_timeout) as u64);
+    let limits = ConnectionLimits {
+        max_connections: cfg.server.max_connections,
+        header_timeout: Duration::from_millis(Config::ms(&cfg.server.header_timeout) as u64),
+        ..ConnectionLimits::default()
+    };
+    colloquy_gateway::server::serve(listener, app, &limits, shutdown_signal(), grace).await;
     // Stop accepting happened above; now drain the pipeline.
     gateway.ready.store(false, Ordering::Relaxed);
     tracing::info!("draining in-flight messages");
-    let grace = Duration::from_millis(Config::ms(&cfg.server.shutdown_timeout) as u64);
     if tokio::time::timeout(grace, runner.shutdown())
         .await
         .is_err()

@@ -68,6 +68,19 @@ fn check_accepts_the_example_bots() {
 }
 
 #[test]
+fn check_accepts_every_sample_config() {
+    let configs: Vec<PathBuf> = std::fs::read_dir(root().join("config"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    assert!(!configs.is_empty(), "config/ holds the sample configs");
+    let out = colloquy().arg("check").args(&configs).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), configs.len());
+}
+
+#[test]
 fn check_reports_file_line_and_field_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -531,3 +531,126 @@ async fn chat_url_talks_to_the_server_over_websocket() {
     );
     assert!(text.contains("> 谢谢\n"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_503_with_retry_after_and_loses_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("small-queue.toml");
+    std::fs::write(&config, "[bus.embedded]\nmax_backlog = 4\n").unwrap();
+    let s = Server::start_with(data.path(), &[], &["--config", config.to_str().unwrap()]);
+    let c = client();
+    let admin = token("ops", "admin");
+    let mut sends = Vec::new();
+    for i in 0..200 {
+        let (c, url, tok) = (
+            c.clone(),
+            s.url(&format!("/v1/conversations/q{}/messages", i % 50)),
+            admin.clone(),
+        );
+        sends.push(tokio::spawn(async move {
+            let r = c
+                .post(url)
+                .bearer_auth(tok)
+                .json(&json!({"text": "星云跑鞋有39码吗", "id": format!("m{i}")}))
+                .send()
+                .await
+                .unwrap();
+            let retry_after = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            (i, r.status(), retry_after, r.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut accepted = Vec::new();
+    let mut rejected = 0;
+    for send in sends {
+        let (i, status, retry_after, body) = send.await.unwrap();
+        match status.as_u16() {
+            202 => accepted.push((i, body["event_id"].as_str().unwrap().to_string())),
+            503 => {
+                rejected += 1;
+                assert_eq!(body["error"]["code"], "overloaded", "{body}");
+                assert!(retry_after.is_some_and(|v| v.parse::<u64>().unwrap() >= 1));
+            }
+            other => panic!("message {i}: unexpected status {other}: {body}"),
+        }
+    }
+    assert!(
+        rejected > 0,
+        "a burst of 200 over a queue of 4 must be refused in part"
+    );
+    assert!(!accepted.is_empty(), "some of the burst fits");
+    // Every message that got a 202 is processed once, however full the queue was.
+    for (i, event_id) in accepted {
+        let user = format!("q{}", i % 50);
+        let mut found = 0;
+        for _ in 0..100 {
+            found = events(&c, &s, &user, &admin, 0)
+                .await
+                .iter()
+                .filter(|e| e["event_id"] == event_id.as_str())
+                .count();
+            if found > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            found, 1,
+            "message m{i} ({event_id}) is in {user}'s log exactly once"
+        );
+    }
+}
+
+/// Reads until the server closes the connection; what it sent before.
+async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    within: std::time::Duration,
+) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    tokio::time::timeout(within, stream.read_to_end(&mut got))
+        .await
+        .expect("the server closes the connection in time")
+        .expect("read");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start(data.path(), &[("COLLOQUY_SERVER_HEADER_TIMEOUT", "1s")]);
+    let limit = std::time::Duration::from_secs(6);
+
+    // Connects and never sends a byte.
+    let mut silent = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    // Trickles a request line, never finishes the headers.
+    let mut slow = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Gets an answer, then idles on the keep-alive connection.
+    let mut idle = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    read_until_closed(&mut silent, limit).await;
+    read_until_closed(&mut slow, limit).await;
+    let answered = read_until_closed(&mut idle, limit).await;
+    assert!(
+        answered.starts_with("HTTP/1.1 200"),
+        "the idle client got its answer first: {answered}"
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "not cut off before the deadline"
+    );
+
+    // The server still serves new clients.
+    let r = client().get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -25,10 +25,16 @@ impl Server {
     /// Start `colloquy serve` on 127.0.0.1:0 over `data`, wait until it
     /// prints its address.
     pub fn start(data: &Path, extra_env: &[(&str, &str)]) -> Server {
+        Server::start_with(data, extra_env, &[])
+    }
+
+    /// As [`Server::start`], with more arguments for `colloquy serve`.
+    pub fn start_with(data: &Path, extra_env: &[(&str, &str)], args: &[&str]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_colloquy"));
         cmd.current_dir(root())
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
+            .args(args)
             .env("COLLOQUY_JWT_SECRET", SECRET)
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())

@@ -1,0 +1,149 @@
+//! Accepting connections: HTTP/1.1 and HTTP/2 (h2c) on one port, with the
+//! limits `axum::serve` does not have — a bound on open connections, a
+//! deadline for a request's headers (so a client that connects and sends
+//! nothing, or trickles its headers, or sits idle on a keep-alive
+//! connection, is cut off) and HTTP/2 keep-alive pings that drop dead
+//! peers — and a graceful shutdown that stops accepting, lets in-flight
+//! requests finish and closes idle connections.
+
+use axum::extract::Request;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+/// Bounds on the connections the gateway holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionLimits {
+    /// Connections open at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// How long a client has to send a request's headers, counted from the
+    /// moment the connection is ready for the next request: it bounds both
+    /// slow clients and idle keep-alive connections.
+    pub header_timeout: Duration,
+    /// HTTP/2: ping an idle connection this often; one unanswered for as
+    /// long again closes it.
+    pub h2_keepalive: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
+            h2_keepalive: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serve `app` on `listener` until `shutdown` resolves, then stop
+/// accepting and wait up to `drain` for open requests to finish.
+/// WebSocket sessions are upgraded out of the connection and end on their
+/// own (the caller stops the hub that feeds them).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: &ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let keepalive = limits.h2_keepalive;
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // Needed for WebSocket over HTTP/2 (RFC 8441).
+        .enable_connect_protocol()
+        .keep_alive_interval(keepalive)
+        .keep_alive_timeout(keepalive);
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off
+                    // instead of spinning, keep serving what is open.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Replies are small; do not let Nagle hold them back.
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(
+            app.clone()
+                .map_request(|req: Request<Incoming>| req.map(axum::body::Body::new)),
+        );
+        let (builder, watcher, header_timeout) =
+            (builder.clone(), graceful.watcher(), limits.header_timeout);
+        tokio::spawn(async move {
+            if !protocol_known(&stream, header_timeout).await {
+                return;
+            }
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(?drain, "open requests did not finish in time; closing them");
+    }
+}
+
+/// The HTTP/2 connection preface that tells h2c from HTTP/1.1.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Wait until the first bytes of `stream` tell which protocol it speaks.
+/// hyper's HTTP/1 header deadline only starts once a protocol is chosen, so
+/// without this a client that connects and sends nothing would be held
+/// forever. False if the client stays silent past `deadline` or hangs up.
+async fn protocol_known(stream: &tokio::net::TcpStream, deadline: Duration) -> bool {
+    let decided = async {
+        let mut buf = [0u8; H2_PREFACE.len()];
+        loop {
+            let n = match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            if n == buf.len() || buf[..n] != H2_PREFACE[..n] {
+                return true;
+            }
+            // A partial preface: peek returns at once while bytes are
+            // buffered, so wait for more to arrive instead of spinning.
+            if stream.readable().await.is_err() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(deadline, decided)
+        .await
+        .unwrap_or(false)
+}
