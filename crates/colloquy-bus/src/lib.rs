@@ -23,6 +23,7 @@ pub mod conformance;
 pub mod embedded;
 mod error;
 mod partitioner;
+pub mod ring;
 pub mod runner;
 
 pub use embedded::{EmbeddedBus, EmbeddedConfig};

@@ -202,6 +202,17 @@ impl StageRunner {
         cfg: StageConfig,
         handler: Arc<dyn Handler>,
     ) -> Result<StageHandle, BusError> {
+        Self::spawn_counting(bus, cfg, handler, Arc::default()).await
+    }
+
+    /// As [`spawn`](Self::spawn), counting into `stats`: the runners of
+    /// one stage that come and go with partition ownership report as one.
+    pub async fn spawn_counting(
+        bus: Arc<dyn Bus>,
+        cfg: StageConfig,
+        handler: Arc<dyn Handler>,
+        stats: Arc<StageStats>,
+    ) -> Result<StageHandle, BusError> {
         let count = bus.partitions(&cfg.topic).await?;
         match bus.partitions(&cfg.dlq_topic).await {
             Err(BusError::UnknownTopic(_)) => bus.ensure_topic(&cfg.dlq_topic, count).await?,
@@ -229,7 +240,6 @@ impl StageRunner {
             workers.push((partition, committed));
         }
         let (stop, stopped) = watch::channel(false);
-        let stats = Arc::new(StageStats::default());
         let ctx = Arc::new(Ctx {
             bus,
             cfg,

@@ -1,6 +1,7 @@
 //! Reply delivery inside a gateway: requests waiting for the replies to
 //! their message, and WebSocket streams following a user.
 
+use colloquy_bus::runner::HandlerError;
 use colloquy_worker::pipeline::{Deliver, Outcome};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -58,8 +59,17 @@ impl Hub {
     }
 }
 
+#[async_trait::async_trait]
 impl Deliver for Hub {
-    fn deliver(&self, outcome: Outcome) {
+    async fn deliver(&self, outcome: Outcome) -> Result<(), HandlerError> {
+        self.push(outcome);
+        Ok(())
+    }
+}
+
+impl Hub {
+    /// Hand an outcome to whoever waits for it here.
+    pub fn push(&self, outcome: Outcome) {
         let outcome = Arc::new(outcome);
         let key = (outcome.user.clone(), outcome.message_id.clone());
         if let Some(list) = self.waiters.lock().expect("hub lock").remove(&key) {

@@ -8,6 +8,7 @@
 mod cache;
 mod engine;
 mod loader;
+pub mod ownership;
 pub mod pipeline;
 pub mod scenario;
 

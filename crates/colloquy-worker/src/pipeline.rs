@@ -1,12 +1,15 @@
-//! The chat pipeline as bus stages. In `colloquy serve` the `nlu` and
-//! `policy` stages run in one process, joined in memory: a record of the
-//! inbound topic is done (and its offset may be committed) only once the
-//! policy stage has appended its events, so a crash anywhere redelivers it.
+//! The chat pipeline as bus stages: `chat.in` → nlu → `chat.nlu` → policy →
+//! `chat.out`. Stages placed in one process are joined in memory
+//! ([`ChatHandler`]: a record of `chat.in` is done only once the policy has
+//! appended its events and the replies are delivered); stages in different
+//! processes are joined by the bus ([`NluHandler`], [`PolicyHandler`]). A
+//! record is done, and its offset may be committed, only after what the
+//! stage produced is durable downstream, so a crash anywhere redelivers it.
 
 use crate::engine::{Engine, EngineError};
 use async_trait::async_trait;
 use colloquy_bus::runner::{Handler, HandlerError};
-use colloquy_bus::Record;
+use colloquy_bus::{Bus, BusError, Record};
 use colloquy_core::{Event, NluResult};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -14,6 +17,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Topic the gateway publishes accepted messages to, keyed by user id.
 pub const TOPIC_IN: &str = "chat.in";
+/// Messages with their NLU result, from the nlu stage to the policy stage.
+pub const TOPIC_NLU: &str = "chat.nlu";
+/// Outcomes of the policy stage, for the gateways to push to clients.
+pub const TOPIC_OUT: &str = "chat.out";
 
 /// A user message as it travels on the bus.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,8 +33,16 @@ pub struct Inbound {
     pub ts_ms: i64,
 }
 
+/// A message and what the nlu stage made of it, as it travels on the bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Understood {
+    #[serde(flatten)]
+    pub inbound: Inbound,
+    pub nlu: NluResult,
+}
+
 /// What the policy stage produced for one message.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     pub user: String,
     pub message_id: String,
@@ -38,9 +53,53 @@ pub struct Outcome {
     pub seq: u64,
 }
 
-/// Where outcomes go: the gateway's waiters and WebSocket streams.
+/// Where outcomes go: the gateway's waiters and WebSocket streams, in this
+/// process or (through `chat.out`) in another.
+#[async_trait]
 pub trait Deliver: Send + Sync {
-    fn deliver(&self, outcome: Outcome);
+    /// `Ok` once the outcome is handed over for good; an error makes the
+    /// stage retry the message (the policy's second run is a no-op).
+    async fn deliver(&self, outcome: Outcome) -> Result<(), HandlerError>;
+}
+
+/// Delivers outcomes to whichever gateway holds the user's connection, by
+/// publishing them to `chat.out` keyed by user id.
+pub struct BusDeliver {
+    bus: Arc<dyn Bus>,
+}
+
+impl BusDeliver {
+    pub fn new(bus: Arc<dyn Bus>) -> BusDeliver {
+        BusDeliver { bus }
+    }
+}
+
+#[async_trait]
+impl Deliver for BusDeliver {
+    async fn deliver(&self, outcome: Outcome) -> Result<(), HandlerError> {
+        let payload = serde_json::to_vec(&outcome)
+            .map_err(|e| HandlerError::Permanent(format!("encoding an outcome: {e}")))?;
+        publish(&*self.bus, TOPIC_OUT, &outcome.user, payload).await
+    }
+}
+
+async fn publish(
+    bus: &dyn Bus,
+    topic: &str,
+    key: &str,
+    payload: Vec<u8>,
+) -> Result<(), HandlerError> {
+    match bus.publish(topic, key, payload, Vec::new()).await {
+        Ok(_) => Ok(()),
+        // Full, overloaded, broker briefly away: the record is retried with
+        // backoff and, failing that, dead-lettered — never dropped.
+        Err(e @ BusError::Full { .. }) | Err(e @ BusError::Overloaded { .. }) => {
+            Err(HandlerError::Retryable(e.to_string()))
+        }
+        Err(e) => Err(HandlerError::Retryable(format!(
+            "publishing to {topic}: {e}"
+        ))),
+    }
 }
 
 /// Counters a stage reports; the binary exports them as metrics.
@@ -85,13 +144,11 @@ impl NluStage {
     }
 }
 
-/// Handles records of `TOPIC_IN`: NLU stage, then the policy stage, then
-/// delivery of the replies.
+/// The nlu and policy stages joined in memory: handles records of
+/// `TOPIC_IN` through to delivered replies.
 pub struct ChatHandler {
     nlu: NluStage,
-    engine: Arc<Engine>,
-    deliver: Arc<dyn Deliver>,
-    observer: Arc<dyn StageObserver>,
+    policy: PolicyHandler,
 }
 
 impl ChatHandler {
@@ -101,12 +158,9 @@ impl ChatHandler {
         deliver: Arc<dyn Deliver>,
         observer: Arc<dyn StageObserver>,
     ) -> ChatHandler {
-        let nlu = NluStage::spawn(engine.clone(), nlu_workers, 1024);
         ChatHandler {
-            nlu,
-            engine,
-            deliver,
-            observer,
+            nlu: NluStage::spawn(engine.clone(), nlu_workers, NLU_QUEUE),
+            policy: PolicyHandler::new(engine, deliver, observer),
         }
     }
 }
@@ -114,12 +168,72 @@ impl ChatHandler {
 #[async_trait]
 impl Handler for ChatHandler {
     async fn handle(&self, record: &Record) -> Result<(), HandlerError> {
-        let msg: Inbound = serde_json::from_slice(&record.payload).map_err(|e| {
-            self.observer.message("nlu", "invalid");
-            HandlerError::Permanent(format!("not an inbound message: {e}"))
-        })?;
-        let nlu = self.nlu.run(msg.text.clone()).await?;
+        let inbound: Inbound = decode(record, &*self.policy.observer, "nlu")?;
+        let nlu = self.nlu.run(inbound.text.clone()).await?;
+        self.policy.observer.message("nlu", "ok");
+        self.policy.decide(Understood { inbound, nlu }).await
+    }
+}
+
+/// The nlu stage on its own: `TOPIC_IN` → `TOPIC_NLU`.
+pub struct NluHandler {
+    nlu: NluStage,
+    bus: Arc<dyn Bus>,
+    observer: Arc<dyn StageObserver>,
+}
+
+impl NluHandler {
+    pub fn new(
+        engine: Arc<Engine>,
+        nlu_workers: usize,
+        bus: Arc<dyn Bus>,
+        observer: Arc<dyn StageObserver>,
+    ) -> NluHandler {
+        NluHandler {
+            nlu: NluStage::spawn(engine, nlu_workers, NLU_QUEUE),
+            bus,
+            observer,
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for NluHandler {
+    async fn handle(&self, record: &Record) -> Result<(), HandlerError> {
+        let inbound: Inbound = decode(record, &*self.observer, "nlu")?;
+        let nlu = self.nlu.run(inbound.text.clone()).await?;
+        let user = inbound.user.clone();
+        let payload = serde_json::to_vec(&Understood { inbound, nlu })
+            .map_err(|e| HandlerError::Permanent(format!("encoding an nlu result: {e}")))?;
+        publish(&*self.bus, TOPIC_NLU, &user, payload).await?;
         self.observer.message("nlu", "ok");
+        Ok(())
+    }
+}
+
+/// The policy stage: load state, step, append, deliver. On its own it
+/// consumes `TOPIC_NLU`.
+pub struct PolicyHandler {
+    engine: Arc<Engine>,
+    deliver: Arc<dyn Deliver>,
+    observer: Arc<dyn StageObserver>,
+}
+
+impl PolicyHandler {
+    pub fn new(
+        engine: Arc<Engine>,
+        deliver: Arc<dyn Deliver>,
+        observer: Arc<dyn StageObserver>,
+    ) -> PolicyHandler {
+        PolicyHandler {
+            engine,
+            deliver,
+            observer,
+        }
+    }
+
+    async fn decide(&self, msg: Understood) -> Result<(), HandlerError> {
+        let Understood { inbound: msg, nlu } = msg;
         let reply = match self
             .engine
             .decide(&msg.user, &msg.message_id, &msg.text, &nlu, msg.ts_ms)
@@ -142,13 +256,39 @@ impl Handler for ChatHandler {
             self.observer.message("policy", "ok");
             self.observer.intent(nlu.intent.as_deref());
         }
-        self.deliver.deliver(Outcome {
-            user: msg.user,
-            message_id: msg.message_id,
-            replies: reply.replies,
-            events: reply.events,
-            seq: reply.state.seq,
-        });
-        Ok(())
+        self.deliver
+            .deliver(Outcome {
+                user: msg.user,
+                message_id: msg.message_id,
+                replies: reply.replies,
+                events: reply.events,
+                seq: reply.state.seq,
+            })
+            .await
     }
+}
+
+#[async_trait]
+impl Handler for PolicyHandler {
+    async fn handle(&self, record: &Record) -> Result<(), HandlerError> {
+        let msg: Understood = decode(record, &*self.observer, "policy")?;
+        self.decide(msg).await
+    }
+}
+
+/// Messages waiting for an NLU worker, per stage.
+const NLU_QUEUE: usize = 1024;
+
+fn decode<T: serde::de::DeserializeOwned>(
+    record: &Record,
+    observer: &dyn StageObserver,
+    stage: &'static str,
+) -> Result<T, HandlerError> {
+    serde_json::from_slice(&record.payload).map_err(|e| {
+        observer.message(stage, "invalid");
+        HandlerError::Permanent(format!(
+            "{}/{}@{}: not a {stage} stage message: {e}",
+            record.topic, record.partition, record.offset
+        ))
+    })
 }
