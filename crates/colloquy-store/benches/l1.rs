@@ -11,8 +11,10 @@
 use colloquy_core::{State, Value};
 use colloquy_store::l1::{HotStates, RedisHotStates, RedisL1Config};
 use colloquy_store::SnapshotKey;
+use redis::aio::ConnectionManager;
 use serde_json::json;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -44,18 +46,37 @@ fn main() {
     let key = SnapshotKey::new(b"bench-l1-key-0123456789abcdefghij".to_vec()).unwrap();
     let sample = state("bench-user-0", 1);
     let entry_bytes = serde_json::to_vec(&key.sign(&sample)).unwrap().len() + 21;
+    let key_for_codec = key.clone();
     let hot = runtime.block_on(async { Arc::new(RedisHotStates::new(&config, key).unwrap()) });
 
+    let raw = runtime.block_on(async {
+        let client = redis::Client::open(url.as_str()).expect("redis url");
+        let conn = ConnectionManager::new(client)
+            .await
+            .unwrap_or_else(|e| panic!("Redis at {url} is unreachable: {e}"));
+        let value = vec![b'x'; entry_bytes];
+        Target::Raw(
+            conn,
+            Arc::new(value),
+            format!("{}raw:", config.key_prefix).into(),
+        )
+    });
     let mut results = Vec::new();
     for &in_flight in &IN_FLIGHT {
-        // Puts first, so that the gets find every user.
-        for op in [Op::Put, Op::Get] {
-            let r = runtime.block_on(run(Arc::clone(&hot), op, in_flight));
-            results.push(r);
+        for target in [Target::L1(Arc::clone(&hot)), raw.clone()] {
+            // Puts first, so that the gets find every user.
+            for op in [Op::Put, Op::Get] {
+                results.push(runtime.block_on(run(target.clone(), op, in_flight)));
+            }
         }
     }
     let stats = hot.stats();
-    assert_eq!(stats.errors, 0, "Redis at {url} failed calls: {stats:?}");
+    if stats.errors > 0 {
+        // Calls past the timeout are dropped as a worker would drop them;
+        // they are part of the result, not a reason to discard it.
+        println!("{} calls failed or timed out: {stats:?}", stats.errors);
+    }
+    let codec = codec(&key_for_codec, &sample);
     let report = json!({
         "bench": "l1_redis",
         "url_host": url.rsplit('@').next(),
@@ -64,6 +85,7 @@ fn main() {
         "timeout_ms": config.timeout_ms,
         "seconds_per_run": RUN_FOR.as_secs_f64(),
         "results": results,
+        "codec_per_s": codec,
         "stats": { "hits": stats.hits, "misses": stats.misses, "errors": stats.errors },
     });
     let dir = std::env::var_os("COLLOQUY_BENCH_OUT")
@@ -79,6 +101,32 @@ fn main() {
     std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap() + "\n")
         .expect("write results");
     println!("wrote {}", path.display());
+}
+
+/// What each call costs in CPU before Redis sees it, on one core: signing
+/// and encoding an entry (put), decoding and verifying it (get), done the
+/// way the backend does.
+fn codec(key: &SnapshotKey, state: &State) -> serde_json::Value {
+    let rate = |f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < Duration::from_secs(1) {
+            f();
+            n += 1;
+        }
+        n as f64 / start.elapsed().as_secs_f64()
+    };
+    let encoded = serde_json::to_vec(&key.sign(state)).unwrap();
+    let encode = rate(&mut || {
+        std::hint::black_box(serde_json::to_vec(&key.sign(state)).unwrap());
+    });
+    let decode = rate(&mut || {
+        let s: colloquy_store::Snapshot = serde_json::from_slice(&encoded).unwrap();
+        key.verify(&s).unwrap();
+        std::hint::black_box(s);
+    });
+    println!("codec on one core: sign+encode {encode:.0}/s, decode+verify {decode:.0}/s");
+    json!({ "sign_encode": encode, "decode_verify": decode })
 }
 
 /// A state of typical size: a handful of slots and an active flow.
@@ -98,23 +146,57 @@ fn state(user: &str, seq: u64) -> State {
     s
 }
 
-async fn run(hot: Arc<RedisHotStates>, op: Op, in_flight: usize) -> serde_json::Value {
+/// Who the calls go through: the L1 backend, or plain GET/SET of an
+/// entry-sized value on a bare connection, the baseline that shows what
+/// the backend adds (signing, verifying, the put script, timeouts).
+#[derive(Clone)]
+enum Target {
+    L1(Arc<RedisHotStates>),
+    Raw(ConnectionManager, Arc<Vec<u8>>, Arc<str>),
+}
+
+async fn call(target: &mut Target, op: Op, user: &str, seq: u64) {
+    match (target, op) {
+        (Target::L1(hot), Op::Put) => hot.put(&state(user, seq)).await,
+        (Target::L1(hot), Op::Get) => {
+            std::hint::black_box(hot.get(user).await);
+        }
+        (Target::Raw(conn, value, prefix), Op::Put) => {
+            let set = redis::cmd("SET")
+                .arg(format!("{prefix}{user}"))
+                .arg(value.as_slice())
+                .arg("PX")
+                .arg(60_000)
+                .query_async::<()>(conn)
+                .await;
+            set.expect("raw SET");
+        }
+        (Target::Raw(conn, _, prefix), Op::Get) => {
+            let got = redis::cmd("GET")
+                .arg(format!("{prefix}{user}"))
+                .query_async::<Option<Vec<u8>>>(conn)
+                .await;
+            std::hint::black_box(got.expect("raw GET"));
+        }
+    }
+}
+
+async fn run(target: Target, op: Op, in_flight: usize) -> serde_json::Value {
     let start = Instant::now();
     let deadline = start + RUN_FOR;
+    // One seq for all, so that every put is newer than the entry it meets
+    // (a worker only puts states it just committed).
+    let seq = Arc::new(AtomicU64::new(1));
     let tasks: Vec<_> = (0..in_flight)
         .map(|t| {
-            let hot = Arc::clone(&hot);
+            let (mut target, seq) = (target.clone(), Arc::clone(&seq));
             tokio::spawn(async move {
                 let (mut n, mut latencies) = (0usize, Vec::new());
                 while Instant::now() < deadline {
                     let user = format!("bench-user-{}", (t + n * in_flight) % USERS);
+                    let seq = seq.fetch_add(1, Ordering::Relaxed);
                     let sent = Instant::now();
-                    match op {
-                        Op::Put => hot.put(&state(&user, 1 + n as u64)).await,
-                        Op::Get => {
-                            hot.get(&user).await;
-                        }
-                    }
+                    call(&mut target, op, &user, seq).await;
                     latencies.push(sent.elapsed());
                     n += 1;
                 }
@@ -136,13 +218,18 @@ async fn run(hot: Arc<RedisHotStates>, op: Op, in_flight: usize) -> serde_json::
         Op::Put => "put",
         Op::Get => "get",
     };
+    let via = match target {
+        Target::L1(_) => "l1",
+        Target::Raw(..) => "raw",
+    };
     let ops_per_s = latencies.len() as f64 / elapsed;
     println!(
-        "{name} in_flight={in_flight:>3}: {ops_per_s:>9.0} ops/s  p50 {:>6.0} µs  p99 {:>6.0} µs",
+        "{via:>3} {name} in_flight={in_flight:>3}: {ops_per_s:>9.0} ops/s  p50 {:>6.0} µs  p99 {:>6.0} µs",
         pct(0.50),
         pct(0.99)
     );
     json!({
+        "via": via,
         "op": name,
         "in_flight": in_flight,
         "ops": latencies.len(),
