@@ -6,6 +6,7 @@
 //! [`ConversationStore`] is the contract every backend meets (the embedded
 //! [`sqlite`] one, [`memory`], and later Redis / SQL servers); the
 //! `conformance` feature holds the one test suite they all must pass.
+//! [`l1`] keeps hot copies of states in front of them (memory or Redis).
 //! [`Conversations`] is what workers use: load = verified snapshot + replay,
 //! commit = optimistic append + occasional snapshot.
 //!
@@ -16,12 +17,14 @@
 pub mod conformance;
 mod conversations;
 mod error;
+pub mod l1;
 pub mod memory;
 mod snapshot;
 pub mod sqlite;
 
 pub use conversations::{Conversations, LoadInfo, SnapshotPolicy};
 pub use error::{ErrorKind, StoreError};
+pub use l1::{HotStates, HotStats, MemoryHotStates, RedisHotStates, RedisL1Config};
 pub use memory::MemoryStore;
 pub use snapshot::{Snapshot, SnapshotError, SnapshotKey};
 pub use sqlite::SqliteStore;

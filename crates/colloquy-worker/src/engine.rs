@@ -1,8 +1,8 @@
 //! Handling one message: the policy stage's unit of work.
 
-use crate::cache::StateCache;
 use crate::loader::LoadedBot;
 use colloquy_core::{seal, step, Event, EventKind, Input, NluResult, State};
+use colloquy_store::l1::{HotStates, HotStats, MemoryHotStates};
 use colloquy_store::{Conversations, StoreError};
 use std::sync::Arc;
 
@@ -27,22 +27,43 @@ pub enum EngineError {
 /// another writer of the same user before the error goes to the caller.
 const CONFLICT_RETRIES: u32 = 3;
 
-/// Hot states kept in memory (L1); beyond this the least recently used go.
-const STATE_CACHE_USERS: usize = 100_000;
+/// Hot states kept by the default in-memory L1; beyond this the least
+/// recently used go.
+pub const MEMORY_L1_USERS: usize = 100_000;
 
 pub struct Engine {
     bot: Arc<LoadedBot>,
     conversations: Conversations,
-    cache: StateCache,
+    hot: Arc<dyn HotStates>,
 }
 
 impl Engine {
+    /// An engine with a private in-memory L1 of [`MEMORY_L1_USERS`] users.
     pub fn new(bot: Arc<LoadedBot>, conversations: Conversations) -> Self {
+        Engine::with_hot_states(
+            bot,
+            conversations,
+            Arc::new(MemoryHotStates::new(MEMORY_L1_USERS)),
+        )
+    }
+
+    /// An engine whose L1 is `hot`, e.g. a Redis one shared with other
+    /// workers.
+    pub fn with_hot_states(
+        bot: Arc<LoadedBot>,
+        conversations: Conversations,
+        hot: Arc<dyn HotStates>,
+    ) -> Self {
         Engine {
             bot,
             conversations,
-            cache: StateCache::new(STATE_CACHE_USERS),
+            hot,
         }
+    }
+
+    /// The L1's counters, for a hit-ratio metric.
+    pub fn hot_stats(&self) -> HotStats {
+        self.hot.stats()
     }
 
     pub fn bot(&self) -> &LoadedBot {
@@ -101,7 +122,7 @@ impl Engine {
             let events = seal(turn.events, user, state.seq, now_ms, &bot.id, message_id);
             match self.conversations.commit(&mut state, &events).await {
                 Ok(()) => {
-                    self.cache.put(user, &state);
+                    self.hot.put(&state).await;
                     return Ok(Reply {
                         replies: turn.replies,
                         events,
@@ -109,8 +130,9 @@ impl Engine {
                     });
                 }
                 Err(StoreError::Conflict { .. }) => {
-                    // Another writer got there first: our cached state is stale.
-                    self.cache.forget(user);
+                    // Another writer got there first: the hot state we
+                    // started from was stale (or there was none).
+                    self.hot.forget(user).await;
                     tracing::debug!(
                         user,
                         message_id,
@@ -118,7 +140,9 @@ impl Engine {
                     );
                 }
                 Err(e) => {
-                    self.cache.forget(user);
+                    // Whether the append landed is unknown; the next load
+                    // must ask the log.
+                    self.hot.forget(user).await;
                     return Err(e.into());
                 }
             }
@@ -132,11 +156,11 @@ impl Engine {
     /// A user's current state: the hot copy if there is one, else snapshot +
     /// replay from the store.
     pub async fn load(&self, user: &str) -> Result<State, StoreError> {
-        if let Some(s) = self.cache.get(user) {
+        if let Some(s) = self.hot.get(user).await {
             return Ok(s);
         }
         let s = self.conversations.load(user).await?;
-        self.cache.put(user, &s);
+        self.hot.put(&s).await;
         Ok(s)
     }
 

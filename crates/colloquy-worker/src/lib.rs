@@ -5,12 +5,11 @@
 //! This crate must not parse HTTP; it is driven by the CLI, and later by the
 //! bus consumers of each stage.
 
-mod cache;
 mod engine;
 mod loader;
 pub mod ownership;
 pub mod pipeline;
 pub mod scenario;
 
-pub use engine::{Engine, EngineError, Reply};
+pub use engine::{Engine, EngineError, Reply, MEMORY_L1_USERS};
 pub use loader::{load_bot, read_sources, LoadError, LoadedBot};

@@ -1,0 +1,116 @@
+//! L1: hot copies of recently used users' states, so a busy user's next
+//! turn skips the snapshot read and the replay. The log (L2) stays the
+//! truth: an entry is only ever a copy of a committed state, a put never
+//! replaces a newer copy with an older one, and a stale copy is harmless
+//! because the append's expected-seq check rejects it (the caller then
+//! forgets the entry and reloads from L2).
+//!
+//! Backends: [`memory`] (in-process LRU, the default) and [`redis`] (shared
+//! by several workers, signed entries with a TTL). An L1 failure never
+//! fails a caller: it is a miss, counted in [`HotStats::errors`].
+
+pub mod memory;
+pub mod redis;
+
+pub use self::memory::MemoryHotStates;
+pub use self::redis::{RedisHotStates, RedisL1Config, RedisL1ConfigError};
+
+use async_trait::async_trait;
+use colloquy_core::State;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Where hot states are kept. Infallible by design: whatever goes wrong in
+/// the backend is logged and counted, and the caller falls back to L2.
+#[async_trait]
+pub trait HotStates: Send + Sync {
+    /// The hot copy of `user`'s state, if there is a trustworthy one.
+    async fn get(&self, user: &str) -> Option<State>;
+
+    /// Keep `state` (a committed state of `state.user_id`) unless the entry
+    /// already holds a newer one.
+    async fn put(&self, state: &State);
+
+    /// Drop `user`'s entry, e.g. after it turned out to be stale.
+    async fn forget(&self, user: &str);
+
+    /// Counters since the backend was created.
+    fn stats(&self) -> HotStats;
+}
+
+/// What an L1 has served, for a hit-ratio metric.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HotStats {
+    /// Gets answered from L1.
+    pub hits: u64,
+    /// Gets that fell back to L2, whatever the reason (absent, expired,
+    /// rejected, backend failing).
+    pub misses: u64,
+    /// Backend calls (get, put or forget) that failed or timed out, or were
+    /// skipped because the backend had just failed.
+    pub errors: u64,
+    /// Entries found but not trusted (bad signature, undecodable, another
+    /// user's), each also a miss.
+    pub rejected: u64,
+}
+
+impl HotStats {
+    /// Hits over gets; `None` before the first get.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let gets = self.hits + self.misses;
+        (gets > 0).then(|| self.hits as f64 / gets as f64)
+    }
+}
+
+/// The counters behind [`HotStats`], shared by the backends.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    errors: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> HotStats {
+        HotStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hit_ratio_counts_every_get() {
+        assert_eq!(HotStats::default().hit_ratio(), None);
+        let c = Counters::default();
+        c.hit();
+        c.hit();
+        c.hit();
+        c.miss();
+        c.error();
+        assert_eq!(c.snapshot().hit_ratio(), Some(0.75));
+        assert_eq!(c.snapshot().errors, 1);
+    }
+}

@@ -1,0 +1,447 @@
+//! The shared L1: hot states in Redis, seen by every worker.
+//!
+//! An entry is `colloquy:state:{user}` (prefix configurable) holding the
+//! state's seq as 20 zero-padded digits, a `:`, and the state as a
+//! [`Snapshot`] signed with the [`SnapshotKey`]: anyone who can write to
+//! Redis could otherwise put words in a user's mouth, so an entry that does
+//! not verify is a miss, and is deleted. The digits let the put script
+//! compare seqs exactly (as strings) without decoding the state, so that of
+//! racing workers the newest state always stays.
+//!
+//! Redis is an optimisation, never a dependency: every call is bounded by
+//! the configured timeout; a failure is a miss (the caller reads L2), is
+//! counted, and is logged at most every [`WARN_EVERY`]. After a failure the
+//! backend stops calling Redis for a backoff that grows up to
+//! [`MAX_BACKOFF`], then lets one call through as a probe, so a dead Redis
+//! costs callers nothing but the lost hits. The connection itself is a
+//! [`ConnectionManager`], which reconnects on the next call after the
+//! connection broke: when Redis is back, hits resume without a restart.
+
+use super::{Counters, HotStates, HotStats};
+use crate::{Snapshot, SnapshotError, SnapshotKey};
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{RedisResult, Script};
+use async_trait::async_trait;
+use colloquy_core::State;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long one connection attempt may take. Longer than call timeouts on
+/// purpose: the attempt goes on in the background after the call that
+/// started it gave up, so a slow handshake still completes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Backoff after the first failure; doubles with each further one.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Longest pause between probes while Redis is failing: bounds how long
+/// hits stay off after Redis came back.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// At most one warning per this while Redis is failing; it says how many
+/// calls failed since the previous one.
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Digits of the seq header: enough for any u64.
+const SEQ_DIGITS: usize = 20;
+
+/// KEYS[1] entry; ARGV[1] the new seq (SEQ_DIGITS digits), ARGV[2] the
+/// entry, ARGV[3] the TTL in ms. Reads only the header of the held entry.
+/// A header that is not digits is garbage and gets replaced, so a corrupt
+/// entry cannot block puts until it expires.
+const PUT_SCRIPT: &str = r"
+local held = redis.call('GETRANGE', KEYS[1], 0, 19)
+if string.len(held) == 20 and string.find(held, '^%d+$') and held > ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+";
+
+/// KEYS[1] entry; ARGV[1] the value found untrustworthy. Deletes it only if
+/// it is still there, so a good state put meanwhile by another worker stays.
+const DROP_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// `[l1.redis]` in the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisL1Config {
+    /// `redis://[:password@]host:port[/db]`.
+    pub url: String,
+    /// Prepended to the user id to make an entry's key; lets deployments
+    /// (or test runs) share one Redis without seeing each other's entries.
+    pub key_prefix: String,
+    /// Lifetime of an entry, restarted by every put.
+    pub ttl_secs: u64,
+    /// Bound on each Redis call (get, put, forget).
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisL1Config {
+    fn default() -> Self {
+        RedisL1Config {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "colloquy:state:".into(),
+            ttl_secs: 3600,
+            timeout_ms: 50,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisL1ConfigError {
+    // The URL itself is left out: it may hold a password.
+    #[error("l1 redis url is not valid: {0}")]
+    Url(#[source] ::redis::RedisError),
+    #[error("l1 redis ttl_secs must be at least 1")]
+    ZeroTtl,
+    #[error("l1 redis timeout_ms must be at least 1")]
+    ZeroTimeout,
+}
+
+/// Why an entry found in Redis was not believed.
+#[derive(Debug, thiserror::Error)]
+enum Untrusted {
+    #[error("no seq header")]
+    Header,
+    #[error("undecodable: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("header says seq {header}, signed state is at seq {state}")]
+    HeaderSeq { header: u64, state: u64 },
+}
+
+pub struct RedisHotStates {
+    conn: ConnectionManager,
+    key: SnapshotKey,
+    prefix: String,
+    ttl_ms: u64,
+    timeout: Duration,
+    put_script: Script,
+    drop_script: Script,
+    counters: Counters,
+    health: Health,
+}
+
+impl RedisHotStates {
+    /// A client for `config`, signing entries with `key`. Does not connect:
+    /// the first call does, so a worker starts (and serves from L2) while
+    /// Redis is down. Must be called inside a tokio runtime.
+    pub fn new(config: &RedisL1Config, key: SnapshotKey) -> Result<Self, RedisL1ConfigError> {
+        if config.ttl_secs == 0 {
+            return Err(RedisL1ConfigError::ZeroTtl);
+        }
+        if config.timeout_ms == 0 {
+            return Err(RedisL1ConfigError::ZeroTimeout);
+        }
+        let timeout = Duration::from_millis(config.timeout_ms);
+        let client = ::redis::Client::open(config.url.as_str()).map_err(RedisL1ConfigError::Url)?;
+        let manager_config = ConnectionManagerConfig::new()
+            // One attempt per reconnect: `Health` decides when to try again,
+            // and a call must never wait on a retry loop.
+            .set_number_of_retries(0)
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(timeout));
+        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
+            .map_err(RedisL1ConfigError::Url)?;
+        Ok(RedisHotStates {
+            conn,
+            key,
+            prefix: config.key_prefix.clone(),
+            ttl_ms: config.ttl_secs.saturating_mul(1000),
+            timeout,
+            put_script: Script::new(PUT_SCRIPT),
+            drop_script: Script::new(DROP_SCRIPT),
+            counters: Counters::default(),
+            health: Health::new(),
+        })
+    }
+
+    fn entry_key(&self, user: &str) -> String {
+        format!("{}{user}", self.prefix)
+    }
+
+    fn encode(&self, state: &State) -> Vec<u8> {
+        let snapshot = self.key.sign(state);
+        let mut value = format!("{:0width$}:", state.seq, width = SEQ_DIGITS).into_bytes();
+        serde_json::to_writer(&mut value, &snapshot)
+            // A Snapshot holds only plain data and string-keyed maps.
+            .expect("Snapshot serializes to JSON");
+        value
+    }
+
+    fn decode(&self, user: &str, raw: &[u8]) -> Result<State, Untrusted> {
+        let (header, body) = raw.split_at_checked(SEQ_DIGITS).ok_or(Untrusted::Header)?;
+        let body = body.strip_prefix(b":").ok_or(Untrusted::Header)?;
+        let header: u64 = std::str::from_utf8(header)
+            .ok()
+            .and_then(|digits| digits.parse().ok())
+            .ok_or(Untrusted::Header)?;
+        let snapshot: Snapshot = serde_json::from_slice(body)?;
+        self.key.verify(&snapshot)?;
+        for found in [&snapshot.user_id, &snapshot.state.user_id] {
+            if found != user {
+                return Err(SnapshotError::OtherUser {
+                    expected: user.to_string(),
+                    found: found.clone(),
+                }
+                .into());
+            }
+        }
+        if snapshot.state.seq != snapshot.seq {
+            return Err(SnapshotError::SeqMismatch {
+                snapshot: snapshot.seq,
+                state: snapshot.state.seq,
+            }
+            .into());
+        }
+        if header != snapshot.seq {
+            // A wrong header would make the put script keep or drop the
+            // wrong states.
+            return Err(Untrusted::HeaderSeq {
+                header,
+                state: snapshot.seq,
+            });
+        }
+        Ok(snapshot.state)
+    }
+
+    /// Run one Redis call within the timeout, unless Redis is in backoff.
+    /// `None` on any failure, which is counted and (rate-limited) logged.
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = RedisResult<T>>,
+    ) -> Option<T> {
+        if !self.health.may_call() {
+            self.counters.error();
+            self.health
+                .report(op, || "skipped: Redis failed recently".into());
+            return None;
+        }
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => {
+                self.health.succeeded();
+                Some(value)
+            }
+            Ok(Err(e)) => {
+                self.counters.error();
+                self.health.failed(op, || e.to_string());
+                None
+            }
+            Err(_) => {
+                self.counters.error();
+                let timeout = self.timeout;
+                self.health
+                    .failed(op, || format!("timed out after {timeout:?}"));
+                None
+            }
+        }
+    }
+
+    async fn drop_untrusted(&self, key: &str, raw: &[u8]) {
+        let mut conn = self.conn.clone();
+        let mut drop = self.drop_script.key(key);
+        drop.arg(raw);
+        let _: Option<i64> = self.call("drop", drop.invoke_async(&mut conn)).await;
+    }
+}
+
+#[async_trait]
+impl HotStates for RedisHotStates {
+    async fn get(&self, user: &str) -> Option<State> {
+        let key = self.entry_key(user);
+        let mut conn = self.conn.clone();
+        let mut get = ::redis::cmd("GET");
+        get.arg(&key);
+        let get = get.query_async::<Option<Vec<u8>>>(&mut conn);
+        let Some(raw) = self.call("get", get).await.flatten() else {
+            self.counters.miss();
+            return None;
+        };
+        match self.decode(user, &raw) {
+            Ok(state) => {
+                self.counters.hit();
+                Some(state)
+            }
+            Err(why) => {
+                self.counters.rejected();
+                self.counters.miss();
+                tracing::warn!(user, %why, "dropping an untrusted L1 entry from Redis; reading L2");
+                self.drop_untrusted(&key, &raw).await;
+                None
+            }
+        }
+    }
+
+    async fn put(&self, state: &State) {
+        let key = self.entry_key(&state.user_id);
+        let value = self.encode(state);
+        let mut conn = self.conn.clone();
+        let mut put = self.put_script.key(&key);
+        put.arg(format!("{:0width$}", state.seq, width = SEQ_DIGITS))
+            .arg(value)
+            .arg(self.ttl_ms);
+        let _: Option<i64> = self.call("put", put.invoke_async(&mut conn)).await;
+    }
+
+    async fn forget(&self, user: &str) {
+        let key = self.entry_key(user);
+        let mut conn = self.conn.clone();
+        let mut del = ::redis::cmd("DEL");
+        del.arg(&key);
+        let del = del.query_async::<i64>(&mut conn);
+        self.call("forget", del).await;
+    }
+
+    fn stats(&self) -> HotStats {
+        self.counters.snapshot()
+    }
+}
+
+/// Whether Redis is worth calling, and the rate limit of the warnings.
+/// Lock-free: every call of every user passes through here.
+struct Health {
+    epoch: Instant,
+    /// Failures since the last success; 0 while healthy.
+    failures: AtomicU32,
+    /// No call before this (ms since `epoch`) while failing.
+    closed_until_ms: AtomicU64,
+    next_warn_ms: AtomicU64,
+    /// Failures not yet told in a warning.
+    unreported: AtomicU64,
+}
+
+impl Health {
+    fn new() -> Self {
+        Health {
+            epoch: Instant::now(),
+            failures: AtomicU32::new(0),
+            closed_until_ms: AtomicU64::new(0),
+            next_warn_ms: AtomicU64::new(0),
+            unreported: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// While failing, one caller per backoff gets through as the probe;
+    /// everybody else is turned away without touching Redis.
+    fn may_call(&self) -> bool {
+        let failures = self.failures.load(Ordering::Relaxed);
+        if failures == 0 {
+            return true;
+        }
+        let until = self.closed_until_ms.load(Ordering::Relaxed);
+        let now = self.now_ms();
+        now >= until
+            && self
+                .closed_until_ms
+                .compare_exchange(
+                    until,
+                    now + backoff_ms(failures),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    fn succeeded(&self) {
+        // Checked first: a plain load keeps the shared cache line clean on
+        // the hot path.
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            let failures = self.failures.swap(0, Ordering::Relaxed);
+            if failures != 0 {
+                let unreported = self.unreported.swap(0, Ordering::Relaxed);
+                tracing::info!(failures, unreported, "Redis L1 reachable again");
+            }
+        }
+    }
+
+    /// A call that reached Redis failed: back off further.
+    fn failed(&self, op: &'static str, error: impl FnOnce() -> String) {
+        let failures = self
+            .failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        self.closed_until_ms
+            .fetch_max(self.now_ms() + backoff_ms(failures), Ordering::Relaxed);
+        self.report(op, error);
+    }
+
+    /// Count a failed or skipped call toward the next warning, and warn if
+    /// the last one is old enough. Skipped calls must not extend the
+    /// backoff, or steady traffic would keep the probe from ever running.
+    fn report(&self, op: &'static str, error: impl FnOnce() -> String) {
+        self.unreported.fetch_add(1, Ordering::Relaxed);
+        let now = self.now_ms();
+        let next = self.next_warn_ms.load(Ordering::Relaxed);
+        if now >= next
+            && self
+                .next_warn_ms
+                .compare_exchange(
+                    next,
+                    now + WARN_EVERY.as_millis() as u64,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            let failed_calls = self.unreported.swap(0, Ordering::Relaxed);
+            tracing::warn!(op, error = %error(), failed_calls, "Redis L1 unavailable; serving from L2");
+        }
+    }
+}
+
+/// Pause after `failures` consecutive failures: doubling from
+/// [`FIRST_BACKOFF`] up to [`MAX_BACKOFF`].
+fn backoff_ms(failures: u32) -> u64 {
+    let doubled = FIRST_BACKOFF.as_millis() as u64 * (1u64 << failures.saturating_sub(1).min(16));
+    doubled.min(MAX_BACKOFF.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_unknown_keys() {
+        let c: RedisL1Config = serde_json::from_str(r#"{"url":"redis://h:1"}"#).unwrap();
+        assert_eq!(c.url, "redis://h:1");
+        assert_eq!(c.key_prefix, "colloquy:state:");
+        assert_eq!((c.ttl_secs, c.timeout_ms), (3600, 50));
+        assert!(serde_json::from_str::<RedisL1Config>(r#"{"ttl":5}"#).is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        assert_eq!(backoff_ms(1), 50);
+        assert_eq!(backoff_ms(2), 100);
+        assert_eq!(backoff_ms(5), 800);
+        assert_eq!(backoff_ms(6), 1000);
+        assert_eq!(backoff_ms(u32::MAX), 1000);
+    }
+
+    #[test]
+    fn after_a_failure_only_one_probe_per_backoff_goes_through() {
+        let h = Health::new();
+        assert!(h.may_call() && h.may_call(), "healthy: everyone calls");
+        h.failed("get", || "boom".into());
+        assert!(!h.may_call(), "in backoff");
+        h.closed_until_ms.store(0, Ordering::Relaxed);
+        assert!(h.may_call(), "backoff over: one probe");
+        assert!(!h.may_call(), "the others wait for the probe");
+        h.succeeded();
+        assert!(h.may_call() && h.may_call());
+    }
+}

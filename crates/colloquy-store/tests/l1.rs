@@ -1,0 +1,416 @@
+//! The L1 behaviour every [`HotStates`] backend must show, written once and
+//! run against the memory backend and a real Redis; then what only a shared
+//! Redis can get wrong (forged entries, TTLs) and how it behaves when Redis
+//! dies and comes back.
+//!
+//! Redis comes from `COLLOQUY_TEST_REDIS_URL` (default
+//! `redis://127.0.0.1:6379`); each run uses its own key prefix. An
+//! unreachable Redis fails these tests: it is never a reason to skip them.
+//! The fault test starts a private `redis-server` (on `PATH`, or
+//! `COLLOQUY_TEST_REDIS_SERVER`) and never touches the shared one.
+
+use colloquy_core::{State, Value};
+use colloquy_store::l1::{HotStates, MemoryHotStates, RedisHotStates, RedisL1Config};
+use colloquy_store::SnapshotKey;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn key() -> SnapshotKey {
+    SnapshotKey::new(b"l1-suite-key-0123456789abcdefghij".to_vec()).unwrap()
+}
+
+fn state(user: &str, seq: u64) -> State {
+    let mut s = State::new(user);
+    s.seq = seq;
+    s.last_ts_ms = 1_700_000_000_000 + seq as i64;
+    s.slots.insert("size".into(), Value::Int(39 + seq as i64));
+    s.slots.insert("brand".into(), Value::Text("星云".into()));
+    s
+}
+
+// ---- the shared suite -----------------------------------------------------
+
+/// `a` and `b` are two workers' handles on one L1 (the same object for an
+/// in-process backend). `users` is unique to this run.
+async fn behaves_as_l1(a: &dyn HotStates, b: &dyn HotStates, users: &str) {
+    miss_then_hit(a, b, &format!("{users}-hit")).await;
+    newer_wins_older_is_ignored(a, b, &format!("{users}-order")).await;
+    forget_drops_the_entry(a, b, &format!("{users}-forget")).await;
+    users_do_not_mix(a, &format!("{users}-mix")).await;
+}
+
+async fn miss_then_hit(a: &dyn HotStates, b: &dyn HotStates, user: &str) {
+    let before = a.stats();
+    assert_eq!(a.get(user).await, None, "nothing put yet");
+    let s = state(user, 3);
+    a.put(&s).await;
+    assert_eq!(
+        a.get(user).await,
+        Some(s.clone()),
+        "a hit, equal to what was put"
+    );
+    assert_eq!(b.get(user).await, Some(s), "the other worker sees it too");
+    let after = a.stats();
+    assert_eq!(after.misses - before.misses, 1);
+    assert!(after.hits - before.hits >= 1);
+    assert_eq!(after.errors, before.errors, "no backend errors");
+}
+
+async fn newer_wins_older_is_ignored(a: &dyn HotStates, b: &dyn HotStates, user: &str) {
+    a.put(&state(user, 5)).await;
+    b.put(&state(user, 7)).await;
+    a.put(&state(user, 6)).await;
+    assert_eq!(
+        a.get(user).await.map(|s| s.seq),
+        Some(7),
+        "a late older put lost"
+    );
+    a.put(&state(user, 7)).await;
+    assert_eq!(
+        b.get(user).await,
+        Some(state(user, 7)),
+        "same seq: same state"
+    );
+    b.put(&state(user, 8)).await;
+    assert_eq!(a.get(user).await, Some(state(user, 8)));
+
+    // Many workers racing: whatever the interleaving, the newest stays.
+    let puts = (1..=40).map(|seq| async move {
+        let h = if seq % 2 == 0 { a } else { b };
+        h.put(&state(user, 100 + (seq * 7919) % 40)).await
+    });
+    futures_util::future::join_all(puts).await;
+    assert_eq!(a.get(user).await.map(|s| s.seq), Some(139));
+}
+
+async fn forget_drops_the_entry(a: &dyn HotStates, b: &dyn HotStates, user: &str) {
+    a.put(&state(user, 9)).await;
+    b.forget(user).await;
+    assert_eq!(a.get(user).await, None, "forgotten everywhere");
+    a.put(&state(user, 2)).await;
+    assert_eq!(
+        a.get(user).await.map(|s| s.seq),
+        Some(2),
+        "after a forget any committed state may be put again"
+    );
+    a.forget("never-seen-user-of-the-suite").await;
+}
+
+async fn users_do_not_mix(a: &dyn HotStates, users: &str) {
+    let (x, y) = (format!("{users}-x"), format!("{users}-y"));
+    a.put(&state(&x, 4)).await;
+    assert_eq!(a.get(&y).await, None);
+    a.put(&state(&y, 1)).await;
+    assert_eq!(a.get(&x).await.map(|s| s.user_id), Some(x.clone()));
+    assert_eq!(a.get(&y).await.map(|s| s.seq), Some(1));
+}
+
+// ---- Redis plumbing ---------------------------------------------------------
+
+fn redis_url() -> String {
+    std::env::var("COLLOQUY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A prefix no other run (or test in this run) shares.
+fn unique_prefix(test: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("colloquy-test:{}:{nanos}:{test}:", std::process::id())
+}
+
+/// A raw connection to the test Redis, to look behind the backend's back.
+/// Panics (failing the test) when Redis is not there.
+async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+    let attempt = async {
+        let client = redis::Client::open(url)?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        Ok::<_, redis::RedisError>(conn)
+    };
+    match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => panic!(
+            "Redis at {url} is unreachable ({e}): these tests need a real Redis; \
+             start one or set COLLOQUY_TEST_REDIS_URL"
+        ),
+        Err(_) => panic!("Redis at {url} did not answer PING within 5 s"),
+    }
+}
+
+fn config(url: &str, prefix: &str) -> RedisL1Config {
+    RedisL1Config {
+        url: url.into(),
+        key_prefix: prefix.into(),
+        // Generous for the shared server: a loaded CI box must not turn the
+        // behaviour tests into timeouts. The fault test uses the default.
+        timeout_ms: 2_000,
+        ..RedisL1Config::default()
+    }
+}
+
+async fn get_raw(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Option<Vec<u8>> {
+    redis::cmd("GET").arg(key).query_async(conn).await.unwrap()
+}
+
+async fn set_raw(conn: &mut redis::aio::MultiplexedConnection, key: &str, value: &[u8]) {
+    redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query_async::<()>(conn)
+        .await
+        .unwrap()
+}
+
+async fn pttl(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query_async(conn).await.unwrap()
+}
+
+// ---- the backends -----------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_backend_behaves_as_l1() {
+    let hot = MemoryHotStates::new(1000);
+    behaves_as_l1(&hot, &hot, "memory").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_backend_behaves_as_l1() {
+    let url = redis_url();
+    raw(&url).await;
+    let prefix = unique_prefix("suite");
+    let a = RedisHotStates::new(&config(&url, &prefix), key()).unwrap();
+    let b = RedisHotStates::new(&config(&url, &prefix), key()).unwrap();
+    behaves_as_l1(&a, &b, "redis").await;
+    assert_eq!(a.stats().errors + b.stats().errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_entries_are_signed_and_untrusted_ones_are_dropped() {
+    let url = redis_url();
+    let mut conn = raw(&url).await;
+    let prefix = unique_prefix("forged");
+    let hot = RedisHotStates::new(&config(&url, &prefix), key()).unwrap();
+    let user = "mallory-target";
+    let entry = format!("{prefix}{user}");
+
+    hot.put(&state(user, 4)).await;
+    let good = get_raw(&mut conn, &entry).await.expect("entry written");
+    assert!(good.starts_with(b"00000000000000000004:"), "seq header");
+
+    // Edit a slot inside the signed state, keeping it valid JSON.
+    let forged = String::from_utf8(good.clone())
+        .unwrap()
+        .replace("\"size\":43", "\"size\":44");
+    assert_ne!(forged.as_bytes(), good.as_slice(), "the edit applied");
+    let mut bad_values: Vec<Vec<u8>> = vec![
+        forged.into_bytes(),
+        b"not an entry at all".to_vec(),
+        b"00000000000000000004:{\"truncated\":".to_vec(),
+    ];
+    // Header raised to block later puts: the signature does not cover it,
+    // so it is checked against the signed seq.
+    let mut raised = good.clone();
+    raised[..20].copy_from_slice(b"00000000000000000099");
+    bad_values.push(raised);
+    // A well-signed state of another user, copied under this user's key.
+    hot.put(&state("someone-else", 4)).await;
+    bad_values.push(
+        get_raw(&mut conn, &format!("{prefix}someone-else"))
+            .await
+            .unwrap(),
+    );
+    // Signed with another key.
+    let other_key = SnapshotKey::new(b"another-key-0123456789abcdefghijk".to_vec()).unwrap();
+    let other = RedisHotStates::new(&config(&url, &prefix), other_key).unwrap();
+    other.forget(user).await;
+    other.put(&state(user, 4)).await;
+    bad_values.push(get_raw(&mut conn, &entry).await.unwrap());
+
+    for (i, bad) in bad_values.iter().enumerate() {
+        set_raw(&mut conn, &entry, bad).await;
+        let before = hot.stats();
+        assert_eq!(
+            hot.get(user).await,
+            None,
+            "untrusted value #{i} was believed"
+        );
+        let after = hot.stats();
+        assert_eq!(after.rejected - before.rejected, 1, "value #{i}");
+        assert_eq!(after.misses - before.misses, 1, "value #{i}");
+        assert_eq!(
+            get_raw(&mut conn, &entry).await,
+            None,
+            "value #{i} was deleted"
+        );
+    }
+
+    // A garbage entry never blocks a put, even one with a lower seq.
+    set_raw(&mut conn, &entry, b"99999999999999999999:garbage").await;
+    assert_eq!(hot.get(user).await, None);
+    set_raw(&mut conn, &entry, b"garbage without a header").await;
+    hot.put(&state(user, 1)).await;
+    assert_eq!(hot.get(user).await, Some(state(user, 1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_entries_expire_and_puts_restart_the_ttl() {
+    let url = redis_url();
+    let mut conn = raw(&url).await;
+    let prefix = unique_prefix("ttl");
+    let hot = RedisHotStates::new(
+        &RedisL1Config {
+            ttl_secs: 600,
+            ..config(&url, &prefix)
+        },
+        key(),
+    )
+    .unwrap();
+    let entry = format!("{prefix}u");
+    hot.put(&state("u", 1)).await;
+    let ttl = pttl(&mut conn, &entry).await;
+    assert!((595_000..=600_000).contains(&ttl), "ttl {ttl} ms");
+
+    redis::cmd("PEXPIRE")
+        .arg(&entry)
+        .arg(5_000)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    hot.put(&state("u", 2)).await;
+    let ttl = pttl(&mut conn, &entry).await;
+    assert!(ttl > 595_000, "a put restarts the ttl, got {ttl} ms");
+
+    // An entry past its TTL is gone: a plain miss, nothing rejected.
+    redis::cmd("PEXPIRE")
+        .arg(&entry)
+        .arg(1)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let before = hot.stats();
+    assert_eq!(hot.get("u").await, None);
+    assert_eq!(hot.stats().rejected, before.rejected);
+}
+
+// ---- Redis dying and coming back ------------------------------------------
+
+/// A private `redis-server` on `port`, killed when dropped.
+struct PrivateRedis {
+    child: Child,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> PrivateRedis {
+        let bin =
+            std::env::var("COLLOQUY_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(&bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}; the fault test needs it"));
+        PrivateRedis { child }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until the private server answers PING, failing after 10 s.
+async fn wait_ready(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ping = async {
+            let client = redis::Client::open(url)?;
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        };
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), ping).await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "private redis-server at {url} never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_is_a_fast_miss_and_hits_resume_when_it_returns() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let server = PrivateRedis::start(port);
+    wait_ready(&url).await;
+    let cfg = RedisL1Config {
+        url: url.clone(),
+        key_prefix: unique_prefix("fault"),
+        ..RedisL1Config::default()
+    };
+    let timeout = Duration::from_millis(cfg.timeout_ms);
+    let hot = RedisHotStates::new(&cfg, key()).unwrap();
+    hot.put(&state("u", 1)).await;
+    assert_eq!(hot.get("u").await, Some(state("u", 1)), "warm: a hit");
+    assert_eq!(hot.stats().errors, 0);
+
+    server.kill();
+    // Slack for scheduling on a busy machine; a hang would blow far past it.
+    let bound = timeout + Duration::from_millis(100);
+    for i in 0..50 {
+        let started = Instant::now();
+        assert_eq!(hot.get("u").await, None, "get #{i} while Redis is down");
+        hot.put(&state("u", 2 + i)).await;
+        assert!(
+            started.elapsed() < bound * 2,
+            "get+put #{i} took {:?} with Redis down",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let down = hot.stats();
+    assert!(down.errors >= 100, "every failed call counted: {down:?}");
+    assert!(down.misses >= 50, "{down:?}");
+
+    let _server = PrivateRedis::start(port);
+    wait_ready(&url).await;
+    let back = Instant::now();
+    let deadline = back + Duration::from_secs(10);
+    loop {
+        hot.put(&state("u", 100)).await;
+        if hot.get("u").await == Some(state("u", 100)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no hit 10 s after Redis returned: {:?}",
+            hot.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("hits resumed {:?} after Redis returned", back.elapsed());
+    let errors = hot.stats().errors;
+    assert_eq!(hot.get("u").await, Some(state("u", 100)));
+    assert_eq!(hot.stats().errors, errors, "healthy again");
+}
