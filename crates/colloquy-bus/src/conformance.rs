@@ -452,7 +452,9 @@ impl Handler for Flaky {
         let mut attempts = self.attempts.lock().unwrap();
         let n = attempts.entry(record.offset).or_default();
         *n += 1;
-        if *n <= self.failures {
+        if *n <= self.failures && record.key.starts_with("down") {
+            Err(HandlerError::Unavailable(format!("database away {n}")))
+        } else if *n <= self.failures {
             Err(HandlerError::Retryable(format!("boom {n}")))
         } else {
             Ok(())
@@ -489,6 +491,34 @@ pub async fn runner_retries_then_succeeds(bus: Arc<dyn Bus>) {
         (5, 10, 10, 0)
     );
     assert!(handler.attempts.lock().unwrap().values().all(|&n| n == 3));
+    assert_eq!(bus.lag("stage", &topic).await.unwrap(), 0);
+}
+
+/// A dependency that is down for longer than `max_attempts` allows: the
+/// records wait it out instead of going to the dead-letter topic.
+pub async fn runner_waits_out_an_unavailable_dependency(bus: Arc<dyn Bus>) {
+    let topic = unique("unavailable");
+    bus.ensure_topic(&topic, 1).await.unwrap();
+    for k in 0..3 {
+        bus.publish(&topic, &format!("down-{k}"), vec![], vec![])
+            .await
+            .unwrap();
+    }
+    let handler = Arc::new(Flaky {
+        failures: 10,
+        attempts: Mutex::default(),
+    });
+    let stage = fast_stage(&topic);
+    assert!(stage.retry.max_attempts < 10);
+    let handle = StageRunner::spawn(Arc::clone(&bus), stage, Arc::clone(&handler) as _)
+        .await
+        .unwrap();
+    wait_until_handled(&handle, 3).await;
+    let stats = handle.stats();
+    handle.shutdown().await;
+    let counts = stats.snapshot();
+    assert_eq!((counts.handled, counts.dead_lettered), (3, 0));
+    assert!(handler.attempts.lock().unwrap().values().all(|&n| n == 11));
     assert_eq!(bus.lag("stage", &topic).await.unwrap(), 0);
 }
 

@@ -8,7 +8,9 @@
 //!   (backpressure);
 //! - a failing record is retried with exponential backoff and jitter while
 //!   its key waits; after `max_attempts` (at once for a permanent error) it
-//!   is published to the dead-letter topic and counts as done;
+//!   is published to the dead-letter topic and counts as done — unless the
+//!   error says a dependency is unavailable, which is retried until it
+//!   comes back;
 //! - the committed offset is the end of the contiguous run of done records,
 //!   so it never passes one still in progress; commits are batched.
 //!
@@ -47,6 +49,12 @@ pub enum HandlerError {
     /// Will fail again (a malformed payload): dead-lettered at once.
     #[error("{0}")]
     Permanent(String),
+    /// Something the handler depends on is down (the database, the
+    /// broker): the record is fine, so it is retried with backoff for as
+    /// long as it takes and never dead-lettered. Its key waits meanwhile;
+    /// other keys go on (and most likely wait too).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl HandlerError {
@@ -538,8 +546,14 @@ async fn process(ctx: &Ctx, record: &Record) -> bool {
             }
             Err(error) => {
                 bump(&stats.handler_errors);
-                if error.is_permanent() || attempts >= ctx.cfg.retry.max_attempts {
+                let unavailable = matches!(error, HandlerError::Unavailable(_));
+                if error.is_permanent() || (attempts >= ctx.cfg.retry.max_attempts && !unavailable)
+                {
                     break error;
+                }
+                if unavailable && attempts % 20 == 0 {
+                    tracing::warn!(topic = %record.topic, partition = record.partition,
+                        offset = record.offset, attempts, %error, "still waiting for a dependency");
                 }
                 bump(&stats.retries);
                 if !pause(ctx.cfg.retry.delay(attempts), &mut stopped).await {

@@ -9,7 +9,7 @@
 use crate::engine::{Engine, EngineError};
 use async_trait::async_trait;
 use colloquy_bus::runner::{Handler, HandlerError};
-use colloquy_bus::{Bus, BusError, Record};
+use colloquy_bus::{Bus, Record};
 use colloquy_core::{Event, NluResult};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -91,11 +91,11 @@ async fn publish(
 ) -> Result<(), HandlerError> {
     match bus.publish(topic, key, payload, Vec::new()).await {
         Ok(_) => Ok(()),
-        // Full, overloaded, broker briefly away: the record is retried with
-        // backoff and, failing that, dead-lettered — never dropped.
-        Err(e @ BusError::Full { .. }) | Err(e @ BusError::Overloaded { .. }) => {
-            Err(HandlerError::Retryable(e.to_string()))
-        }
+        // Downstream full or the broker away: the record waits (its offset
+        // is not committed) until the bus takes it; it is never dropped.
+        Err(e) if e.is_retryable() => Err(HandlerError::Unavailable(format!(
+            "publishing to {topic}: {e}"
+        ))),
         Err(e) => Err(HandlerError::Retryable(format!(
             "publishing to {topic}: {e}"
         ))),
@@ -243,10 +243,12 @@ impl PolicyHandler {
             Err(e) => {
                 self.observer.message("policy", "error");
                 return Err(match &e {
-                    EngineError::Store(s) if !s.is_retryable() => {
-                        HandlerError::Permanent(e.to_string())
+                    // The database is away: wait for it, however long.
+                    EngineError::Store(s) if s.is_retryable() => {
+                        HandlerError::Unavailable(e.to_string())
                     }
-                    _ => HandlerError::Retryable(e.to_string()),
+                    EngineError::Store(_) => HandlerError::Permanent(e.to_string()),
+                    EngineError::Contended { .. } => HandlerError::Retryable(e.to_string()),
                 });
             }
         };
