@@ -3,8 +3,8 @@
 
 mod server;
 
-use serde_json::{json, Value};
-use server::{token, Server};
+use serde_json::json;
+use server::{token, wait_all_processed, Server};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -74,59 +74,7 @@ async fn every_acknowledged_message_survives_sigkill() {
         t.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    let total: usize = acked.values().map(BTreeSet::len).sum();
 
     let s = Server::start(data.path(), &[]);
-    let admin = token("ops", "admin");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut missing = 0;
-        let mut problems = Vec::new();
-        for (user, ids) in &acked {
-            let v: Value = c
-                .get(s.url(&format!("/v1/conversations/{user}/events?limit=1000")))
-                .bearer_auth(&admin)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let events = v["events"].as_array().unwrap();
-            assert!(events.len() < 1000, "test assumes one page");
-            let mut said: BTreeMap<String, usize> = BTreeMap::new();
-            let mut replied: BTreeSet<String> = BTreeSet::new();
-            let mut current = None;
-            for e in events {
-                match e["type"].as_str().unwrap() {
-                    "user_said" => {
-                        let m = e["message_id"].as_str().unwrap().to_string();
-                        *said.entry(m.clone()).or_default() += 1;
-                        current = Some(m);
-                    }
-                    "bot_said" => {
-                        replied.insert(current.clone().expect("a reply follows a message"));
-                    }
-                    _ => {}
-                }
-            }
-            for id in ids {
-                match said.get(id) {
-                    None => missing += 1,
-                    Some(1) if replied.contains(id) => {}
-                    Some(1) => problems.push(format!("{id}: no reply")),
-                    Some(n) => problems.push(format!("{id}: {n} user events")),
-                }
-            }
-        }
-        assert!(problems.is_empty(), "{problems:?}");
-        if missing == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{missing} of {total} acknowledged messages never processed"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_all_processed(&c, &s.url(""), &acked, Duration::from_secs(60)).await;
 }

@@ -3,11 +3,13 @@
 #![allow(dead_code)] // each test binary uses a different part of this harness
 
 use hmac::{Hmac, Mac};
+use serde_json::Value;
 use sha2::Sha256;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const SECRET: &str = "e2e-test-secret-0123456789abcdefghijklmnop";
 
@@ -150,4 +152,72 @@ pub fn expired(user: &str) -> String {
         SECRET,
         serde_json::json!({"sub": user, "scope": "chat", "exp": now() - 3600, "iat": now() - 7200}),
     )
+}
+
+/// Message ids that got a 202, by user.
+pub type Acked = BTreeMap<String, BTreeSet<String>>;
+
+/// Wait until every acknowledged message has exactly one user event and a
+/// reply in its user's log (read through the server at `base`); panics on a
+/// duplicate or a message without reply, or if some are still missing
+/// after `within`. Returns how long it took.
+pub async fn wait_all_processed(
+    c: &reqwest::Client,
+    base: &str,
+    acked: &Acked,
+    within: Duration,
+) -> Duration {
+    let admin = token("ops", "admin");
+    let started = Instant::now();
+    let total: usize = acked.values().map(BTreeSet::len).sum();
+    loop {
+        let mut missing = 0;
+        let mut problems = Vec::new();
+        for (user, ids) in acked {
+            let v: Value = c
+                .get(format!("{base}/v1/conversations/{user}/events?limit=1000"))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let events = v["events"].as_array().unwrap();
+            assert!(events.len() < 1000, "test assumes one page");
+            let mut said: BTreeMap<String, usize> = BTreeMap::new();
+            let mut replied: BTreeSet<String> = BTreeSet::new();
+            let mut current = None;
+            for e in events {
+                match e["type"].as_str().unwrap() {
+                    "user_said" => {
+                        let m = e["message_id"].as_str().unwrap().to_string();
+                        *said.entry(m.clone()).or_default() += 1;
+                        current = Some(m);
+                    }
+                    "bot_said" => {
+                        replied.insert(current.clone().expect("a reply follows a message"));
+                    }
+                    _ => {}
+                }
+            }
+            for id in ids {
+                match said.get(id) {
+                    None => missing += 1,
+                    Some(1) if replied.contains(id) => {}
+                    Some(1) => problems.push(format!("{id}: no reply")),
+                    Some(n) => problems.push(format!("{id}: {n} user events")),
+                }
+            }
+        }
+        assert!(problems.is_empty(), "{problems:?}");
+        if missing == 0 {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "{missing} of {total} acknowledged messages never processed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
