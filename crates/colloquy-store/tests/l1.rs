@@ -147,7 +147,8 @@ fn config(url: &str, prefix: &str) -> RedisL1Config {
         // Generous for the shared server: a loaded CI box must not turn the
         // behaviour tests into timeouts. The fault test uses the default.
         timeout_ms: 2_000,
-        ..RedisL1Config::default()
+        // Test entries of a shared server should not outlive the run long.
+        ttl_secs: 300,
     }
 }
 
