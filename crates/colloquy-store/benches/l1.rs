@@ -9,7 +9,7 @@
 //! the directory in `COLLOQUY_BENCH_OUT`.
 
 use colloquy_core::{State, Value};
-use colloquy_store::l1::{HotStates, RedisHotStates, RedisL1Config};
+use colloquy_store::l1::{HotStates, HotStats, RedisHotStates, RedisL1Config};
 use colloquy_store::SnapshotKey;
 use redis::aio::ConnectionManager;
 use serde_json::json;
@@ -182,6 +182,11 @@ async fn call(target: &mut Target, op: Op, user: &str, seq: u64) {
 }
 
 async fn run(target: Target, op: Op, in_flight: usize) -> serde_json::Value {
+    let stats = |target: &Target| match target {
+        Target::L1(hot) => hot.stats(),
+        Target::Raw(..) => HotStats::default(),
+    };
+    let before = stats(&target);
     let start = Instant::now();
     let deadline = start + RUN_FOR;
     // One seq for all, so that every put is newer than the entry it meets
@@ -209,6 +214,14 @@ async fn run(target: Target, op: Op, in_flight: usize) -> serde_json::Value {
         latencies.extend(t.await.expect("bench task"));
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let after = stats(&target);
+    // A call that failed or was skipped (backoff) returns at once and must
+    // not count as throughput; raw calls panic on failure instead.
+    let failed = match op {
+        Op::Put => after.errors - before.errors,
+        Op::Get => after.misses - before.misses,
+    } as usize;
+    let ok = latencies.len() - failed.min(latencies.len());
     latencies.sort();
     let pct = |p: f64| {
         let i = ((latencies.len() as f64 * p) as usize).min(latencies.len() - 1);
@@ -222,9 +235,9 @@ async fn run(target: Target, op: Op, in_flight: usize) -> serde_json::Value {
         Target::L1(_) => "l1",
         Target::Raw(..) => "raw",
     };
-    let ops_per_s = latencies.len() as f64 / elapsed;
+    let ops_per_s = ok as f64 / elapsed;
     println!(
-        "{via:>3} {name} in_flight={in_flight:>3}: {ops_per_s:>9.0} ops/s  p50 {:>6.0} µs  p99 {:>6.0} µs",
+        "{via:>3} {name} in_flight={in_flight:>3}: {ops_per_s:>9.0} ops/s  p50 {:>6.0} µs  p99 {:>6.0} µs  failed {failed}",
         pct(0.50),
         pct(0.99)
     );
@@ -232,7 +245,8 @@ async fn run(target: Target, op: Op, in_flight: usize) -> serde_json::Value {
         "via": via,
         "op": name,
         "in_flight": in_flight,
-        "ops": latencies.len(),
+        "calls": latencies.len(),
+        "failed": failed,
         "ops_per_s": ops_per_s,
         "p50_us": pct(0.50),
         "p99_us": pct(0.99),

@@ -154,7 +154,8 @@ impl Engine {
     }
 
     /// A user's current state: the hot copy if there is one, else snapshot +
-    /// replay from the store.
+    /// replay from the store. A hot copy shared with other workers may lag
+    /// the log; only an append (which checks the seq) can tell.
     pub async fn load(&self, user: &str) -> Result<State, StoreError> {
         if let Some(s) = self.hot.get(user).await {
             return Ok(s);

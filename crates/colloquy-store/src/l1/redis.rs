@@ -221,12 +221,12 @@ impl RedisHotStates {
         op: &'static str,
         call: impl Future<Output = RedisResult<T>>,
     ) -> Option<T> {
-        if !self.health.may_call() {
+        let Some(gate) = self.health.may_call() else {
             self.counters.error();
             self.health
                 .report(op, || "skipped: Redis failed recently".into());
             return None;
-        }
+        };
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(value)) => {
                 self.health.succeeded();
@@ -234,14 +234,14 @@ impl RedisHotStates {
             }
             Ok(Err(e)) => {
                 self.counters.error();
-                self.health.failed(op, || e.to_string());
+                self.health.failed(gate, op, || e.to_string());
                 None
             }
             Err(_) => {
                 self.counters.error();
                 let timeout = self.timeout;
                 self.health
-                    .failed(op, || format!("timed out after {timeout:?}"));
+                    .failed(gate, op, || format!("timed out after {timeout:?}"));
                 None
             }
         }
@@ -309,15 +309,29 @@ impl HotStates for RedisHotStates {
 
 /// Whether Redis is worth calling, and the rate limit of the warnings.
 /// Lock-free: every call of every user passes through here.
+///
+/// The backoff grows by one step per failed *probe*, not per failed call:
+/// when Redis stalls, every call in flight times out at about the same
+/// moment, and counting each would jump straight to the longest pause
+/// after a single hiccup.
 struct Health {
     epoch: Instant,
-    /// Failures since the last success; 0 while healthy.
+    /// Backoff steps since the last success; 0 while healthy.
     failures: AtomicU32,
     /// No call before this (ms since `epoch`) while failing.
     closed_until_ms: AtomicU64,
     next_warn_ms: AtomicU64,
     /// Failures not yet told in a warning.
     unreported: AtomicU64,
+}
+
+/// How a call got past [`Health::may_call`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// Redis was healthy when the call started.
+    Open,
+    /// The one call let through after `failures` backoff steps.
+    Probe { failures: u32 },
 }
 
 impl Health {
@@ -336,24 +350,22 @@ impl Health {
     }
 
     /// While failing, one caller per backoff gets through as the probe;
-    /// everybody else is turned away without touching Redis.
-    fn may_call(&self) -> bool {
+    /// everybody else is turned away (`None`) without touching Redis.
+    fn may_call(&self) -> Option<Gate> {
         let failures = self.failures.load(Ordering::Relaxed);
         if failures == 0 {
-            return true;
+            return Some(Gate::Open);
         }
         let until = self.closed_until_ms.load(Ordering::Relaxed);
         let now = self.now_ms();
-        now >= until
+        // Until the probe's outcome sets the next pause, nobody else goes.
+        let hold = now + backoff_ms(failures);
+        let won = now >= until
             && self
                 .closed_until_ms
-                .compare_exchange(
-                    until,
-                    now + backoff_ms(failures),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
+                .compare_exchange(until, hold, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        won.then_some(Gate::Probe { failures })
     }
 
     fn succeeded(&self) {
@@ -368,14 +380,25 @@ impl Health {
         }
     }
 
-    /// A call that reached Redis failed: back off further.
-    fn failed(&self, op: &'static str, error: impl FnOnce() -> String) {
-        let failures = self
-            .failures
-            .fetch_add(1, Ordering::Relaxed)
-            .saturating_add(1);
-        self.closed_until_ms
-            .fetch_max(self.now_ms() + backoff_ms(failures), Ordering::Relaxed);
+    /// A call that reached Redis failed: the first such call since Redis
+    /// was last healthy, or a failed probe, backs off one step further.
+    fn failed(&self, gate: Gate, op: &'static str, error: impl FnOnce() -> String) {
+        let step = match gate {
+            Gate::Open => self
+                .failures
+                .compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed)
+                .ok()
+                .map(|_| 1),
+            Gate::Probe { failures } => {
+                let next = failures.saturating_add(1);
+                self.failures.store(next, Ordering::Relaxed);
+                Some(next)
+            }
+        };
+        if let Some(step) = step {
+            self.closed_until_ms
+                .store(self.now_ms() + backoff_ms(step), Ordering::Relaxed);
+        }
         self.report(op, error);
     }
 
@@ -435,13 +458,36 @@ mod tests {
     #[test]
     fn after_a_failure_only_one_probe_per_backoff_goes_through() {
         let h = Health::new();
-        assert!(h.may_call() && h.may_call(), "healthy: everyone calls");
-        h.failed("get", || "boom".into());
-        assert!(!h.may_call(), "in backoff");
+        assert_eq!(h.may_call(), Some(Gate::Open), "healthy: everyone calls");
+        assert_eq!(h.may_call(), Some(Gate::Open));
+        h.failed(Gate::Open, "get", || "boom".into());
+        assert_eq!(h.may_call(), None, "in backoff");
         h.closed_until_ms.store(0, Ordering::Relaxed);
-        assert!(h.may_call(), "backoff over: one probe");
-        assert!(!h.may_call(), "the others wait for the probe");
+        let probe = h.may_call();
+        assert_eq!(probe, Some(Gate::Probe { failures: 1 }), "backoff over");
+        assert_eq!(h.may_call(), None, "the others wait for the probe");
+        h.failed(probe.unwrap(), "get", || "boom".into());
+        assert_eq!(
+            h.failures.load(Ordering::Relaxed),
+            2,
+            "a failed probe backs off further"
+        );
         h.succeeded();
-        assert!(h.may_call() && h.may_call());
+        assert_eq!(h.may_call(), Some(Gate::Open));
+    }
+
+    #[test]
+    fn calls_failing_together_back_off_one_step() {
+        let h = Health::new();
+        // A stall: everything in flight times out at once.
+        for _ in 0..64 {
+            h.failed(Gate::Open, "get", || "timed out".into());
+        }
+        assert_eq!(h.failures.load(Ordering::Relaxed), 1);
+        let pause = h
+            .closed_until_ms
+            .load(Ordering::Relaxed)
+            .saturating_sub(h.now_ms());
+        assert!(pause <= backoff_ms(1), "paused {pause} ms");
     }
 }
