@@ -256,3 +256,31 @@ async fn no_record_lost_while_consumers_come_and_go() {
         );
     }
 }
+
+#[tokio::test]
+async fn idle_readers_are_closed() {
+    let broker = TestBroker::start();
+    let bus = KafkaBus::new(KafkaConfig {
+        idle_reader_ms: 200,
+        ..broker.config()
+    })
+    .unwrap();
+    let topic = unique("idle");
+    bus.ensure_topic(&topic, 2).await.unwrap();
+    bus.fetch(&topic, 0, 0, 1, Duration::ZERO).await.unwrap();
+    assert_eq!(bus.open_readers(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Partition 1 is read on; partition 0 was left idle and goes.
+    bus.fetch(&topic, 1, 0, 1, Duration::ZERO).await.unwrap();
+    assert_eq!(bus.open_readers(), 1);
+    // Coming back opens it again, at the offset asked for.
+    let at = bus
+        .publish(&topic, "k", b"x".to_vec(), vec![])
+        .await
+        .unwrap();
+    let records = bus
+        .fetch(&topic, at.partition, at.offset, 1, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(records[0].payload, b"x");
+}

@@ -81,6 +81,9 @@ pub struct KafkaConfig {
     /// Records prefetched per partition, at most, in KiB: the memory a
     /// partition's consumer holds ahead of the stage.
     pub prefetch_kbytes: u32,
+    /// A partition's consumer nobody fetched from this long is closed (the
+    /// partition moved to another process, or its stage stopped).
+    pub idle_reader_ms: u64,
     /// Further librdkafka properties for every client (`security.protocol`,
     /// `sasl.*`, `linger.ms`, …), applied last. The ones the guarantees
     /// rest on (acks, idempotence, offset storing, group ids) are refused.
@@ -98,6 +101,7 @@ impl Default for KafkaConfig {
             request_timeout_ms: 10_000,
             delivery_timeout_ms: 30_000,
             prefetch_kbytes: 1024,
+            idle_reader_ms: 60_000,
             properties: BTreeMap::new(),
         }
     }
@@ -111,8 +115,17 @@ impl KafkaConfig {
             Some("partitions must be at least 1".to_string())
         } else if self.replication_factor == Some(0) {
             Some("replication_factor must be at least 1".to_string())
-        } else if self.request_timeout_ms == 0 || self.delivery_timeout_ms == 0 {
-            Some("request_timeout_ms and delivery_timeout_ms must be above 0".to_string())
+        } else if [
+            self.request_timeout_ms,
+            self.delivery_timeout_ms,
+            self.idle_reader_ms,
+        ]
+        .contains(&0)
+        {
+            Some(
+                "request_timeout_ms, delivery_timeout_ms and idle_reader_ms must be above 0"
+                    .to_string(),
+            )
         } else if self.prefetch_kbytes == 0 {
             Some("prefetch_kbytes must be at least 1".to_string())
         } else {
@@ -209,6 +222,7 @@ type SharedReader = Arc<tokio::sync::Mutex<Reader>>;
 pub struct KafkaBus {
     cfg: KafkaConfig,
     timeout: Duration,
+    idle_reader: Duration,
     producer: FutureProducer<Logs>,
     admin: Arc<Admin>,
     /// Partition counts never change (see [`Bus::ensure_topic`]), so they are
@@ -219,6 +233,8 @@ pub struct KafkaBus {
     /// are there to wait for, a commit at or below it needs no query.
     ends: Mutex<HashMap<(String, u32), u64>>,
     readers: Mutex<HashMap<(String, u32), SharedReader>>,
+    /// When idle readers were last looked for.
+    last_sweep: Mutex<Instant>,
     groups: Mutex<HashMap<String, Arc<GroupConsumer>>>,
     /// Keyed by (group, topic, partition); the lock also keeps two commits of
     /// one partition from racing past each other.
@@ -245,12 +261,14 @@ impl KafkaBus {
             .map_err(|e| kafka_error("create the Kafka admin client", e))?;
         Ok(KafkaBus {
             timeout: Duration::from_millis(cfg.request_timeout_ms),
+            idle_reader: Duration::from_millis(cfg.idle_reader_ms),
             cfg,
             producer,
             admin: Arc::new(admin),
             partitions: RwLock::default(),
             ends: Mutex::default(),
             readers: Mutex::default(),
+            last_sweep: Mutex::new(Instant::now()),
             groups: Mutex::default(),
             commits: Mutex::default(),
         })
@@ -258,6 +276,12 @@ impl KafkaBus {
 
     pub fn config(&self) -> &KafkaConfig {
         &self.cfg
+    }
+
+    /// Partition consumers open for fetching (a gauge: each holds its
+    /// prefetch and a few librdkafka threads).
+    pub fn open_readers(&self) -> usize {
+        self.readers.lock().expect("readers lock").len()
     }
 
     /// Per partition of `topic`, how far `group` is behind: for a lag
@@ -384,12 +408,46 @@ impl KafkaBus {
 
     fn reader(&self, topic: &str, partition: u32) -> Result<SharedReader, BusError> {
         let mut readers = self.readers.lock().expect("readers lock");
+        self.close_idle_readers(&mut readers);
         if let Some(reader) = readers.get(&(topic.to_string(), partition)) {
             return Ok(Arc::clone(reader));
         }
         let reader = Arc::new(tokio::sync::Mutex::new(Reader::new(&self.cfg)?));
         readers.insert((topic.to_string(), partition), Arc::clone(&reader));
         Ok(reader)
+    }
+
+    /// Close the readers of partitions nobody fetched from for
+    /// `idle_reader_ms`: the partition went to another process or its stage
+    /// stopped, and the consumer would go on holding its prefetch and
+    /// threads. Checked at most twice per idle period.
+    fn close_idle_readers(&self, readers: &mut HashMap<(String, u32), SharedReader>) {
+        let now = Instant::now();
+        {
+            let mut last = self.last_sweep.lock().expect("sweep lock");
+            if now.duration_since(*last) < self.idle_reader / 2 {
+                return;
+            }
+            *last = now;
+        }
+        // A reader locked is in use; one that is not may still be about to
+        // be (a fetch holding it before locking): that fetch then reads on
+        // through the closed-over consumer and the next one opens anew.
+        let idle: Vec<_> = readers
+            .iter()
+            .filter(|(_, reader)| {
+                reader
+                    .try_lock()
+                    .is_ok_and(|r| now.duration_since(r.last_used()) >= self.idle_reader)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        let closed: Vec<_> = idle.iter().filter_map(|key| readers.remove(key)).collect();
+        if !closed.is_empty() {
+            tracing::debug!(readers = closed.len(), "closing idle Kafka readers");
+            // Closing a consumer waits for librdkafka's threads to stop.
+            tokio::task::spawn_blocking(move || drop(closed));
+        }
     }
 
     fn group_consumer(&self, group: &str) -> Result<Arc<GroupConsumer>, BusError> {

@@ -18,6 +18,8 @@ pub(crate) struct Reader {
     /// assigned, or one past the last record taken. `None` before the first
     /// assignment.
     position: Option<u64>,
+    /// When a fetch last finished with this reader.
+    last_used: Instant,
 }
 
 impl Reader {
@@ -49,11 +51,16 @@ impl Reader {
         Ok(Reader {
             consumer,
             position: None,
+            last_used: Instant::now(),
         })
     }
 
     pub(crate) fn position(&self) -> Option<u64> {
         self.position
+    }
+
+    pub(crate) fn last_used(&self) -> Instant {
+        self.last_used
     }
 
     /// Move to `from`. Replacing the assignment drops whatever was
@@ -124,6 +131,7 @@ impl Reader {
                 }
             }
         }
+        self.last_used = Instant::now();
         Ok(records)
     }
 }
