@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use colloquy_bus::conformance::{self, fast_stage, unique, wait_until};
 use colloquy_bus::kafka::testing::TestBroker;
 use colloquy_bus::runner::{Handler, HandlerError, StageConfig, StageHandle, StageRunner};
-use colloquy_bus::{Bus, ErrorKind, KafkaBus, KafkaConfig, Record};
+use colloquy_bus::{Bus, BusError, ErrorKind, KafkaBus, KafkaConfig, Record};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -283,4 +283,35 @@ async fn idle_readers_are_closed() {
         .await
         .unwrap();
     assert_eq!(records[0].payload, b"x");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_producer_queue_is_overloaded_and_big_records_are_refused() {
+    let broker = TestBroker::start();
+    let mut cfg = broker.config();
+    // Room for a single record in librdkafka's queue, held there a while.
+    cfg.properties
+        .insert("queue.buffering.max.messages".into(), "1".into());
+    cfg.properties.insert("linger.ms".into(), "200".into());
+    let bus = KafkaBus::new(cfg).unwrap();
+    let topic = unique("overload");
+    bus.ensure_topic(&topic, 1).await.unwrap();
+    let publishes = (0..20).map(|i| bus.publish(&topic, "k", vec![i], vec![]));
+    let outcomes = futures_util::future::join_all(publishes).await;
+    let overloaded = outcomes
+        .iter()
+        .filter(|o| matches!(o, Err(BusError::Overloaded { .. })))
+        .count();
+    let stored = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert!(overloaded > 0 && stored > 0, "{outcomes:?}");
+    assert_eq!(overloaded + stored, 20, "{outcomes:?}");
+    let error = outcomes.into_iter().find_map(Result::err).unwrap();
+    assert_eq!(error.kind(), ErrorKind::Full);
+
+    let huge = bus
+        .publish(&topic, "k", vec![0; 2 << 20], vec![])
+        .await
+        .unwrap_err();
+    assert!(matches!(huge, BusError::RecordTooLarge { .. }), "{huge}");
+    assert_eq!(huge.kind(), ErrorKind::Invalid);
 }

@@ -278,6 +278,16 @@ impl KafkaBus {
         &self.cfg
     }
 
+    /// The producer's bound on a record, `message.max.bytes` (librdkafka's
+    /// default unless set in `properties`).
+    fn max_record_bytes(&self) -> usize {
+        self.cfg
+            .properties
+            .get("message.max.bytes")
+            .and_then(|max| max.parse().ok())
+            .unwrap_or(1_000_000)
+    }
+
     /// Partition consumers open for fetching (a gauge: each holds its
     /// prefetch and a few librdkafka threads).
     pub fn open_readers(&self) -> usize {
@@ -562,6 +572,19 @@ impl Bus for KafkaBus {
             Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
                 return Err(BusError::Overloaded {
                     topic: topic.to_string(),
+                });
+            }
+            Err((e, _))
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
+            {
+                return Err(BusError::RecordTooLarge {
+                    size: key.len()
+                        + payload.len()
+                        + headers
+                            .iter()
+                            .map(|(k, v)| k.len() + v.len())
+                            .sum::<usize>(),
+                    max: self.max_record_bytes(),
                 });
             }
             Err((e, _)) => return Err(kafka_error(format!("publish to {topic}"), e)),
