@@ -315,3 +315,25 @@ async fn full_producer_queue_is_overloaded_and_big_records_are_refused() {
     assert!(matches!(huge, BusError::RecordTooLarge { .. }), "{huge}");
     assert_eq!(huge.kind(), ErrorKind::Invalid);
 }
+
+/// Monotonic commits hold across processes: a bus that never saw the
+/// group's commit still does not move it back.
+#[tokio::test]
+async fn commits_never_move_back_across_buses() {
+    let broker = TestBroker::start();
+    let topic = unique("commit-across");
+    let first = open(&broker);
+    first.ensure_topic(&topic, 1).await.unwrap();
+    for i in 0..10 {
+        first
+            .publish(&topic, &format!("k{i}"), vec![], vec![])
+            .await
+            .unwrap();
+    }
+    first.commit("g", &topic, 0, 8).await.unwrap();
+    let second = open(&broker);
+    second.commit("g", &topic, 0, 4).await.unwrap();
+    assert_eq!(second.committed("g", &topic, 0).await.unwrap(), 8);
+    second.commit("g", &topic, 0, 10).await.unwrap();
+    assert_eq!(first.committed("g", &topic, 0).await.unwrap(), 10);
+}
