@@ -1,35 +1,139 @@
-//! Throughput of the embedded bus: durable publishes with 1, 64 and 512
-//! concurrent publishers (and how many share an fsync), then a stage runner
-//! draining 8 partitions with a no-op handler.
+//! Throughput of a bus backend: durable publishes with 1 to 4,096
+//! concurrent publishers (on the embedded bus also how many share an
+//! fsync), then a stage runner draining 8 partitions with a no-op handler,
+//! commits included.
 //!
-//! `cargo bench -p colloquy-bus --bench bus`; results also go to
-//! `bench-results/bus.json` under the workspace root, or under the
-//! directory in `COLLOQUY_BENCH_OUT`.
+//! `cargo bench -p colloquy-bus --bench bus [-- embedded|kafka]` (embedded
+//! by default). Kafka runs against `COLLOQUY_KAFKA_BROKERS` (`host:port`,
+//! comma-separated) if set, else against a tansu broker it starts (see
+//! `colloquy_bus::kafka::testing`). Results also go to
+//! `bench-results/bus.json` (`bus-kafka.json`) under the workspace root, or
+//! under the directory in `COLLOQUY_BENCH_OUT`.
 
 use async_trait::async_trait;
+use colloquy_bus::conformance::unique;
+use colloquy_bus::kafka::testing::TestBroker;
 use colloquy_bus::runner::{Handler, HandlerError, StageConfig, StageRunner};
-use colloquy_bus::{Bus, EmbeddedBus, EmbeddedConfig, Record};
+use colloquy_bus::{Bus, EmbeddedBus, EmbeddedConfig, KafkaBus, KafkaConfig, Record};
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const PUBLISHERS: [usize; 3] = [1, 64, 512];
 const PAYLOAD_BYTES: usize = 256;
 const RUN_FOR: Duration = Duration::from_secs(3);
 const PARTITIONS: u32 = 8;
 const RUNNER_RECORDS: u64 = 200_000;
 
+enum Backend {
+    Embedded,
+    Kafka {
+        cfg: KafkaConfig,
+        /// Kept alive for the run when the bench started its own broker.
+        _broker: Option<TestBroker>,
+    },
+}
+
+/// A fresh bus with an empty topic `topic` of [`PARTITIONS`] partitions.
+struct Opened {
+    bus: Arc<dyn Bus>,
+    topic: String,
+    /// The embedded bus, for its write counters.
+    embedded: Option<Arc<EmbeddedBus>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Backend {
+    fn from_args() -> Backend {
+        // cargo passes `--bench`; the backend is the first other argument.
+        let name = std::env::args()
+            .skip(1)
+            .find(|a| !a.starts_with("--"))
+            .unwrap_or_else(|| "embedded".to_string());
+        match name.as_str() {
+            "embedded" => Backend::Embedded,
+            "kafka" => match std::env::var("COLLOQUY_KAFKA_BROKERS") {
+                Ok(brokers) => Backend::Kafka {
+                    cfg: KafkaConfig {
+                        brokers: brokers.split(',').map(str::to_string).collect(),
+                        ..KafkaConfig::default()
+                    },
+                    _broker: None,
+                },
+                Err(_) => {
+                    let broker = TestBroker::start();
+                    Backend::Kafka {
+                        cfg: broker.config(),
+                        _broker: Some(broker),
+                    }
+                }
+            },
+            other => panic!("unknown backend {other:?}: embedded or kafka"),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::Kafka { .. } => "kafka",
+        }
+    }
+
+    /// librdkafka batches across publishers, so it needs many in flight
+    /// to show its rate.
+    fn publishers(&self) -> &'static [usize] {
+        match self {
+            Backend::Embedded => &[1, 64, 512],
+            Backend::Kafka { .. } => &[1, 64, 512, 4096],
+        }
+    }
+
+    async fn open(&self) -> Opened {
+        let opened = match self {
+            Backend::Embedded => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let cfg = EmbeddedConfig {
+                    max_backlog: u64::MAX,
+                    max_queued: 1 << 16,
+                    ..EmbeddedConfig::default()
+                };
+                let bus = Arc::new(EmbeddedBus::open(dir.path(), cfg).expect("open bus"));
+                Opened {
+                    bus: Arc::clone(&bus) as _,
+                    topic: "bench".to_string(),
+                    embedded: Some(bus),
+                    _dir: Some(dir),
+                }
+            }
+            // The broker outlives a bus: a fresh topic keeps runs apart.
+            Backend::Kafka { cfg, .. } => Opened {
+                bus: Arc::new(KafkaBus::new(cfg.clone()).expect("Kafka bus")),
+                topic: unique("bench"),
+                embedded: None,
+                _dir: None,
+            },
+        };
+        opened
+            .bus
+            .ensure_topic(&opened.topic, PARTITIONS)
+            .await
+            .expect("topic");
+        opened
+    }
+}
+
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let publish: Vec<_> = PUBLISHERS
+    let backend = Backend::from_args();
+    let publish: Vec<_> = backend
+        .publishers()
         .iter()
-        .map(|&c| runtime.block_on(publish(c)))
+        .map(|&c| runtime.block_on(publish(&backend, c)))
         .collect();
-    let runner = runtime.block_on(runner());
+    let runner = runtime.block_on(runner(&backend));
     let report = json!({
         "bench": "bus",
-        "backend": "embedded",
+        "backend": backend.name(),
         "payload_bytes": PAYLOAD_BYTES,
         "partitions": PARTITIONS,
         "publish": publish,
@@ -39,38 +143,30 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench-results"));
     std::fs::create_dir_all(&dir).expect("create the results directory");
-    let path = dir.join("bus.json");
+    let file = match backend {
+        Backend::Embedded => "bus.json",
+        Backend::Kafka { .. } => "bus-kafka.json",
+    };
+    let path = dir.join(file);
     std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap() + "\n")
         .expect("write results");
     println!("wrote {}", path.display());
 }
 
-fn open() -> (tempfile::TempDir, Arc<EmbeddedBus>) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let cfg = EmbeddedConfig {
-        max_backlog: u64::MAX,
-        max_queued: 1 << 16,
-        ..EmbeddedConfig::default()
-    };
-    let bus = Arc::new(EmbeddedBus::open(dir.path(), cfg).expect("open bus"));
-    (dir, bus)
-}
-
-async fn publish(publishers: usize) -> serde_json::Value {
-    let (_dir, bus) = open();
-    bus.ensure_topic("bench", PARTITIONS).await.expect("topic");
+async fn publish(backend: &Backend, publishers: usize) -> serde_json::Value {
+    let opened = backend.open().await;
     let start = Instant::now();
     let deadline = start + RUN_FOR;
     let tasks: Vec<_> = (0..publishers)
         .map(|p| {
-            let bus = Arc::clone(&bus);
+            let (bus, topic) = (Arc::clone(&opened.bus), opened.topic.clone());
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut n = 0u64;
                 while Instant::now() < deadline {
                     let sent = Instant::now();
                     let key = format!("user-{p}-{}", n % 16);
-                    bus.publish("bench", &key, vec![7; PAYLOAD_BYTES], vec![])
+                    bus.publish(&topic, &key, vec![7; PAYLOAD_BYTES], vec![])
                         .await
                         .expect("publish");
                     latencies.push(sent.elapsed());
@@ -87,18 +183,20 @@ async fn publish(publishers: usize) -> serde_json::Value {
     let elapsed = start.elapsed().as_secs_f64();
     latencies.sort_unstable();
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
-    let stats = bus.write_stats();
-    let result = json!({
+    let mut result = json!({
         "publishers": publishers,
         "records": latencies.len(),
         "records_per_second": latencies.len() as f64 / elapsed,
-        "batches": stats.batches,
-        "records_per_batch": stats.records as f64 / stats.batches as f64,
-        "fsyncs": stats.fsyncs,
-        "records_per_fsync": stats.records as f64 / stats.fsyncs as f64,
         "latency_ms": { "p50": pct(0.50), "p99": pct(0.99), "max": pct(1.0) },
     });
-    println!("publish {publishers:>3} publishers: {result}");
+    if let Some(embedded) = &opened.embedded {
+        let stats = embedded.write_stats();
+        result["batches"] = json!(stats.batches);
+        result["records_per_batch"] = json!(stats.records as f64 / stats.batches as f64);
+        result["fsyncs"] = json!(stats.fsyncs);
+        result["records_per_fsync"] = json!(stats.records as f64 / stats.fsyncs as f64);
+    }
+    println!("publish {publishers:>4} publishers: {result}");
     result
 }
 
@@ -112,16 +210,17 @@ impl Handler for NoOp {
 }
 
 /// Fill 8 partitions, then time a stage draining them (commits included).
-async fn runner() -> serde_json::Value {
-    let (_dir, bus) = open();
-    bus.ensure_topic("bench", PARTITIONS).await.expect("topic");
-    let fillers: Vec<_> = (0..256u64)
+async fn runner(backend: &Backend) -> serde_json::Value {
+    // Held to the end: it owns the embedded bus's directory.
+    let opened = backend.open().await;
+    let (bus, topic) = (Arc::clone(&opened.bus), opened.topic.clone());
+    let fillers: Vec<_> = (0..1024u64)
         .map(|f| {
-            let bus = Arc::clone(&bus);
+            let (bus, topic) = (Arc::clone(&bus), topic.clone());
             tokio::spawn(async move {
-                for n in (f..RUNNER_RECORDS).step_by(256) {
+                for n in (f..RUNNER_RECORDS).step_by(1024) {
                     bus.publish(
-                        "bench",
+                        &topic,
                         &format!("user-{}", n % 10_000),
                         vec![7; PAYLOAD_BYTES],
                         vec![],
@@ -135,17 +234,21 @@ async fn runner() -> serde_json::Value {
     for filler in fillers {
         filler.await.expect("filler task");
     }
-    let bus: Arc<dyn Bus> = bus;
+    // Each lag reading costs Kafka a request per partition.
+    let poll = match backend {
+        Backend::Embedded => Duration::from_millis(2),
+        Backend::Kafka { .. } => Duration::from_millis(20),
+    };
     let start = Instant::now();
     let handle = StageRunner::spawn(
         Arc::clone(&bus),
-        StageConfig::new("bench", "bench"),
+        StageConfig::new(topic.as_str(), "bench"),
         Arc::new(NoOp),
     )
     .await
     .expect("spawn stage");
-    while bus.lag("bench", "bench").await.expect("lag") > 0 {
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    while bus.lag("bench", &topic).await.expect("lag") > 0 {
+        tokio::time::sleep(poll).await;
     }
     let elapsed = start.elapsed().as_secs_f64();
     handle.shutdown().await;

@@ -61,6 +61,16 @@ pub enum BusError {
     Failed { topic: String, partition: u32 },
     #[error("the bus is closed")]
     Closed,
+    /// A Kafka client or broker error; `kind` says whether it passes
+    /// (broker unreachable, leader moving, timeout) or not (authorization,
+    /// configuration). After a failed publish the record may still have
+    /// been stored, so a retry may store it twice (consumers are idempotent).
+    #[error("{context}: {source}")]
+    Kafka {
+        context: String,
+        kind: ErrorKind,
+        source: rdkafka::error::KafkaError,
+    },
 }
 
 impl BusError {
@@ -79,6 +89,7 @@ impl BusError {
             | BusError::Io { .. }
             | BusError::Failed { .. }
             | BusError::Closed => ErrorKind::Fatal,
+            BusError::Kafka { kind, .. } => *kind,
         }
     }
 

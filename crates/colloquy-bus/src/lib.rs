@@ -10,6 +10,8 @@
 //! was not committed. The `conformance` feature holds the one test suite
 //! every backend must pass.
 //!
+//! Backends: [`embedded`] (the default) and [`kafka`].
+//!
 //! [`runner`] turns a topic into a stage: it consumes as a group, runs a
 //! [`runner::Handler`] per record (per-key order, bounded concurrency,
 //! retries, dead-lettering) and commits what is done. It only uses the
@@ -22,12 +24,14 @@
 pub mod conformance;
 pub mod embedded;
 mod error;
+pub mod kafka;
 mod partitioner;
 pub mod ring;
 pub mod runner;
 
 pub use embedded::{EmbeddedBus, EmbeddedConfig};
 pub use error::{BusError, ErrorKind};
+pub use kafka::{KafkaBus, KafkaConfig, PartitionLag};
 pub use partitioner::{murmur2, partition_for};
 
 use async_trait::async_trait;

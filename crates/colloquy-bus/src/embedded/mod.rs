@@ -524,8 +524,10 @@ impl Drop for EmbeddedBus {
     }
 }
 
-/// Topic and group names become file names: Kafka's rules keep them safe.
-fn check_name(name: &str) -> Result<(), BusError> {
+/// Topic and group names become file names: Kafka's rules keep them safe
+/// (and the Kafka backend checks topics by the same rules, before a broker
+/// does).
+pub(crate) fn check_name(name: &str) -> Result<(), BusError> {
     let reason = if name.is_empty() || name.len() > 249 {
         "must be 1 to 249 characters"
     } else if name == "." || name == ".." {

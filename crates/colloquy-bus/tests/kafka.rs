@@ -1,0 +1,339 @@
+//! The conformance suite on the Kafka backend, against a real broker: each
+//! test starts its own tansu (memory storage, a free port) and kills it at
+//! the end. Without tansu the tests fail, saying how to install it.
+//!
+//! Not run here: `full_when_backlog_exceeded` — Kafka bounds a topic by the
+//! broker's retention, not by a backlog counted per group.
+
+use async_trait::async_trait;
+use colloquy_bus::conformance::{self, fast_stage, unique, wait_until};
+use colloquy_bus::kafka::testing::TestBroker;
+use colloquy_bus::runner::{Handler, HandlerError, StageConfig, StageHandle, StageRunner};
+use colloquy_bus::{Bus, BusError, ErrorKind, KafkaBus, KafkaConfig, Record};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn open(broker: &TestBroker) -> Arc<dyn Bus> {
+    Arc::new(KafkaBus::new(broker.config()).unwrap())
+}
+
+fn fresh() -> (TestBroker, Arc<dyn Bus>) {
+    let broker = TestBroker::start();
+    let bus = open(&broker);
+    (broker, bus)
+}
+
+#[tokio::test]
+async fn topics_are_created_once() {
+    let (_broker, bus) = fresh();
+    conformance::topics_are_created_once(&*bus).await;
+}
+
+#[tokio::test]
+async fn publish_fetch_round_trip() {
+    let (_broker, bus) = fresh();
+    conformance::publish_fetch_round_trip(&*bus).await;
+}
+
+#[tokio::test]
+async fn same_key_same_partition_in_order() {
+    let (_broker, bus) = fresh();
+    conformance::same_key_same_partition_in_order(&*bus).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_contiguous_per_partition() {
+    let (_broker, bus) = fresh();
+    conformance::offsets_contiguous_per_partition(&*bus).await;
+}
+
+#[tokio::test]
+async fn commit_is_monotonic() {
+    let (_broker, bus) = fresh();
+    conformance::commit_is_monotonic(&*bus).await;
+}
+
+#[tokio::test]
+async fn reopen_keeps_records_and_offsets() {
+    let broker = TestBroker::start();
+    conformance::reopen_keeps_records_and_offsets(async || open(&broker)).await;
+}
+
+#[tokio::test]
+async fn long_poll_wakes_on_publish() {
+    let (_broker, bus) = fresh();
+    conformance::long_poll_wakes_on_publish(bus).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_keeps_key_order_and_runs_keys_concurrently() {
+    let (_broker, bus) = fresh();
+    conformance::runner_keeps_key_order_and_runs_keys_concurrently(bus).await;
+}
+
+#[tokio::test]
+async fn runner_retries_then_succeeds() {
+    let (_broker, bus) = fresh();
+    conformance::runner_retries_then_succeeds(bus).await;
+}
+
+#[tokio::test]
+async fn runner_dead_letters_after_max_attempts() {
+    let (_broker, bus) = fresh();
+    conformance::runner_dead_letters_after_max_attempts(bus).await;
+}
+
+#[tokio::test]
+async fn runner_commit_never_passes_unfinished() {
+    let (_broker, bus) = fresh();
+    conformance::runner_commit_never_passes_unfinished(bus).await;
+}
+
+#[tokio::test]
+async fn runner_redelivers_uncommitted() {
+    let broker = TestBroker::start();
+    conformance::runner_redelivers_uncommitted(async || open(&broker)).await;
+}
+
+#[tokio::test]
+async fn runner_consumes_only_its_partitions() {
+    let (_broker, bus) = fresh();
+    conformance::runner_consumes_only_its_partitions(bus).await;
+}
+
+#[tokio::test]
+async fn runner_dead_letters_panics() {
+    let (_broker, bus) = fresh();
+    conformance::runner_dead_letters_panics(bus).await;
+}
+
+#[tokio::test]
+async fn runner_shutdown_abandons_stuck_handlers() {
+    let (_broker, bus) = fresh();
+    conformance::runner_shutdown_abandons_stuck_handlers(bus).await;
+}
+
+// ---- the Kafka backend's own ----
+
+#[tokio::test]
+async fn partition_lag_is_per_partition() {
+    let broker = TestBroker::start();
+    let bus = KafkaBus::new(broker.config()).unwrap();
+    let topic = unique("lag");
+    bus.ensure_topic(&topic, 3).await.unwrap();
+    for i in 0..30 {
+        bus.publish(&topic, &format!("k{i}"), vec![], vec![])
+            .await
+            .unwrap();
+    }
+    let end0 = bus.end_offset(&topic, 0).await.unwrap();
+    bus.commit("g", &topic, 0, end0).await.unwrap();
+    let lags = bus.partition_lag("g", &topic).await.unwrap();
+    assert_eq!(lags.len(), 3);
+    assert_eq!((lags[0].partition, lags[0].lag()), (0, 0));
+    let rest: u64 = lags[1..].iter().map(|l| l.lag()).sum();
+    assert_eq!(rest, 30 - end0);
+    assert_eq!(bus.lag("g", &topic).await.unwrap(), 30 - end0);
+}
+
+#[tokio::test]
+async fn unreachable_broker_is_a_transient_error() {
+    // Nothing listens on a port just freed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bus = KafkaBus::new(KafkaConfig {
+        brokers: vec![format!("127.0.0.1:{port}")],
+        request_timeout_ms: 500,
+        ..KafkaConfig::default()
+    })
+    .unwrap();
+    let error = bus.publish("t", "k", vec![], vec![]).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
+    assert!(error.is_retryable());
+}
+
+/// Remembers every (partition, offset) handled.
+#[derive(Default)]
+struct Seen(Mutex<HashSet<(u32, u64)>>);
+
+#[async_trait]
+impl Handler for Seen {
+    async fn handle(&self, record: &Record) -> Result<(), HandlerError> {
+        tokio::time::sleep(Duration::from_micros(fastrand::u64(0..500))).await;
+        self.0
+            .lock()
+            .unwrap()
+            .insert((record.partition, record.offset));
+        Ok(())
+    }
+}
+
+/// Records are published while stages owning subsets of the partitions are
+/// started and stopped over and over, each on its own bus (as separate
+/// processes would), half of them killed without a final commit: every
+/// acknowledged record is handled at least once, and in the end the
+/// committed offsets reach the end offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_record_lost_while_consumers_come_and_go() {
+    const PARTITIONS: u32 = 6;
+    const RECORDS: usize = 3000;
+    let broker = TestBroker::start();
+    let topic = unique("churn");
+    let admin = open(&broker);
+    admin.ensure_topic(&topic, PARTITIONS).await.unwrap();
+
+    let publisher = {
+        let (bus, topic) = (open(&broker), topic.clone());
+        tokio::spawn(async move {
+            let mut acked = Vec::with_capacity(RECORDS);
+            for i in 0..RECORDS {
+                let at = bus
+                    .publish(
+                        &topic,
+                        &format!("user-{}", i % 97),
+                        i.to_string().into(),
+                        vec![],
+                    )
+                    .await
+                    .unwrap();
+                acked.push((at.partition, at.offset));
+                if i % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            acked
+        })
+    };
+
+    let seen = Arc::new(Seen::default());
+    let stage = |partitions: Vec<u32>| StageConfig {
+        partitions: Some(partitions),
+        ..fast_stage(&topic)
+    };
+    let spawn = async |partitions: Vec<u32>| -> StageHandle {
+        StageRunner::spawn(open(&broker), stage(partitions), Arc::clone(&seen) as _)
+            .await
+            .unwrap()
+    };
+    for round in 0..10u32 {
+        // Two owners split the partitions differently each round.
+        let (mine, theirs): (Vec<u32>, Vec<u32>) =
+            (0..PARTITIONS).partition(|p| (p + round) % 3 == 0);
+        let first = spawn(mine).await;
+        let second = spawn(theirs).await;
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(100..400))).await;
+        if round % 2 == 0 {
+            first.shutdown().await;
+            second.kill().await;
+        } else {
+            first.kill().await;
+            second.shutdown().await;
+        }
+    }
+    let acked = publisher.await.unwrap();
+
+    let last = spawn((0..PARTITIONS).collect()).await;
+    wait_until("the last stage has committed everything", async || {
+        admin.lag("stage", &topic).await.unwrap() == 0
+    })
+    .await;
+    last.shutdown().await;
+    let seen = seen.0.lock().unwrap().clone();
+    let lost: Vec<_> = acked.iter().filter(|at| !seen.contains(at)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} records never handled: {lost:?}",
+        lost.len()
+    );
+    for partition in 0..PARTITIONS {
+        assert_eq!(
+            admin.committed("stage", &topic, partition).await.unwrap(),
+            admin.end_offset(&topic, partition).await.unwrap()
+        );
+    }
+}
+
+#[tokio::test]
+async fn idle_readers_are_closed() {
+    let broker = TestBroker::start();
+    let bus = KafkaBus::new(KafkaConfig {
+        idle_reader_ms: 200,
+        ..broker.config()
+    })
+    .unwrap();
+    let topic = unique("idle");
+    bus.ensure_topic(&topic, 2).await.unwrap();
+    bus.fetch(&topic, 0, 0, 1, Duration::ZERO).await.unwrap();
+    assert_eq!(bus.open_readers(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Partition 1 is read on; partition 0 was left idle and goes.
+    bus.fetch(&topic, 1, 0, 1, Duration::ZERO).await.unwrap();
+    assert_eq!(bus.open_readers(), 1);
+    // Coming back opens it again, at the offset asked for.
+    let at = bus
+        .publish(&topic, "k", b"x".to_vec(), vec![])
+        .await
+        .unwrap();
+    let records = bus
+        .fetch(&topic, at.partition, at.offset, 1, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(records[0].payload, b"x");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_producer_queue_is_overloaded_and_big_records_are_refused() {
+    let broker = TestBroker::start();
+    let mut cfg = broker.config();
+    // Room for a single record in librdkafka's queue, held there a while.
+    cfg.properties
+        .insert("queue.buffering.max.messages".into(), "1".into());
+    cfg.properties.insert("linger.ms".into(), "200".into());
+    let bus = KafkaBus::new(cfg).unwrap();
+    let topic = unique("overload");
+    bus.ensure_topic(&topic, 1).await.unwrap();
+    let publishes = (0..20).map(|i| bus.publish(&topic, "k", vec![i], vec![]));
+    let outcomes = futures_util::future::join_all(publishes).await;
+    let overloaded = outcomes
+        .iter()
+        .filter(|o| matches!(o, Err(BusError::Overloaded { .. })))
+        .count();
+    let stored = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert!(overloaded > 0 && stored > 0, "{outcomes:?}");
+    assert_eq!(overloaded + stored, 20, "{outcomes:?}");
+    let error = outcomes.into_iter().find_map(Result::err).unwrap();
+    assert_eq!(error.kind(), ErrorKind::Full);
+
+    let huge = bus
+        .publish(&topic, "k", vec![0; 2 << 20], vec![])
+        .await
+        .unwrap_err();
+    assert!(matches!(huge, BusError::RecordTooLarge { .. }), "{huge}");
+    assert_eq!(huge.kind(), ErrorKind::Invalid);
+}
+
+/// Monotonic commits hold across processes: a bus that never saw the
+/// group's commit still does not move it back.
+#[tokio::test]
+async fn commits_never_move_back_across_buses() {
+    let broker = TestBroker::start();
+    let topic = unique("commit-across");
+    let first = open(&broker);
+    first.ensure_topic(&topic, 1).await.unwrap();
+    for i in 0..10 {
+        first
+            .publish(&topic, &format!("k{i}"), vec![], vec![])
+            .await
+            .unwrap();
+    }
+    first.commit("g", &topic, 0, 8).await.unwrap();
+    let second = open(&broker);
+    second.commit("g", &topic, 0, 4).await.unwrap();
+    assert_eq!(second.committed("g", &topic, 0).await.unwrap(), 8);
+    second.commit("g", &topic, 0, 10).await.unwrap();
+    assert_eq!(first.committed("g", &topic, 0).await.unwrap(), 10);
+}
