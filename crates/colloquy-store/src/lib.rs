@@ -4,7 +4,8 @@
 //! only shortens replay.
 //!
 //! [`ConversationStore`] is the contract every backend meets (the embedded
-//! [`sqlite`] one, [`memory`], and later Redis / SQL servers); the
+//! [`sqlite`] one, [`memory`], MySQL/MariaDB and PostgreSQL in [`sql`], and
+//! later Redis); the
 //! `conformance` feature holds the one test suite they all must pass.
 //! [`Conversations`] is what workers use: load = verified snapshot + replay,
 //! commit = optimistic append + occasional snapshot.
@@ -18,12 +19,14 @@ mod conversations;
 mod error;
 pub mod memory;
 mod snapshot;
+pub mod sql;
 pub mod sqlite;
 
 pub use conversations::{Conversations, LoadInfo, SnapshotPolicy};
 pub use error::{ErrorKind, StoreError};
 pub use memory::MemoryStore;
 pub use snapshot::{Snapshot, SnapshotError, SnapshotKey};
+pub use sql::{MySqlStore, PgStore, SqlConfig};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
