@@ -39,6 +39,10 @@ pub enum StoreError {
         found: i64,
         supported: i64,
     },
+    #[error("database {database} is not ready for this build: {detail}; run `colloquy migrate`")]
+    NotMigrated { database: String, detail: String },
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error("corrupt record: {0}")]
     Corrupt(String),
     #[error("{context}: {source}")]
@@ -63,6 +67,8 @@ impl StoreError {
             } => ErrorKind::Transient,
             StoreError::DirInUse { .. }
             | StoreError::SchemaTooNew { .. }
+            | StoreError::NotMigrated { .. }
+            | StoreError::Config(_)
             | StoreError::Corrupt(_)
             | StoreError::Io { .. }
             | StoreError::Backend {

@@ -4,7 +4,8 @@
 //! only shortens replay.
 //!
 //! [`ConversationStore`] is the contract every backend meets (the embedded
-//! [`sqlite`] one, [`memory`], and later Redis / SQL servers); the
+//! [`sqlite`] one, [`memory`], MySQL/MariaDB and PostgreSQL in [`sql`], and
+//! later Redis); the
 //! `conformance` feature holds the one test suite they all must pass.
 //! [`l1`] keeps hot copies of states in front of them (memory or Redis).
 //! [`Conversations`] is what workers use: load = verified snapshot + replay,
@@ -20,6 +21,7 @@ mod error;
 pub mod l1;
 pub mod memory;
 mod snapshot;
+pub mod sql;
 pub mod sqlite;
 
 pub use conversations::{Conversations, LoadInfo, SnapshotPolicy};
@@ -27,6 +29,7 @@ pub use error::{ErrorKind, StoreError};
 pub use l1::{HotStates, HotStats, MemoryHotStates, RedisHotStates, RedisL1Config};
 pub use memory::MemoryStore;
 pub use snapshot::{Snapshot, SnapshotError, SnapshotKey};
+pub use sql::{MySqlStore, PgStore, SqlConfig};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;

@@ -1,0 +1,96 @@
+//! MySQL and MariaDB (InnoDB). Writers run at READ COMMITTED, so that the
+//! conflict check of a group sees what other processes committed and takes
+//! no gap locks. User ids are VARBINARY: MySQL's text collations would take
+//! `Alice` for `alice`, or ignore trailing spaces, and merge two users' logs.
+
+use super::{Dialect, DialectKind, SqlStore};
+use sqlx::error::DatabaseError;
+use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError};
+use sqlx::MySql;
+use std::str::FromStr;
+
+/// The store on MySQL/MariaDB; build it with [`SqlStore::connect`] after
+/// [`SqlStore::migrate`].
+pub type MySqlStore = SqlStore<MySql>;
+
+const CREATE_EVENTS: &str = "
+    CREATE TABLE IF NOT EXISTS events_{shard} (
+        user_id  VARBINARY(255) NOT NULL,
+        seq      BIGINT NOT NULL,
+        event_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+        ts_ms    BIGINT NOT NULL,
+        body     LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+        PRIMARY KEY (user_id, seq),
+        KEY events_{shard}_user_ts (user_id, ts_ms)
+    ) ENGINE = InnoDB";
+
+const CREATE_SNAPSHOTS: &str = "
+    CREATE TABLE IF NOT EXISTS snapshots_{shard} (
+        user_id VARBINARY(255) NOT NULL PRIMARY KEY,
+        seq     BIGINT NOT NULL,
+        ts_ms   BIGINT NOT NULL,
+        body    LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+        hmac    VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL
+    ) ENGINE = InnoDB";
+
+/// Event ids are unique through this table (one per database) rather than
+/// a unique key per shard table, which would miss an id reused across
+/// shards.
+const CREATE_EVENT_IDS: &str = "
+    CREATE TABLE IF NOT EXISTS event_ids (
+        event_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+        user_id  VARBINARY(255) NOT NULL
+    ) ENGINE = InnoDB";
+
+impl Dialect for MySql {
+    const KIND: DialectKind = DialectKind::MySql;
+    const SESSION_SETUP: &'static [&'static str] = &[
+        "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        // An over-long value must fail, never be silently truncated.
+        "SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')",
+    ];
+    const CREATE_SCHEMA_TABLE: &'static str = "
+        CREATE TABLE IF NOT EXISTS colloquy_schema (
+            shard   BIGINT NOT NULL PRIMARY KEY,
+            version BIGINT NOT NULL
+        ) ENGINE = InnoDB";
+    const MIGRATIONS: &'static [&'static [&'static str]] =
+        &[&[CREATE_EVENTS, CREATE_SNAPSHOTS, CREATE_EVENT_IDS]];
+    const VERSION_UPSERT: &'static str = "ON DUPLICATE KEY UPDATE version = VALUES(version)";
+    // Assignments run left to right on the updated row: seq goes last so
+    // that the others still compare against the stored one.
+    const SNAPSHOT_UPSERT: &'static str = "ON DUPLICATE KEY UPDATE
+        ts_ms = IF(VALUES(seq) >= seq, VALUES(ts_ms), ts_ms),
+        body  = IF(VALUES(seq) >= seq, VALUES(body), body),
+        hmac  = IF(VALUES(seq) >= seq, VALUES(hmac), hmac),
+        seq   = IF(VALUES(seq) >= seq, VALUES(seq), seq)";
+    const LOCK: &'static str = "SELECT GET_LOCK('colloquy_migrate', 60)";
+    const UNLOCK: &'static str = "SELECT RELEASE_LOCK('colloquy_migrate')";
+
+    fn options(url: &str) -> Result<MySqlConnectOptions, sqlx::Error> {
+        // Room for the per-shard statements of all 64 shards.
+        Ok(MySqlConnectOptions::from_str(url)?.statement_cache_capacity(512))
+    }
+
+    fn is_transient(e: &dyn DatabaseError) -> bool {
+        let Some(e) = e.try_downcast_ref::<MySqlDatabaseError>() else {
+            return false;
+        };
+        matches!(
+            e.number(),
+            1040 // too many connections
+            | 1053 // server shutdown in progress
+            | 1205 // lock wait timeout
+            | 1213 // deadlock
+            | 1290 | 1836 // read-only (a replica during failover)
+            | 1317 // query interrupted
+            | 1927 // connection killed (MariaDB)
+            | 4031 // disconnected by the server for inactivity
+        )
+    }
+
+    fn is_missing_table(e: &dyn DatabaseError) -> bool {
+        e.try_downcast_ref::<MySqlDatabaseError>()
+            .is_some_and(|e| e.number() == 1146)
+    }
+}

@@ -1,0 +1,80 @@
+//! PostgreSQL. Its default READ COMMITTED is what the writers need; text
+//! columns use the "C" collation, which compares bytes (users are told
+//! apart exactly) and keeps the key indexes cheap.
+
+use super::{Dialect, DialectKind, SqlStore};
+use sqlx::error::DatabaseError;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::Postgres;
+use std::str::FromStr;
+
+/// The store on PostgreSQL; build it with [`SqlStore::connect`] after
+/// [`SqlStore::migrate`].
+pub type PgStore = SqlStore<Postgres>;
+
+impl Dialect for Postgres {
+    const KIND: DialectKind = DialectKind::Postgres;
+    const SESSION_SETUP: &'static [&'static str] = &[];
+    const CREATE_SCHEMA_TABLE: &'static str = "
+        CREATE TABLE IF NOT EXISTS colloquy_schema (
+            shard   BIGINT NOT NULL PRIMARY KEY,
+            version BIGINT NOT NULL
+        )";
+    const MIGRATIONS: &'static [&'static [&'static str]] = &[&[
+        r#"CREATE TABLE IF NOT EXISTS events_{shard} (
+            user_id  TEXT COLLATE "C" NOT NULL,
+            seq      BIGINT NOT NULL,
+            event_id TEXT COLLATE "C" NOT NULL,
+            ts_ms    BIGINT NOT NULL,
+            body     TEXT NOT NULL,
+            PRIMARY KEY (user_id, seq)
+        )"#,
+        "CREATE INDEX IF NOT EXISTS events_{shard}_user_ts ON events_{shard} (user_id, ts_ms)",
+        r#"CREATE TABLE IF NOT EXISTS snapshots_{shard} (
+            user_id TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+            seq     BIGINT NOT NULL,
+            ts_ms   BIGINT NOT NULL,
+            body    TEXT NOT NULL,
+            hmac    TEXT NOT NULL
+        )"#,
+        // Event ids are unique through this table (one per database) rather
+        // than a unique key per shard table, which would miss an id reused
+        // across shards.
+        r#"CREATE TABLE IF NOT EXISTS event_ids (
+            event_id TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+            user_id  TEXT COLLATE "C" NOT NULL
+        )"#,
+    ]];
+    const VERSION_UPSERT: &'static str =
+        "ON CONFLICT (shard) DO UPDATE SET version = EXCLUDED.version";
+    const SNAPSHOT_UPSERT: &'static str = "ON CONFLICT (user_id) DO UPDATE
+        SET seq = EXCLUDED.seq, ts_ms = EXCLUDED.ts_ms, body = EXCLUDED.body, hmac = EXCLUDED.hmac
+        WHERE EXCLUDED.seq >= {table}.seq";
+    // A constant of this crate's own ("colloquy" in ASCII) as the key.
+    const LOCK: &'static str =
+        "SELECT CAST(1 AS BIGINT) FROM (SELECT pg_advisory_lock(7165064745151722873)) AS l";
+    const UNLOCK: &'static str = "SELECT pg_advisory_unlock(7165064745151722873)";
+
+    fn options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+        // Room for the per-shard statements of all 64 shards.
+        Ok(PgConnectOptions::from_str(url)?.statement_cache_capacity(512))
+    }
+
+    fn is_transient(e: &dyn DatabaseError) -> bool {
+        let Some(code) = e.code() else {
+            return false;
+        };
+        // Connection exceptions, serialization failures and deadlocks,
+        // insufficient resources (e.g. too many connections), shutdowns and
+        // recovery, read-only replicas during a failover.
+        code.starts_with("08")
+            || code.starts_with("40")
+            || code.starts_with("53")
+            || code.starts_with("57P")
+            || code == "25006"
+    }
+
+    fn is_missing_table(e: &dyn DatabaseError) -> bool {
+        e.code().is_some_and(|c| c == "42P01")
+    }
+}

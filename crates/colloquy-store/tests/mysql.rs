@@ -1,0 +1,46 @@
+//! The MySQL/MariaDB backend against a real server: `COLLOQUY_TEST_MYSQL_URL`
+//! (default `mysql://root@127.0.0.1:3306`). Each test works in scratch databases of its
+//! own and drops them at the end.
+
+mod sql_common;
+
+use sql_common::{Kind, Server};
+
+async fn server() -> Server {
+    Server::from_env(
+        Kind::MySql,
+        "COLLOQUY_TEST_MYSQL_URL",
+        "mysql://root@127.0.0.1:3306",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_store_conforms() {
+    sql_common::conforms(&server().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_shards_spread_over_two_databases() {
+    sql_common::shards_spread_over_two_databases(&server().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_migrating_twice_changes_nothing() {
+    sql_common::migrating_twice_changes_nothing(&server().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_unmigrated_and_newer_schemas_are_refused() {
+    sql_common::unmigrated_and_newer_schemas_are_refused(&server().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_two_processes_one_log() {
+    sql_common::two_processes_one_log(&server().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_lost_server_is_transient_and_comes_back() {
+    sql_common::lost_server_is_transient_and_comes_back(&server().await).await;
+}

@@ -1,0 +1,418 @@
+//! What the MySQL and PostgreSQL test files share: scratch databases on the
+//! real server, the tests that do not depend on the dialect, and a TCP proxy
+//! that can "take the server away" without touching the machine's server.
+
+use colloquy_store::sql::{self, ShardRoute, SqlConfig, SHARDS};
+use colloquy_store::{conformance, ErrorKind, StoreError};
+use sqlx::{Connection, MySqlConnection, PgConnection};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+// Each test binary speaks one dialect, so the other variant is unused there.
+#[allow(dead_code)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    MySql,
+    Postgres,
+}
+
+/// The server under test, reached through its admin URL (no database).
+pub struct Server {
+    kind: Kind,
+    base: String,
+    created: Mutex<Vec<String>>,
+}
+
+static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
+
+impl Server {
+    /// The server from `env` (or `default`); panics, naming the URL and how
+    /// to start the server, if it does not answer: a test that cannot reach
+    /// its server must fail, not pass.
+    pub async fn from_env(kind: Kind, env: &str, default: &str) -> Server {
+        let base = std::env::var(env)
+            .unwrap_or_else(|_| default.to_string())
+            .trim_end_matches('/')
+            .to_string();
+        let server = Server {
+            kind,
+            base,
+            created: Mutex::new(Vec::new()),
+        };
+        let start = match kind {
+            Kind::MySql => {
+                "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd"
+            }
+            Kind::Postgres => {
+                "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+            }
+        };
+        let reached = tokio::time::timeout(
+            Duration::from_secs(10),
+            server.admin("SELECT 1".to_string()),
+        )
+        .await;
+        if !matches!(reached, Ok(Ok(()))) {
+            panic!(
+                "cannot reach the test server at {} (set {env} to another URL, or start it: `{start}`): {:?}",
+                server.base, reached
+            );
+        }
+        server
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("{}/{database}", self.base)
+    }
+
+    /// A statement on the server's maintenance database.
+    async fn admin(&self, sql: String) -> Result<(), sqlx::Error> {
+        match self.kind {
+            Kind::MySql => {
+                let mut conn = MySqlConnection::connect(&self.base).await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await?;
+                conn.close().await
+            }
+            Kind::Postgres => {
+                let mut conn = PgConnection::connect(&self.url("postgres")).await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await?;
+                conn.close().await
+            }
+        }
+    }
+
+    /// A fresh, empty database, dropped by [`Server::cleanup`].
+    pub async fn scratch(&self) -> String {
+        let name = format!(
+            "colloquy_t_{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::Relaxed)
+        );
+        self.admin(format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create a scratch database");
+        self.created.lock().unwrap().push(name.clone());
+        name
+    }
+
+    pub async fn cleanup(&self) {
+        let names = std::mem::take(&mut *self.created.lock().unwrap());
+        for name in names {
+            let sql = match self.kind {
+                Kind::MySql => format!("DROP DATABASE IF EXISTS {name}"),
+                Kind::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            };
+            self.admin(sql).await.expect("drop a scratch database");
+        }
+    }
+
+    /// A statement on one database (e.g. to look at or damage its tables).
+    pub async fn run(&self, database: &str, sql: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match self.kind {
+            Kind::MySql => {
+                let mut conn = MySqlConnection::connect(&self.url(database)).await.unwrap();
+                let n: Option<i64> = sqlx::query_scalar(sql)
+                    .fetch_optional(&mut conn)
+                    .await
+                    .unwrap();
+                n.unwrap_or(0)
+            }
+            Kind::Postgres => {
+                let mut conn = PgConnection::connect(&self.url(database)).await.unwrap();
+                let n: Option<i64> = sqlx::query_scalar(sql)
+                    .fetch_optional(&mut conn)
+                    .await
+                    .unwrap();
+                n.unwrap_or(0)
+            }
+        }
+    }
+
+    pub async fn has_table(&self, database: &str, table: &str) -> bool {
+        let current = match self.kind {
+            Kind::MySql => "table_schema = DATABASE()",
+            Kind::Postgres => "table_catalog = current_database()",
+        };
+        let sql = format!(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE {current} AND table_name = '{table}'"
+        );
+        self.run(database, &sql).await == 1
+    }
+
+    /// A migrated database with all shards, and its config.
+    pub async fn migrated(&self) -> (String, SqlConfig) {
+        let name = self.scratch().await;
+        let config = SqlConfig::single(self.url(&name));
+        sql::migrate(&config).await.expect("migrate");
+        (name, config)
+    }
+}
+
+pub async fn conforms(server: &Server) {
+    let handle = tokio::runtime::Handle::current();
+    conformance::run_all(|| {
+        tokio::task::block_in_place(|| {
+            handle.block_on(async {
+                let (_, config) = server.migrated().await;
+                sql::connect(&config).await.expect("connect")
+            })
+        })
+    })
+    .await;
+    server.cleanup().await;
+}
+
+pub async fn shards_spread_over_two_databases(server: &Server) {
+    let (low, high) = (server.scratch().await, server.scratch().await);
+    let route = |range: &str, db: &str| ShardRoute {
+        range: range.into(),
+        url: server.url(db),
+    };
+    let config = SqlConfig {
+        url: None,
+        shards: vec![route("0-31", &low), route("32-63", &high)],
+        ..SqlConfig::single("")
+    };
+    let report = sql::migrate(&config).await.unwrap();
+    assert_eq!(report.upgraded.len(), SHARDS as usize);
+    let store = sql::connect(&config).await.unwrap();
+    let users: Vec<String> = (0..40).map(|i| format!("spread-{i}")).collect();
+    for user in &users {
+        store
+            .append(user, 0, &conformance::events(user, 0, 2, 1, "m"))
+            .await
+            .unwrap();
+        store
+            .put_snapshot(&conformance::key().sign(&colloquy_core::State::from_events(
+                user,
+                &conformance::events(user, 0, 2, 1, "m"),
+            )))
+            .await
+            .unwrap();
+    }
+    let mut seen = [0, 0];
+    for user in &users {
+        let shard = sql::shard_of(user);
+        let (home, other) = if shard < 32 {
+            (&low, &high)
+        } else {
+            (&high, &low)
+        };
+        seen[usize::from(shard >= 32)] += 1;
+        for table in ["events", "snapshots"] {
+            let count = |db: &str| {
+                let sql =
+                    format!("SELECT COUNT(*) FROM {table}_{shard:02} WHERE user_id = '{user}'");
+                let db = db.to_string();
+                async move { server.run(&db, &sql).await }
+            };
+            let expected = if table == "events" { 2 } else { 1 };
+            assert_eq!(
+                count(home).await,
+                expected,
+                "{user} (shard {shard}) {table} at home"
+            );
+            let elsewhere = format!("{table}_{shard:02}");
+            assert!(
+                !server.has_table(other, &elsewhere).await,
+                "{elsewhere} exists in the database of the other half"
+            );
+        }
+        assert_eq!(store.last_seq(user).await.unwrap(), 2);
+    }
+    assert!(seen[0] > 0 && seen[1] > 0, "the users cover both halves");
+    drop(store);
+    server.cleanup().await;
+}
+
+pub async fn migrating_twice_changes_nothing(server: &Server) {
+    let (name, config) = server.migrated().await;
+    let store = sql::connect(&config).await.unwrap();
+    let events = conformance::events("alice", 0, 3, 1, "m");
+    store.append("alice", 0, &events).await.unwrap();
+    let again = sql::migrate(&config).await.unwrap();
+    assert!(again.upgraded.is_empty(), "{again:?}");
+    assert_eq!(again.current, SHARDS as usize);
+    assert_eq!(
+        server
+            .run(&name, "SELECT COUNT(*) FROM colloquy_schema")
+            .await,
+        i64::from(SHARDS)
+    );
+    assert_eq!(store.events_after("alice", 0, 10).await.unwrap(), events);
+    drop(store);
+    server.cleanup().await;
+}
+
+pub async fn unmigrated_and_newer_schemas_are_refused(server: &Server) {
+    let name = server.scratch().await;
+    let config = SqlConfig::single(server.url(&name));
+    let err = sql::connect(&config).await.err().expect("unmigrated");
+    assert!(matches!(err, StoreError::NotMigrated { .. }), "{err}");
+    assert!(err.to_string().contains("run `colloquy migrate`"), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Fatal);
+
+    sql::migrate(&config).await.unwrap();
+    server
+        .run(
+            &name,
+            "UPDATE colloquy_schema SET version = 99 WHERE shard = 5",
+        )
+        .await;
+    for err in [
+        sql::connect(&config).await.err().expect("newer, connect"),
+        sql::migrate(&config).await.expect_err("newer, migrate"),
+    ] {
+        assert!(
+            matches!(err, StoreError::SchemaTooNew { found: 99, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("shard 05"), "{err}");
+    }
+    server.cleanup().await;
+}
+
+/// Two stores on one database, as two worker processes would be: of
+/// concurrent appends for one user exactly one wins, and the loser sees the
+/// winner's seq, even though neither store's writer knows of the other.
+pub async fn two_processes_one_log(server: &Server) {
+    let (_, config) = server.migrated().await;
+    let stores = [
+        sql::connect(&config).await.unwrap(),
+        sql::connect(&config).await.unwrap(),
+    ];
+    for round in 0..10u64 {
+        let expected = round * 2;
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let store = Arc::clone(&stores[i % 2]);
+                tokio::spawn(async move {
+                    let batch =
+                        conformance::events("alice", expected, 2, 1, &format!("p{i}-{round}"));
+                    store.append("alice", expected, &batch).await
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(last) => {
+                    assert_eq!(last, expected + 2);
+                    wins += 1;
+                }
+                Err(StoreError::Conflict { actual, .. }) => assert_eq!(actual, expected + 2),
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert_eq!(wins, 1, "round {round}");
+    }
+    let log = stores[1].events_after("alice", 0, 100).await.unwrap();
+    assert_eq!(log.len(), 20);
+    assert!(log.iter().zip(1..).all(|(e, seq)| e.seq == seq));
+    drop(stores);
+    server.cleanup().await;
+}
+
+/// A forwarder to the server that can be stopped (every connection cut, the
+/// port closed) and started again on the same port.
+struct Proxy {
+    port: u16,
+    target: String,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(target: String, port: u16) -> Proxy {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let conns = Arc::clone(&tasks);
+        let to = target.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let to = to.clone();
+                conns.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(&to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                }));
+            }
+        });
+        tasks.lock().unwrap().push(accept);
+        Proxy {
+            port,
+            target,
+            tasks,
+        }
+    }
+
+    fn stop(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// `host:port` of a URL like `scheme://user@host:port`.
+fn host_port(base: &str) -> String {
+    let rest = base.split_once("://").unwrap().1;
+    let authority = rest.split('/').next().unwrap();
+    authority.rsplit('@').next().unwrap().to_string()
+}
+
+pub async fn lost_server_is_transient_and_comes_back(server: &Server) {
+    let (name, _) = server.migrated().await;
+    let proxy = Proxy::start(host_port(&server.base), 0).await;
+    let through = server.url(&name).replace(
+        &host_port(&server.base),
+        &format!("127.0.0.1:{}", proxy.port),
+    );
+    let config = SqlConfig {
+        connect_timeout_ms: 500,
+        query_timeout_ms: 2_000,
+        ..SqlConfig::single(through)
+    };
+    let store = sql::connect(&config).await.unwrap();
+    let events = |after| conformance::events("alice", after, 2, 1, "m");
+    assert_eq!(store.append("alice", 0, &events(0)).await.unwrap(), 2);
+
+    proxy.stop();
+    let err = store.append("alice", 2, &events(2)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "append: {err}");
+    let err = store.events_after("alice", 0, 10).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "read: {err}");
+    let err = store.last_seq("alice").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "last_seq: {err}");
+
+    let proxy = Proxy::start(proxy.target.clone(), proxy.port).await;
+    // The retry a worker would make: the store serves again, and the log is
+    // whole (the failed append either happened or not, never in part).
+    let mut last = None;
+    for _ in 0..50 {
+        match store.last_seq("alice").await {
+            Ok(seq) => {
+                last = Some(seq);
+                break;
+            }
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Transient, "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let last = last.expect("the store serves again once the server is back");
+    assert!(last == 2 || last == 4, "{last}");
+    assert_eq!(
+        store.append("alice", last, &events(last)).await.unwrap(),
+        last + 2
+    );
+    proxy.stop();
+    drop(store);
+    server.cleanup().await;
+}
