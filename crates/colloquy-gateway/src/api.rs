@@ -3,7 +3,7 @@
 use crate::auth::{AuthError, Principal, Verifier};
 use crate::hub::Hub;
 use crate::input::{InputPolicy, Limits};
-use crate::metrics::{Metrics, Sampled};
+use crate::metrics::{Metrics, Sampled, Sources};
 use crate::openapi;
 use axum::body::{to_bytes, Body};
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
@@ -13,7 +13,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use colloquy_bus::runner::StageStats;
 use colloquy_bus::{Bus, BusError};
 use colloquy_core::{check_user_id, user_event_id, Event, EventKind, State as DialogueState};
 use colloquy_store::Conversations;
@@ -34,9 +33,7 @@ pub struct Gateway {
     pub limits: Limits,
     pub input: InputPolicy,
     pub metrics: Arc<Metrics>,
-    /// Consumer group of the stage reading `TOPIC_IN`, for the queue depth.
-    pub group: String,
-    pub stages: Vec<Arc<StageStats>>,
+    pub sources: Sources,
     pub ready: AtomicBool,
     /// Recently accepted (user, message id) → acknowledgement, so that a
     /// client retrying with the same id gets the same answer.
@@ -70,8 +67,7 @@ impl Gateway {
         hub: Arc<Hub>,
         limits: Limits,
         metrics: Arc<Metrics>,
-        group: String,
-        stages: Vec<Arc<StageStats>>,
+        sources: Sources,
     ) -> Result<Gateway, String> {
         let input = InputPolicy::new(&limits)?;
         Ok(Gateway {
@@ -82,8 +78,7 @@ impl Gateway {
             limits,
             input,
             metrics,
-            group,
-            stages,
+            sources,
             ready: AtomicBool::new(false),
             accepted: Mutex::new(Recent::default()),
             clock: now_ms,
@@ -555,25 +550,33 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 }
 
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
-    let mut sampled = Sampled {
-        queue_depth: gw.bus.lag(&gw.group, TOPIC_IN).await.unwrap_or(0),
-        retries: 0,
-        dead_letters: 0,
-        in_flight: 0,
-        waiting_requests: gw.hub.waiting(),
-    };
-    for s in &gw.stages {
-        let c = s.snapshot();
-        sampled.retries += c.retries;
-        sampled.dead_letters += c.dead_lettered;
-        sampled.in_flight += c.in_flight;
-    }
-    let mut r = gw.metrics.render(&sampled).into_response();
+    let mut sampled = gw.sources.sample().await;
+    sampled.waiting_requests = gw.hub.waiting();
+    render_metrics(&gw.metrics, &sampled)
+}
+
+fn render_metrics(metrics: &Metrics, sampled: &Sampled) -> Response {
+    let mut r = metrics.render(sampled).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     r
+}
+
+/// `/metrics` and `/healthz` alone, for processes without the API (stage
+/// workers).
+pub fn metrics_router(metrics: Arc<Metrics>, sources: Sources) -> Router {
+    let state = Arc::new((metrics, sources));
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(s): State<Arc<(Arc<Metrics>, Sources)>>| async move {
+                render_metrics(&s.0, &s.1.sample().await)
+            }),
+        )
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .with_state(state)
 }
 
 #[derive(Deserialize)]

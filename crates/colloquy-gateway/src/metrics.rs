@@ -1,7 +1,11 @@
 //! Prometheus metrics: request latency by route and status, messages by
-//! stage and outcome, intents recognised; stage counters and queue depth
-//! are read from their sources at scrape time.
+//! stage and outcome, intents recognised; stage counters, queue depth and
+//! lag per partition, and the L1 hit ratio are read from their sources at
+//! scrape time.
 
+use colloquy_bus::runner::StageStats;
+use colloquy_bus::Bus;
+use colloquy_store::l1::{HotStates, HotStats};
 use colloquy_worker::pipeline::StageObserver;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -9,6 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::fmt::Write;
+use std::sync::Arc;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
@@ -38,12 +43,58 @@ pub struct Metrics {
 }
 
 /// Values sampled from other parts of the process when scraped.
+#[derive(Default)]
 pub struct Sampled {
     pub queue_depth: u64,
     pub retries: u64,
     pub dead_letters: u64,
     pub in_flight: u64,
     pub waiting_requests: usize,
+    /// (topic, partition, records the group has not committed).
+    pub lag: Vec<(String, u32, u64)>,
+    /// The hot-state cache of this process's policy stage, if it has one.
+    pub l1: Option<HotStats>,
+}
+
+/// Where a process's scrape-time values come from.
+#[derive(Clone)]
+pub struct Sources {
+    pub bus: Arc<dyn Bus>,
+    /// (topic, consumer group) whose backlog is the queue depth.
+    pub queues: Vec<(String, String)>,
+    pub stages: Vec<Arc<StageStats>>,
+    pub l1: Option<Arc<dyn HotStates>>,
+}
+
+impl Sources {
+    /// Everything but the waiting requests, which only a gateway has.
+    pub async fn sample(&self) -> Sampled {
+        let mut sampled = Sampled {
+            l1: self.l1.as_ref().map(|h| h.stats()),
+            ..Sampled::default()
+        };
+        for (topic, group) in &self.queues {
+            let partitions = self.bus.partitions(topic).await.unwrap_or(0);
+            for p in 0..partitions {
+                let (Ok(end), Ok(done)) = (
+                    self.bus.end_offset(topic, p).await,
+                    self.bus.committed(group, topic, p).await,
+                ) else {
+                    continue;
+                };
+                let lag = end.saturating_sub(done);
+                sampled.queue_depth += lag;
+                sampled.lag.push((topic.clone(), p, lag));
+            }
+        }
+        for s in &self.stages {
+            let c = s.snapshot();
+            sampled.retries += c.retries;
+            sampled.dead_letters += c.dead_lettered;
+            sampled.in_flight += c.in_flight;
+        }
+        sampled
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -139,6 +190,45 @@ impl Metrics {
                 "# HELP {name} {help}.\n# TYPE {name} {kind}\n{sample} {value}\n"
             );
         }
+        if !sampled.lag.is_empty() {
+            out.push_str("# HELP colloquy_consumer_lag Records of a partition its consumer group has not committed.\n# TYPE colloquy_consumer_lag gauge\n");
+            for (topic, partition, lag) in &sampled.lag {
+                let _ = writeln!(
+                    out,
+                    "colloquy_consumer_lag{{topic=\"{topic}\",partition=\"{partition}\"}} {lag}"
+                );
+            }
+        }
+        if let Some(l1) = &sampled.l1 {
+            for (name, help, value) in [
+                (
+                    "colloquy_l1_hits",
+                    "Hot-state lookups served from L1",
+                    l1.hits,
+                ),
+                (
+                    "colloquy_l1_misses",
+                    "Hot-state lookups that went to the log store",
+                    l1.misses,
+                ),
+                (
+                    "colloquy_l1_errors",
+                    "L1 calls that failed or timed out",
+                    l1.errors,
+                ),
+            ] {
+                let _ = write!(
+                    out,
+                    "# HELP {name} {help}.\n# TYPE {name} counter\n{name}_total {value}\n"
+                );
+            }
+            if let Some(ratio) = l1.hit_ratio() {
+                let _ = write!(
+                    out,
+                    "# HELP colloquy_l1_hit_ratio Share of hot-state lookups served from L1.\n# TYPE colloquy_l1_hit_ratio gauge\ncolloquy_l1_hit_ratio {ratio}\n"
+                );
+            }
+        }
         out.push_str("# EOF\n");
         out
     }
@@ -171,8 +261,13 @@ mod tests {
             queue_depth: 7,
             retries: 1,
             dead_letters: 2,
-            in_flight: 0,
-            waiting_requests: 0,
+            lag: vec![("chat.in".into(), 3, 7)],
+            l1: Some(HotStats {
+                hits: 3,
+                misses: 1,
+                ..HotStats::default()
+            }),
+            ..Sampled::default()
         });
         assert!(
             text.contains("colloquy_http_request_duration_seconds_bucket{"),
@@ -191,6 +286,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("colloquy_queue_depth 7"), "{text}");
+        assert!(
+            text.contains("colloquy_consumer_lag{topic=\"chat.in\",partition=\"3\"} 7"),
+            "{text}"
+        );
+        assert!(text.contains("colloquy_l1_hit_ratio 0.75"), "{text}");
         assert!(text.contains("colloquy_dead_letters_total 2"), "{text}");
         assert!(text.ends_with("# EOF\n"));
         assert_eq!(text.matches("# EOF").count(), 1);

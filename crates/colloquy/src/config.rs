@@ -3,9 +3,12 @@
 //! the environment alike (`COLLOQUY_SECTION_KEY`).
 
 use anyhow::{bail, Context};
+use colloquy_bus::kafka::KafkaConfig;
 use colloquy_bus::EmbeddedConfig;
 use colloquy_gateway::auth::AuthConfig;
 use colloquy_gateway::input::Limits;
+use colloquy_store::l1::RedisL1Config;
+use colloquy_store::sql::SqlConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -17,6 +20,7 @@ pub struct Config {
     pub limits: Limits,
     pub bus: BusSettings,
     pub store: StoreSettings,
+    pub cluster: ClusterSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,21 +60,35 @@ impl Default for Server {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BusSettings {
+    /// `embedded` (one process, on disk in the data directory) or `kafka`.
+    pub backend: BusBackend,
+    /// Partitions of each stage topic created; fixed once it exists.
     pub partitions: u32,
     /// Messages handled at once per partition (different users).
     pub max_in_flight: usize,
     /// Attempts before a message goes to the dead-letter topic.
     pub max_attempts: u32,
     pub embedded: EmbeddedConfig,
+    pub kafka: KafkaConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusBackend {
+    #[default]
+    Embedded,
+    Kafka,
 }
 
 impl Default for BusSettings {
     fn default() -> Self {
         BusSettings {
+            backend: BusBackend::Embedded,
             partitions: 8,
             max_in_flight: 256,
             max_attempts: 3,
             embedded: EmbeddedConfig::default(),
+            kafka: KafkaConfig::default(),
         }
     }
 }
@@ -78,15 +96,74 @@ impl Default for BusSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
+    /// Where the event logs and snapshots (L2) live: `sqlite` (embedded, in
+    /// the data directory), `mysql` or `postgres` (`[store.sql]`).
+    pub backend: StoreBackend,
     pub snapshot_every_events: u64,
     pub snapshot_interval: String,
+    pub sql: SqlConfig,
+    pub l1: L1Settings,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
+            backend: StoreBackend::Sqlite,
             snapshot_every_events: 50,
             snapshot_interval: "30s".into(),
+            sql: SqlConfig::default(),
+            l1: L1Settings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Sqlite,
+    Mysql,
+    Postgres,
+}
+
+/// Hot states (L1): each worker's memory, or Redis shared by all workers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct L1Settings {
+    pub backend: L1Backend,
+    pub redis: RedisL1Config,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L1Backend {
+    #[default]
+    Memory,
+    Redis,
+}
+
+/// Membership of separate worker processes (`colloquy worker`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// Redis holding the members and partition leases.
+    pub redis_url: String,
+    /// Prefix of those keys; deployments sharing a Redis need distinct ones.
+    pub key_prefix: String,
+    /// A worker that stopped heartbeating is gone after this long, and its
+    /// partitions move to the others.
+    pub member_ttl: String,
+    /// How often workers heartbeat and look for ring changes.
+    pub heartbeat: String,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            redis_url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "colloquy".into(),
+            member_ttl: "3s".into(),
+            heartbeat: "250ms".into(),
         }
     }
 }
@@ -179,6 +256,8 @@ impl Config {
             ("server.request_timeout", &self.server.request_timeout),
             ("server.header_timeout", &self.server.header_timeout),
             ("store.snapshot_interval", &self.store.snapshot_interval),
+            ("cluster.member_ttl", &self.cluster.member_ttl),
+            ("cluster.heartbeat", &self.cluster.heartbeat),
         ] {
             if colloquy_core::bot::parse_duration_ms(v).is_none() {
                 bail!("{field}: `{v}` is not a duration (e.g. 500ms, 30s, 5m)");
@@ -196,6 +275,18 @@ impl Config {
             bail!("limits.max_wait_ms: at most 10000");
         }
         colloquy_gateway::input::InputPolicy::new(&self.limits).map_err(|e| anyhow::anyhow!(e))?;
+        if matches!(
+            self.store.backend,
+            StoreBackend::Mysql | StoreBackend::Postgres
+        ) {
+            self.store
+                .sql
+                .validate()
+                .map_err(|e| anyhow::anyhow!("store.sql: {e}"))?;
+        }
+        if Config::ms(&self.cluster.heartbeat) * 2 > Config::ms(&self.cluster.member_ttl) {
+            bail!("cluster.member_ttl must be at least twice cluster.heartbeat, or live workers expire between heartbeats");
+        }
         Ok(())
     }
 

@@ -7,6 +7,7 @@ mod check;
 mod config;
 mod keys;
 mod nlu_eval;
+mod roles;
 mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -46,6 +47,14 @@ enum Command {
     /// Run every role in one process on the embedded backends: HTTP and
     /// WebSocket gateway, bus, NLU and policy stages, store.
     Serve(serve::ServeArgs),
+    /// Run the HTTP/WebSocket gateway alone (on Kafka): accepts messages onto
+    /// the bus and pushes the replies workers publish.
+    Gateway(serve::ServeArgs),
+    /// Run stage workers alone (on Kafka, with Redis for membership): they
+    /// share the partitions by a consistent-hash ring over the live workers.
+    Worker(roles::WorkerArgs),
+    /// Create or upgrade the schema of the configured SQL store (every shard).
+    Migrate(serve::ServeArgs),
     /// Print a development token (HS256) that the server with the same
     /// settings accepts.
     Token(serve::TokenArgs),
@@ -85,6 +94,9 @@ fn main() -> ExitCode {
         Command::Check { paths } => check::run(&paths),
         Command::Chat(args) => chat::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Gateway(args) => roles::gateway_role(args),
+        Command::Worker(args) => roles::worker_role(args),
+        Command::Migrate(args) => roles::migrate(args),
         Command::Token(args) => serve::token(args),
         Command::Bench(args) => bench::run(args),
         Command::Nlu {

@@ -39,7 +39,7 @@ pub use postgres::PgStore;
 use crate::{check_append, ConversationStore, Snapshot, StoreError};
 use async_trait::async_trait;
 use colloquy_core::{Event, State};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::database::HasStatementCache;
 use sqlx::error::DatabaseError;
@@ -102,12 +102,12 @@ fn snapshots_table(shard: u8) -> String {
 /// range = "32-63"
 /// url = "mysql://root@10.0.0.2/colloquy"
 /// ```
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqlConfig {
     /// Database of every shard that no `shards` entry routes elsewhere.
     /// Without it the `shards` entries must cover all 64 shards.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Ranges of shards held by other databases; each shard at most once.
     #[serde(default)]
@@ -128,7 +128,7 @@ pub struct SqlConfig {
 }
 
 /// `range` is `"A-B"` (inclusive) or a single shard `"N"`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShardRoute {
     pub range: String,
@@ -146,6 +146,17 @@ fn default_connect_timeout_ms() -> u64 {
 }
 fn default_query_timeout_ms() -> u64 {
     10_000
+}
+
+/// No database yet, default limits: what the binary's config holds until
+/// `[store.sql]` names one.
+impl Default for SqlConfig {
+    fn default() -> Self {
+        SqlConfig {
+            url: None,
+            ..SqlConfig::single("")
+        }
+    }
 }
 
 impl SqlConfig {
