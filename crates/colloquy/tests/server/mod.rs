@@ -174,21 +174,30 @@ pub async fn wait_all_processed(
         let mut missing = 0;
         let mut problems = Vec::new();
         for (user, ids) in acked {
-            let v: Value = c
-                .get(format!("{base}/v1/conversations/{user}/events?limit=1000"))
-                .bearer_auth(&admin)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let events = v["events"].as_array().unwrap();
-            assert!(events.len() < 1000, "test assumes one page");
+            let mut events = Vec::new();
+            loop {
+                let v: Value = c
+                    .get(format!(
+                        "{base}/v1/conversations/{user}/events?limit=1000&after={}",
+                        events.len()
+                    ))
+                    .bearer_auth(&admin)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let page = v["events"].as_array().unwrap();
+                events.extend(page.iter().cloned());
+                if page.len() < 1000 {
+                    break;
+                }
+            }
             let mut said: BTreeMap<String, usize> = BTreeMap::new();
             let mut replied: BTreeSet<String> = BTreeSet::new();
             let mut current = None;
-            for e in events {
+            for e in &events {
                 match e["type"].as_str().unwrap() {
                     "user_said" => {
                         let m = e["message_id"].as_str().unwrap().to_string();
