@@ -306,6 +306,7 @@ impl KafkaBus {
         let consumer = self.group_consumer(group)?;
         let (admin, timeout, name) = (Arc::clone(&self.admin), self.timeout, topic.to_string());
         let lags = blocking(move || {
+            serve_events(&consumer);
             let mut tpl = TopicPartitionList::with_capacity(count as usize);
             for partition in 0..count {
                 tpl.add_partition(&name, partition as i32);
