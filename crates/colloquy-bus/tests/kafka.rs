@@ -79,6 +79,12 @@ async fn runner_retries_then_succeeds() {
 }
 
 #[tokio::test]
+async fn runner_waits_out_an_unavailable_dependency() {
+    let (_broker, bus) = fresh();
+    conformance::runner_waits_out_an_unavailable_dependency(bus).await;
+}
+
+#[tokio::test]
 async fn runner_dead_letters_after_max_attempts() {
     let (_broker, bus) = fresh();
     conformance::runner_dead_letters_after_max_attempts(bus).await;
