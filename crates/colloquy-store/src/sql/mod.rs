@@ -36,6 +36,7 @@ pub mod postgres;
 pub use mysql::MySqlStore;
 pub use postgres::PgStore;
 
+use crate::sqlite::WriterStats;
 use crate::{check_append, ConversationStore, Snapshot, StoreError};
 use async_trait::async_trait;
 use colloquy_core::{Event, State};
@@ -52,6 +53,7 @@ use sqlx::{
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -391,6 +393,9 @@ pub trait Dialect: sqlx::Database + HasStatementCache + sealed::Sealed {
     /// Follows `INSERT INTO {table} (user_id, seq, ts_ms, body, hmac)
     /// VALUES ..`: keep the row with the higher seq, the new one on a tie.
     const SNAPSHOT_UPSERT: &'static str;
+    /// Whether the writers inline values into their one-off statements
+    /// rather than bind them (see `Statement`).
+    const INLINE_VALUES: bool;
     /// Serializes migrations of one database across processes; a query
     /// returning 1 once the session holds the lock.
     const LOCK: &'static str;
@@ -430,6 +435,8 @@ struct Link<DB: sqlx::Database> {
     label: String,
     shards: Vec<u8>,
     timeout: Duration,
+    commits: AtomicU64,
+    requests: AtomicU64,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -492,6 +499,16 @@ fn to_u64(label: &str, n: Option<i64>) -> Result<u64, StoreError> {
 }
 
 impl<DB: sqlx::Database> SqlStore<DB> {
+    /// Group commits of all databases, for metrics.
+    pub fn stats(&self) -> WriterStats {
+        let mut stats = WriterStats::default();
+        for db in &self.databases {
+            stats.commits += db.link.commits.load(Ordering::Relaxed);
+            stats.requests += db.link.requests.load(Ordering::Relaxed);
+        }
+        stats
+    }
+
     fn database(&self, user_id: &str) -> (&Database<DB>, u8) {
         let shard = shard_of(user_id);
         (&self.databases[self.route[shard as usize]], shard)
@@ -644,6 +661,8 @@ where
             label,
             shards,
             timeout: Duration::from_millis(config.query_timeout_ms),
+            commits: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
         })
     }
 
@@ -860,6 +879,9 @@ where
             .await
             .map_err(error)?;
         tx.commit().await.map_err(error)?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.requests
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         Ok(results
             .into_iter()
             .map(|r| r.expect("every request has a result"))
@@ -981,17 +1003,18 @@ where
         users.dedup();
         let mut last = HashMap::with_capacity(users.len());
         for chunk in users.chunks(MAX_BATCH) {
-            let mut query = QueryBuilder::<DB>::new("SELECT ");
-            let mut columns = query.separated(", ");
-            for &(user, shard) in chunk {
-                columns.push(format!(
+            let mut query = Statement::<DB>::new("SELECT ");
+            for (i, &(user, shard)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    query.sql(", ");
+                }
+                query.sql(&format!(
                     "(SELECT MAX(seq) FROM {} WHERE user_id = ",
                     events_table(shard)
                 ));
-                columns.push_bind_unseparated(user);
-                columns.push_unseparated(")");
+                query.text(user).sql(")");
             }
-            let row = query.build().persistent(false).fetch_one(&mut *tx).await?;
+            let row = query.fetch_one(tx).await?;
             for (i, &(user, _)) in chunk.iter().enumerate() {
                 last.insert(user, row.try_get::<Option<i64>, _>(i)?);
             }
@@ -1034,11 +1057,13 @@ where
         }
         ids.sort_unstable();
         for chunk in ids.chunks(ROWS_PER_INSERT) {
-            let mut query = QueryBuilder::<DB>::new("INSERT INTO event_ids (event_id, user_id) ");
-            query.push_values(chunk, |mut row, &(id, user)| {
-                row.push_bind(id).push_bind(user);
-            });
-            query.build().persistent(false).execute(&mut *tx).await?;
+            let mut query =
+                Statement::<DB>::new("INSERT INTO event_ids (event_id, user_id) VALUES ");
+            for (i, &(id, user)) in chunk.iter().enumerate() {
+                query.sql(if i == 0 { "(" } else { ", (" });
+                query.text(id).sql(", ").text(user).sql(")");
+            }
+            query.execute(tx).await?;
         }
         for (shard, rows) in &mut rows {
             rows.sort_unstable_by_key(|&(user, r)| (user, r.seq));
@@ -1052,18 +1077,17 @@ where
                 }
                 let (chunk, tail) = rest.split_at(n);
                 rest = tail;
-                let mut query = QueryBuilder::<DB>::new(format!(
-                    "INSERT INTO {} (user_id, seq, event_id, ts_ms, body) ",
+                let mut query = Statement::<DB>::new(&format!(
+                    "INSERT INTO {} (user_id, seq, event_id, ts_ms, body) VALUES ",
                     events_table(*shard)
                 ));
-                query.push_values(chunk, |mut row, &(user, r)| {
-                    row.push_bind(user)
-                        .push_bind(r.seq)
-                        .push_bind(r.event_id.as_str())
-                        .push_bind(r.ts_ms)
-                        .push_bind(r.body.as_str());
-                });
-                query.build().persistent(false).execute(&mut *tx).await?;
+                for (i, &(user, r)) in chunk.iter().enumerate() {
+                    query.sql(if i == 0 { "(" } else { ", (" });
+                    query.text(user).sql(", ").int(r.seq).sql(", ");
+                    query.text(&r.event_id).sql(", ").int(r.ts_ms).sql(", ");
+                    query.text(&r.body).sql(")");
+                }
+                query.execute(tx).await?;
             }
         }
         Ok(())
@@ -1096,23 +1120,88 @@ where
         for (shard, rows) in by_shard {
             for chunk in rows.chunks(ROWS_PER_INSERT) {
                 let table = snapshots_table(shard);
-                let mut query = QueryBuilder::<DB>::new(format!(
-                    "INSERT INTO {table} (user_id, seq, ts_ms, body, hmac) "
+                let mut query = Statement::<DB>::new(&format!(
+                    "INSERT INTO {table} (user_id, seq, ts_ms, body, hmac) VALUES "
                 ));
-                query.push_values(chunk, |mut row, s| {
-                    row.push_bind(s.user_id.as_str())
-                        .push_bind(s.seq)
-                        .push_bind(s.ts_ms)
-                        .push_bind(s.body.as_str())
-                        .push_bind(s.hmac.as_str());
-                });
+                for (i, s) in chunk.iter().enumerate() {
+                    query.sql(if i == 0 { "(" } else { ", (" });
+                    query.text(&s.user_id).sql(", ").int(s.seq).sql(", ");
+                    query.int(s.ts_ms).sql(", ").text(&s.body).sql(", ");
+                    query.text(&s.hmac).sql(")");
+                }
                 query
-                    .push(" ")
-                    .push(DB::SNAPSHOT_UPSERT.replace("{table}", &table));
-                query.build().persistent(false).execute(&mut *tx).await?;
+                    .sql(" ")
+                    .sql(&DB::SNAPSHOT_UPSERT.replace("{table}", &table));
+                query.execute(tx).await?;
             }
         }
         Ok(())
+    }
+}
+
+/// A one-off statement of the writers, whose shape (row count, tables)
+/// changes from group to group. On PostgreSQL it carries binds as usual. On
+/// MySQL its values are inlined, as hex literals (which nothing in a value
+/// can break out of), and it goes out over the text protocol: a one-off
+/// prepared statement costs a PREPARE and a CLOSE there, and the CLOSE,
+/// which the server does not answer, holds back the next request until the
+/// delayed ACK (tens of ms) because sqlx leaves Nagle's algorithm on.
+struct Statement<DB: Dialect> {
+    query: QueryBuilder<DB>,
+}
+
+impl<DB> Statement<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+{
+    fn new(sql: &str) -> Self {
+        Statement {
+            query: QueryBuilder::new(sql),
+        }
+    }
+
+    fn sql(&mut self, sql: &str) -> &mut Self {
+        self.query.push(sql);
+        self
+    }
+
+    fn text(&mut self, value: &str) -> &mut Self {
+        if DB::INLINE_VALUES {
+            self.query.push(format_args!("X'{}'", hex::encode(value)));
+        } else {
+            self.query.push_bind(value);
+        }
+        self
+    }
+
+    fn int(&mut self, value: i64) -> &mut Self {
+        if DB::INLINE_VALUES {
+            self.query.push(value);
+        } else {
+            self.query.push_bind(value);
+        }
+        self
+    }
+
+    async fn execute(mut self, conn: &mut DB::Connection) -> Result<(), sqlx::Error> {
+        if DB::INLINE_VALUES {
+            sqlx::raw_sql(self.query.into_sql()).execute(conn).await?;
+        } else {
+            self.query.build().persistent(false).execute(conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn fetch_one(mut self, conn: &mut DB::Connection) -> Result<DB::Row, sqlx::Error> {
+        if DB::INLINE_VALUES {
+            sqlx::raw_sql(self.query.into_sql()).fetch_one(conn).await
+        } else {
+            self.query.build().persistent(false).fetch_one(conn).await
+        }
     }
 }
 

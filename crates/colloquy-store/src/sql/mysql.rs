@@ -64,6 +64,7 @@ impl Dialect for MySql {
         body  = IF(VALUES(seq) >= seq, VALUES(body), body),
         hmac  = IF(VALUES(seq) >= seq, VALUES(hmac), hmac),
         seq   = IF(VALUES(seq) >= seq, VALUES(seq), seq)";
+    const INLINE_VALUES: bool = true;
     const LOCK: &'static str = "SELECT GET_LOCK('colloquy_migrate', 60)";
     const UNLOCK: &'static str = "SELECT RELEASE_LOCK('colloquy_migrate')";
 

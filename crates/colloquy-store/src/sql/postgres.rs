@@ -51,6 +51,7 @@ impl Dialect for Postgres {
         SET seq = EXCLUDED.seq, ts_ms = EXCLUDED.ts_ms, body = EXCLUDED.body, hmac = EXCLUDED.hmac
         WHERE EXCLUDED.seq >= {table}.seq";
     // A constant of this crate's own ("colloquy" in ASCII) as the key.
+    const INLINE_VALUES: bool = false;
     const LOCK: &'static str =
         "SELECT CAST(1 AS BIGINT) FROM (SELECT pg_advisory_lock(7165064745151722873)) AS l";
     const UNLOCK: &'static str = "SELECT pg_advisory_unlock(7165064745151722873)";
