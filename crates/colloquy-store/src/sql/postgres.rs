@@ -51,10 +51,24 @@ impl Dialect for Postgres {
         SET seq = EXCLUDED.seq, ts_ms = EXCLUDED.ts_ms, body = EXCLUDED.body, hmac = EXCLUDED.hmac
         WHERE EXCLUDED.seq >= {table}.seq";
     // A constant of this crate's own ("colloquy" in ASCII) as the key.
-    const INLINE_VALUES: bool = false;
     const LOCK: &'static str =
         "SELECT CAST(1 AS BIGINT) FROM (SELECT pg_advisory_lock(7165064745151722873)) AS l";
     const UNLOCK: &'static str = "SELECT pg_advisory_unlock(7165064745151722873)";
+
+    // An escape string (E'..') treats backslashes the same whatever
+    // standard_conforming_strings says; doubling both it and the quote
+    // leaves nothing special inside.
+    fn literal(sql: &mut String, value: &str) {
+        sql.push_str("E'");
+        for c in value.chars() {
+            match c {
+                '\\' => sql.push_str("\\\\"),
+                '\'' => sql.push_str("''"),
+                c => sql.push(c),
+            }
+        }
+        sql.push('\'');
+    }
 
     fn options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
         // Room for the per-shard statements of all 64 shards.

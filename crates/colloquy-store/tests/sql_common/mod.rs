@@ -280,6 +280,57 @@ pub async fn unmigrated_and_newer_schemas_are_refused(server: &Server) {
     server.cleanup().await;
 }
 
+/// Values the writers inline as literals come back byte for byte, and
+/// user ids are told apart exactly (no case folding, no trailing-space
+/// padding), with the NUL that neither server keys on refused up front.
+pub async fn awkward_user_ids_stay_apart(server: &Server) {
+    let (_, config) = server.migrated().await;
+    let store = sql::connect(&config).await.unwrap();
+    let users = [
+        "alice",
+        "Alice",
+        "alice ",
+        "o'brien\\",
+        "x'); DROP TABLE events_00; --",
+        "E'\\'' || '",
+        "用户-😀",
+    ];
+    for (i, user) in users.iter().enumerate() {
+        let events = conformance::events(user, 0, i + 1, 1, "m");
+        store.append(user, 0, &events).await.unwrap();
+        let state = colloquy_core::State::from_events(user, &events);
+        store
+            .put_snapshot(&conformance::key().sign(&state))
+            .await
+            .unwrap();
+    }
+    for (i, user) in users.iter().enumerate() {
+        let events = conformance::events(user, 0, i + 1, 1, "m");
+        assert_eq!(
+            store.events_after(user, 0, 100).await.unwrap(),
+            events,
+            "{user:?}"
+        );
+        let snapshot = store.get_snapshot(user).await.unwrap().expect("snapshot");
+        assert_eq!(snapshot.user_id, *user);
+        assert_eq!(snapshot.seq, i as u64 + 1, "{user:?}");
+    }
+    let nul = "a\0b";
+    let err = store
+        .append(nul, 0, &conformance::events(nul, 0, 1, 1, "m"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    let long = "u".repeat(256);
+    let err = store
+        .append(&long, 0, &conformance::events(&long, 0, 1, 1, "m"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    drop(store);
+    server.cleanup().await;
+}
+
 /// Two stores on one database, as two worker processes would be: of
 /// concurrent appends for one user exactly one wins, and the loser sees the
 /// winner's seq, even though neither store's writer knows of the other.
