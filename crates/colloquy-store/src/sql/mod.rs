@@ -12,6 +12,12 @@
 //! one each. Every database also has `colloquy_schema` (schema version per
 //! shard it holds) and `event_ids` (every event id stored in its shards).
 //!
+//! Event ids are therefore unique per database, across all of its shards
+//! (a unique key per shard table would miss an id reused by a user of
+//! another shard), but not across databases: that would take a distributed
+//! transaction. Ids derive from the user and the message, so only a forged
+//! id could collide across users.
+//!
 //! # Using it
 //!
 //! ```no_run
@@ -27,8 +33,19 @@
 //!
 //! Appends and snapshot writes of all users go through a few writer tasks
 //! per database that group whatever is queued into one transaction, paying
-//! one commit (one fsync) for all of it; see [`Database`]'s writer. Reads go
-//! straight to the pool.
+//! one commit (one fsync) for all of it. Within a group each append still
+//! stands alone: its expected seq is checked against one read of every
+//! user's last seq (plus the group's own earlier appends), and all accepted
+//! rows go in as a few multi-row INSERTs. If one of those hits a unique key
+//! (another process appended for the same user, or an event id repeats),
+//! the group is redone append by append under savepoints, so that only the
+//! offending append fails. The primary key (user_id, seq) is what keeps a
+//! log from forking between processes. Reads go straight to the pool.
+//!
+//! Connection loss, timeouts, deadlocks and the like are
+//! [`ErrorKind::Transient`](crate::ErrorKind::Transient): retry them. A
+//! group whose commit was cut off may or may not have committed: a retry
+//! then meets a conflict, and the reloaded log shows which it was.
 
 pub mod mysql;
 pub mod postgres;
@@ -846,7 +863,7 @@ where
                 Ok(results) => results,
                 Err(e) => {
                     // The outcome is unknown: the commit may or may not have
-                    // happened. Callers retry; their event ids then tell.
+                    // happened. Callers retry and reload on the conflict.
                     tracing::warn!(database = %self.label, error = %e, requests = batch.len(),
                         "SQL group commit failed");
                     let message = e.to_string();

@@ -1,4 +1,4 @@
-//! PostgreSQL. Its default READ COMMITTED is what the writers need; text
+//! PostgreSQL. Writers run at READ COMMITTED (the usual default); text
 //! columns use the "C" collation, which compares bytes (users are told
 //! apart exactly) and keeps the key indexes cheap.
 
@@ -14,7 +14,10 @@ pub type PgStore = SqlStore<Postgres>;
 
 impl Dialect for Postgres {
     const KIND: DialectKind = DialectKind::Postgres;
-    const SESSION_SETUP: &'static [&'static str] = &[];
+    // The server's default, unless someone changed it: the conflict check
+    // must see other processes' commits, not a snapshot.
+    const SESSION_SETUP: &'static [&'static str] =
+        &["SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED"];
     const CREATE_SCHEMA_TABLE: &'static str = "
         CREATE TABLE IF NOT EXISTS colloquy_schema (
             shard   BIGINT NOT NULL PRIMARY KEY,
