@@ -95,6 +95,9 @@ const MAX_BATCH: usize = 512;
 const ROWS_PER_INSERT: usize = 1000;
 /// Body bytes per multi-row INSERT, under MySQL's default 16 MiB packet.
 const BYTES_PER_INSERT: usize = 4 << 20;
+/// SQL text sent in one round trip (several statements), under MySQL's
+/// default 16 MiB packet even with hex doubling a full INSERT.
+const BYTES_PER_SCRIPT: usize = 8 << 20;
 
 /// The logical shard of a user: the first byte of SHA-256 over the user
 /// id's UTF-8 bytes, modulo 64 (e.g. `sha256sum` in a shell gives the same).
@@ -1092,6 +1095,7 @@ where
             return Ok(());
         }
         ids.sort_unstable();
+        let mut statements = Vec::new();
         for chunk in ids.chunks(ROWS_PER_INSERT) {
             let mut query =
                 Statement::<DB>::new("INSERT INTO event_ids (event_id, user_id) VALUES ");
@@ -1099,7 +1103,7 @@ where
                 query.sql(if i == 0 { "(" } else { ", (" });
                 query.text(id).sql(", ").text(user).sql(")");
             }
-            query.execute(tx).await?;
+            statements.push(query);
         }
         for (shard, rows) in &mut rows {
             rows.sort_unstable_by_key(|&(user, r)| (user, r.seq));
@@ -1123,10 +1127,10 @@ where
                     query.text(&r.event_id).sql(", ").int(r.ts_ms).sql(", ");
                     query.text(&r.body).sql(")");
                 }
-                query.execute(tx).await?;
+                statements.push(query);
             }
         }
-        Ok(())
+        Statement::execute_all(statements, tx).await
     }
 
     /// The group's snapshot writes, newest per user only (an upsert may not
@@ -1153,6 +1157,7 @@ where
         for ((shard, _), row) in newest {
             by_shard.entry(shard).or_default().push(row);
         }
+        let mut statements = Vec::new();
         for (shard, rows) in by_shard {
             for chunk in rows.chunks(ROWS_PER_INSERT) {
                 let table = snapshots_table(shard);
@@ -1168,10 +1173,10 @@ where
                 query
                     .sql(" ")
                     .sql(&DB::SNAPSHOT_UPSERT.replace("{table}", &table));
-                query.execute(tx).await?;
+                statements.push(query);
             }
         }
-        Ok(())
+        Statement::execute_all(statements, tx).await
     }
 }
 
@@ -1219,8 +1224,31 @@ where
         sqlx::raw_sql(sqlx::AssertSqlSafe(self.sql))
     }
 
-    async fn execute(self, conn: &mut DB::Connection) -> Result<(), sqlx::Error> {
-        self.run().execute(conn).await.map(drop)
+    /// Several statements, as few round trips as the size bound allows
+    /// (both servers take `;`-separated scripts over this protocol); the
+    /// first failing statement stops the rest and is the error.
+    async fn execute_all(
+        statements: Vec<Statement<DB>>,
+        conn: &mut DB::Connection,
+    ) -> Result<(), sqlx::Error> {
+        let mut script: Option<Statement<DB>> = None;
+        for statement in statements {
+            script = Some(match script {
+                Some(mut script) if script.sql.len() + statement.sql.len() < BYTES_PER_SCRIPT => {
+                    script.sql("; ").sql(&statement.sql);
+                    script
+                }
+                Some(full) => {
+                    full.run().execute(&mut *conn).await?;
+                    statement
+                }
+                None => statement,
+            });
+        }
+        if let Some(script) = script {
+            script.run().execute(conn).await?;
+        }
+        Ok(())
     }
 
     async fn fetch_one(self, conn: &mut DB::Connection) -> Result<DB::Row, sqlx::Error> {
