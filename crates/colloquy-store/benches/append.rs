@@ -1,29 +1,172 @@
-//! Append throughput and latency of `SqliteStore` under concurrent users,
-//! each appending 3-event messages back to back, as workers would.
+//! Append throughput and latency of a store under concurrent users, each
+//! appending 3-event messages back to back, as workers would.
 //!
-//! `cargo bench -p colloquy-store --bench append`; results also go to
-//! `bench-results/store.json` under the workspace root, or under the
-//! directory in `COLLOQUY_BENCH_OUT`.
+//! `cargo bench -p colloquy-store --bench append -- [sqlite|mysql|postgres]`
+//! (or `COLLOQUY_BENCH_BACKEND`; default sqlite). The SQL servers are the
+//! ones of the tests (`COLLOQUY_TEST_MYSQL_URL`, `COLLOQUY_TEST_POSTGRES_URL`):
+//! the bench creates a scratch database there and drops it afterwards.
+//! Results also go to `bench-results/store.json` (SQLite) or
+//! `store-<backend>.json` under the workspace root, or under the directory
+//! in `COLLOQUY_BENCH_OUT`.
 
-use colloquy_store::{conformance, ConversationStore, SqliteStore};
+use colloquy_store::sql::{self, SqlConfig};
+use colloquy_store::sqlite::WriterStats;
+use colloquy_store::{conformance, ConversationStore, MySqlStore, PgStore, SqliteStore};
 use serde_json::json;
+use sqlx::{Connection, MySqlConnection, PgConnection};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const USERS: [usize; 3] = [1, 64, 512];
+const USERS: [usize; 4] = [1, 64, 512, 2048];
 const EVENTS_PER_APPEND: usize = 3;
 const RUN_FOR: Duration = Duration::from_secs(3);
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    MySql,
+    Postgres,
+}
+
+impl Backend {
+    fn from_args() -> Backend {
+        // `cargo bench` adds `--bench`; the backend is the one plain word.
+        let name = std::env::args()
+            .skip(1)
+            .find(|a| !a.starts_with('-'))
+            .or_else(|| std::env::var("COLLOQUY_BENCH_BACKEND").ok())
+            .unwrap_or_else(|| "sqlite".into());
+        match name.as_str() {
+            "sqlite" => Backend::Sqlite,
+            "mysql" | "mariadb" => Backend::MySql,
+            "postgres" | "postgresql" => Backend::Postgres,
+            other => panic!("unknown backend {other:?}: sqlite, mysql or postgres"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::MySql => "mysql",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    /// The server's admin URL (no database) for the SQL backends.
+    fn server(self) -> String {
+        let (env, default) = match self {
+            Backend::Sqlite => unreachable!("SQLite needs no server"),
+            Backend::MySql => ("COLLOQUY_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306"),
+            Backend::Postgres => (
+                "COLLOQUY_TEST_POSTGRES_URL",
+                "postgres://postgres@127.0.0.1:5432",
+            ),
+        };
+        std::env::var(env)
+            .unwrap_or_else(|_| default.into())
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    async fn admin(self, sql: String) {
+        let server = self.server();
+        let sql = sqlx::AssertSqlSafe(sql);
+        let done = match self {
+            Backend::Sqlite => unreachable!("SQLite needs no server"),
+            Backend::MySql => match MySqlConnection::connect(&server).await {
+                Ok(mut conn) => sqlx::raw_sql(sql).execute(&mut conn).await.map(drop),
+                Err(e) => Err(e),
+            },
+            Backend::Postgres => match PgConnection::connect(&format!("{server}/postgres")).await {
+                Ok(mut conn) => sqlx::raw_sql(sql).execute(&mut conn).await.map(drop),
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = done {
+            panic!("{} at {server}: {e}", self.name());
+        }
+    }
+}
+
+/// A store of the backend under test, empty, and what removes it.
+enum Bench {
+    Sqlite(Arc<SqliteStore>, tempfile::TempDir),
+    MySql(Arc<MySqlStore>, String),
+    Postgres(Arc<PgStore>, String),
+}
+
+impl Bench {
+    async fn open(backend: Backend, run: usize) -> Bench {
+        if backend == Backend::Sqlite {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = SqliteStore::open(dir.path()).expect("open store");
+            return Bench::Sqlite(Arc::new(store), dir);
+        }
+        let name = format!("colloquy_bench_{}_{run}", std::process::id());
+        backend.admin(format!("CREATE DATABASE {name}")).await;
+        let config = SqlConfig::single(format!("{}/{name}", backend.server()));
+        sql::migrate(&config).await.expect("migrate");
+        match backend {
+            Backend::MySql => Bench::MySql(
+                Arc::new(MySqlStore::connect(&config).await.expect("connect")),
+                name,
+            ),
+            _ => Bench::Postgres(
+                Arc::new(PgStore::connect(&config).await.expect("connect")),
+                name,
+            ),
+        }
+    }
+
+    fn store(&self) -> Arc<dyn ConversationStore> {
+        match self {
+            Bench::Sqlite(s, _) => s.clone(),
+            Bench::MySql(s, _) => s.clone(),
+            Bench::Postgres(s, _) => s.clone(),
+        }
+    }
+
+    fn stats(&self) -> WriterStats {
+        match self {
+            Bench::Sqlite(s, _) => s.stats(),
+            Bench::MySql(s, _) => s.stats(),
+            Bench::Postgres(s, _) => s.stats(),
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            // The store's writer must be gone before its directory is.
+            Bench::Sqlite(store, dir) => {
+                drop(store);
+                drop(dir);
+            }
+            Bench::MySql(store, name) => {
+                drop(store);
+                Backend::MySql.admin(format!("DROP DATABASE {name}")).await;
+            }
+            Bench::Postgres(store, name) => {
+                drop(store);
+                Backend::Postgres
+                    .admin(format!("DROP DATABASE {name} WITH (FORCE)"))
+                    .await;
+            }
+        }
+    }
+}
+
 fn main() {
+    let backend = Backend::from_args();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let results: Vec<_> = USERS
         .iter()
-        .map(|&users| runtime.block_on(run(users)))
+        .enumerate()
+        .map(|(run, &users)| runtime.block_on(run_one(backend, run, users)))
         .collect();
     let report = json!({
         "bench": "store_append",
-        "backend": "sqlite",
+        "backend": backend.name(),
         "events_per_append": EVENTS_PER_APPEND,
         "seconds_per_run": RUN_FOR.as_secs_f64(),
         "results": results,
@@ -37,15 +180,19 @@ fn main() {
                 .join("bench-results")
         });
     std::fs::create_dir_all(&dir).expect("create the results directory");
-    let path = dir.join("store.json");
+    let file = match backend {
+        Backend::Sqlite => "store.json".to_string(),
+        other => format!("store-{}.json", other.name()),
+    };
+    let path = dir.join(file);
     std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap() + "\n")
         .expect("write results");
     println!("wrote {}", path.display());
 }
 
-async fn run(users: usize) -> serde_json::Value {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(SqliteStore::open(dir.path()).expect("open store"));
+async fn run_one(backend: Backend, run: usize, users: usize) -> serde_json::Value {
+    let bench = Bench::open(backend, run).await;
+    let store = bench.store();
     let start = Instant::now();
     let deadline = start + RUN_FOR;
     let tasks: Vec<_> = (0..users)
@@ -72,7 +219,9 @@ async fn run(users: usize) -> serde_json::Value {
     let elapsed = start.elapsed().as_secs_f64();
     latencies.sort_unstable();
     let ms = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
-    let stats = store.stats();
+    let stats = bench.stats();
+    drop(store);
+    bench.close().await;
     let appends = latencies.len() as f64;
     let result = json!({
         "users": users,
@@ -85,7 +234,8 @@ async fn run(users: usize) -> serde_json::Value {
         "p99_ms": ms(0.99),
     });
     println!(
-        "users {users:>4}: {:>8.0} appends/s {:>8.0} events/s  {} commits (mean batch {:.1})  p50 {:.2} ms  p99 {:.2} ms",
+        "{:>8} users {users:>4}: {:>8.0} appends/s {:>8.0} events/s  {} commits (mean batch {:.1})  p50 {:.2} ms  p99 {:.2} ms",
+        backend.name(),
         appends / elapsed,
         appends * EVENTS_PER_APPEND as f64 / elapsed,
         stats.commits,

@@ -44,3 +44,13 @@ async fn postgres_two_processes_one_log() {
 async fn postgres_lost_server_is_transient_and_comes_back() {
     sql_common::lost_server_is_transient_and_comes_back(&server().await).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_awkward_user_ids_stay_apart() {
+    sql_common::awkward_user_ids_stay_apart(&server().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_one_bad_append_spares_its_group() {
+    sql_common::one_bad_append_spares_its_group(&server().await).await;
+}

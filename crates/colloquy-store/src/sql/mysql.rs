@@ -30,7 +30,7 @@ const CREATE_SNAPSHOTS: &str = "
         seq     BIGINT NOT NULL,
         ts_ms   BIGINT NOT NULL,
         body    LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
-        hmac    VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL
+        hmac    VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NOT NULL
     ) ENGINE = InnoDB";
 
 /// Event ids are unique through this table (one per database) rather than
@@ -66,6 +66,14 @@ impl Dialect for MySql {
         seq   = IF(VALUES(seq) >= seq, VALUES(seq), seq)";
     const LOCK: &'static str = "SELECT GET_LOCK('colloquy_migrate', 60)";
     const UNLOCK: &'static str = "SELECT RELEASE_LOCK('colloquy_migrate')";
+
+    // Hex digits only: immune to sql_mode (NO_BACKSLASH_ESCAPES) and to the
+    // connection's character set.
+    fn literal(sql: &mut String, value: &str) {
+        sql.push_str("X'");
+        sql.push_str(&hex::encode(value));
+        sql.push('\'');
+    }
 
     fn options(url: &str) -> Result<MySqlConnectOptions, sqlx::Error> {
         // Room for the per-shard statements of all 64 shards.

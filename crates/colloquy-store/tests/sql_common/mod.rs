@@ -280,6 +280,108 @@ pub async fn unmigrated_and_newer_schemas_are_refused(server: &Server) {
     server.cleanup().await;
 }
 
+/// Values the writers inline as literals come back byte for byte, and
+/// user ids are told apart exactly (no case folding, no trailing-space
+/// padding), with the NUL that neither server keys on refused up front.
+pub async fn awkward_user_ids_stay_apart(server: &Server) {
+    let (_, config) = server.migrated().await;
+    let store = sql::connect(&config).await.unwrap();
+    let users = [
+        "alice",
+        "Alice",
+        "alice ",
+        "o'brien\\",
+        "x'); DROP TABLE events_00; --",
+        "E'\\'' || '",
+        "用户-😀",
+    ];
+    for (i, user) in users.iter().enumerate() {
+        let events = conformance::events(user, 0, i + 1, 1, "m");
+        store.append(user, 0, &events).await.unwrap();
+        let state = colloquy_core::State::from_events(user, &events);
+        store
+            .put_snapshot(&conformance::key().sign(&state))
+            .await
+            .unwrap();
+    }
+    for (i, user) in users.iter().enumerate() {
+        let events = conformance::events(user, 0, i + 1, 1, "m");
+        assert_eq!(
+            store.events_after(user, 0, 100).await.unwrap(),
+            events,
+            "{user:?}"
+        );
+        let snapshot = store.get_snapshot(user).await.unwrap().expect("snapshot");
+        assert_eq!(snapshot.user_id, *user);
+        assert_eq!(snapshot.seq, i as u64 + 1, "{user:?}");
+    }
+    let nul = "a\0b";
+    let err = store
+        .append(nul, 0, &conformance::events(nul, 0, 1, 1, "m"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    let long = "u".repeat(256);
+    let err = store
+        .append(&long, 0, &conformance::events(&long, 0, 1, 1, "m"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    drop(store);
+    server.cleanup().await;
+}
+
+/// Appends sent at once share group commits; one of them reusing a stored
+/// event id must fail alone (the group is redone append by append), and a
+/// stale one must conflict alone, while the rest commit.
+pub async fn one_bad_append_spares_its_group(server: &Server) {
+    let (_, config) = server.migrated().await;
+    let store = sql::connect(&config).await.unwrap();
+    let stored = conformance::events("alice", 0, 2, 1, "m");
+    store.append("alice", 0, &stored).await.unwrap();
+    let stolen = stored[0].event_id;
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let user = format!("group-{i}");
+                let mut events = conformance::events(&user, 0, 3, 1, "m");
+                match i {
+                    20 => events[1].event_id = stolen,
+                    40 => {
+                        return store
+                            .append("alice", 0, &conformance::events("alice", 0, 1, 1, "late"))
+                            .await
+                    }
+                    _ => {}
+                }
+                store.append(&user, 0, &events).await
+            })
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let result = task.await.unwrap();
+        match i {
+            20 => assert!(
+                matches!(result, Err(StoreError::DuplicateEvent { .. })),
+                "{result:?}"
+            ),
+            40 => assert!(
+                matches!(result, Err(StoreError::Conflict { actual: 2, .. })),
+                "{result:?}"
+            ),
+            _ => assert_eq!(result.unwrap(), 3, "append {i}"),
+        }
+        let user = format!("group-{i}");
+        let expected = if i == 20 || i == 40 { 0 } else { 3 };
+        let log = store.events_after(&user, 0, 10).await.unwrap();
+        assert_eq!(log.len(), expected, "{user}");
+    }
+    assert_eq!(store.events_after("alice", 0, 10).await.unwrap(), stored);
+    drop(store);
+    server.cleanup().await;
+}
+
 /// Two stores on one database, as two worker processes would be: of
 /// concurrent appends for one user exactly one wins, and the loser sees the
 /// winner's seq, even though neither store's writer knows of the other.
