@@ -434,6 +434,9 @@ pub trait Dialect: sqlx::Database + HasStatementCache + sealed::Sealed {
     /// break out of, whatever the session's settings. `value` has no NUL
     /// (callers check), which PostgreSQL would cut the query at.
     fn literal(sql: &mut String, value: &str);
+    /// Append to `sql` a query with a row `(i, MAX(seq))` for every user
+    /// `i` of `users` (shard, user id; sorted): NULL for an empty log.
+    fn last_seqs(sql: &mut String, users: &[(u8, &str)]);
 
     fn options(url: &str) -> Result<<Self::Connection as Connection>::Options, sqlx::Error>;
     /// Server error codes that pass: lost connections, shutdowns,
@@ -1038,35 +1041,30 @@ where
     }
 
     /// Last seq of every appending user (`None`: empty log), in one query
-    /// per few hundred users: a row of scalar subqueries, each one index
-    /// probe, whatever shard tables they are in.
+    /// per few hundred users, each user one index probe (see
+    /// [`Dialect::last_seqs`]).
     async fn last_seqs<'a>(
         &self,
         tx: &mut DB::Connection,
         appends: &[&'a Append],
     ) -> Result<HashMap<&'a str, Option<i64>>, sqlx::Error> {
-        let mut users: Vec<(&str, u8)> = appends
+        let mut users: Vec<(u8, &str)> = appends
             .iter()
-            .map(|a| (a.user_id.as_str(), a.shard))
+            .map(|a| (a.shard, a.user_id.as_str()))
             .collect();
         users.sort_unstable();
         users.dedup();
         let mut last = HashMap::with_capacity(users.len());
         for chunk in users.chunks(MAX_BATCH) {
-            let mut query = Statement::<DB>::new("SELECT ");
-            for (i, &(user, shard)) in chunk.iter().enumerate() {
-                if i > 0 {
-                    query.sql(", ");
-                }
-                query.sql(&format!(
-                    "(SELECT MAX(seq) FROM {} WHERE user_id = ",
-                    events_table(shard)
-                ));
-                query.text(user).sql(")");
-            }
-            let row = query.fetch_one(tx).await?;
-            for (i, &(user, _)) in chunk.iter().enumerate() {
-                last.insert(user, row.try_get::<Option<i64>, _>(i)?);
+            let mut query = Statement::<DB>::new("");
+            DB::last_seqs(&mut query.sql, chunk);
+            for row in query.fetch_all(tx).await? {
+                let at: i64 = row.try_get(0)?;
+                let user = usize::try_from(at)
+                    .ok()
+                    .and_then(|at| chunk.get(at))
+                    .ok_or_else(|| sqlx::Error::Protocol(format!("no user at {at}")))?;
+                last.insert(user.1, row.try_get::<Option<i64>, _>(1)?);
             }
         }
         Ok(last)
@@ -1262,8 +1260,8 @@ where
         Ok(())
     }
 
-    async fn fetch_one(self, conn: &mut DB::Connection) -> Result<DB::Row, sqlx::Error> {
-        self.run().fetch_one(conn).await
+    async fn fetch_all(self, conn: &mut DB::Connection) -> Result<Vec<DB::Row>, sqlx::Error> {
+        self.run().fetch_all(conn).await
     }
 }
 
