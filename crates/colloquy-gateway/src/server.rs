@@ -70,6 +70,7 @@ pub async fn serve(
         .keep_alive_timeout(keepalive);
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -97,8 +98,15 @@ pub async fn serve(
         );
         let (builder, watcher, header_timeout) =
             (builder.clone(), graceful.watcher(), limits.header_timeout);
+        let mut stopping = stopping.clone();
         tokio::spawn(async move {
-            if !protocol_known(&stream, header_timeout).await {
+            // A client that has not sent a byte yet has no request to
+            // finish: on shutdown it is dropped, not waited for.
+            let known = tokio::select! {
+                known = protocol_known(&stream, header_timeout) => known,
+                _ = stopping.changed() => false,
+            };
+            if !known {
                 return;
             }
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -109,6 +117,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    stop.send_replace(true);
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()

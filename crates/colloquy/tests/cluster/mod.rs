@@ -44,19 +44,7 @@ impl Proc {
 
     /// SIGTERM, then the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill -TERM");
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(30) {
-            if let Some(s) = self.child.try_wait().expect("try_wait") {
-                return s.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("{} did not stop within 30 s of SIGTERM", self.what);
+        crate::server::terminate(&mut self.child, &self.what, Duration::from_secs(30))
     }
 }
 

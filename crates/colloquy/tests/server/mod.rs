@@ -78,19 +78,26 @@ impl Server {
 
     /// SIGTERM, then the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill -TERM");
-        for _ in 0..200 {
-            if let Some(s) = self.child.try_wait().expect("try_wait") {
-                return s.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("server did not stop within 10 s of SIGTERM");
+        terminate(&mut self.child, "colloquy serve", Duration::from_secs(10))
     }
+}
+
+/// SIGTERM `child`, then its exit code; panics if it is still running
+/// after `within`.
+pub fn terminate(child: &mut Child, what: &str, within: Duration) -> Option<i32> {
+    let pid = child.id().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not stop within {within:?} of SIGTERM");
 }
 
 impl Drop for Server {
