@@ -10,13 +10,15 @@
 //! `bench-results/bus.json` (`bus-kafka.json`) under the workspace root, or
 //! under the directory in `COLLOQUY_BENCH_OUT`.
 
+#[path = "../../../benches/report.rs"]
+mod report;
+
 use async_trait::async_trait;
 use colloquy_bus::conformance::unique;
 use colloquy_bus::kafka::testing::TestBroker;
 use colloquy_bus::runner::{Handler, HandlerError, StageConfig, StageRunner};
 use colloquy_bus::{Bus, EmbeddedBus, EmbeddedConfig, KafkaBus, KafkaConfig, Record};
 use serde_json::json;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -139,18 +141,11 @@ fn main() {
         "publish": publish,
         "runner": runner,
     });
-    let dir = std::env::var_os("COLLOQUY_BENCH_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench-results"));
-    std::fs::create_dir_all(&dir).expect("create the results directory");
     let file = match backend {
         Backend::Embedded => "bus.json",
         Backend::Kafka { .. } => "bus-kafka.json",
     };
-    let path = dir.join(file);
-    std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap() + "\n")
-        .expect("write results");
-    println!("wrote {}", path.display());
+    report::write(file, &report);
 }
 
 async fn publish(backend: &Backend, publishers: usize) -> serde_json::Value {

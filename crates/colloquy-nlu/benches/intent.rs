@@ -1,11 +1,13 @@
 //! Intent classification benchmark on public data sets: CLINC150 (with
 //! out-of-scope queries), SNIPS and CAIS (Chinese). Reads the data from
 //! `$COLLOQUY_DATA` (default: `shared/data` beside the workspace), prints
-//! one line per data set and writes all reports as JSON to
-//! `$COLLOQUY_BENCH_OUT` (default: `bench-results/nlu.json` in the
-//! workspace).
+//! one line per data set and writes all reports as JSON to `nlu.json` in
+//! `$COLLOQUY_BENCH_OUT` (default: `bench-results/` in the workspace).
 //!
 //! Run with `cargo bench -p colloquy-nlu --bench intent`.
+
+#[path = "../../../benches/report.rs"]
+mod report;
 
 use colloquy_nlu::eval::{evaluate, EvalConfig, EvalReport, OOS};
 use std::collections::BTreeMap;
@@ -22,9 +24,6 @@ fn main() {
     let data = env::var_os("COLLOQUY_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("../shared/data"));
-    let out = env::var_os("COLLOQUY_BENCH_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("bench-results/nlu.json"));
 
     let mut reports = BTreeMap::new();
     println!(
@@ -60,12 +59,7 @@ fn main() {
         );
         reports.insert(name, report);
     }
-    if let Some(dir) = out.parent() {
-        fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-    }
-    let json = serde_json::to_string_pretty(&reports).expect("reports serialise");
-    fs::write(&out, json + "\n").unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
-    println!("wrote {}", out.display());
+    report::write("nlu.json", &reports);
 }
 
 fn read(path: &Path) -> String {

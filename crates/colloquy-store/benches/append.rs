@@ -9,12 +9,14 @@
 //! `store-<backend>.json` under the workspace root, or under the directory
 //! in `COLLOQUY_BENCH_OUT`.
 
+#[path = "../../../benches/report.rs"]
+mod report;
+
 use colloquy_store::sql::{self, SqlConfig};
 use colloquy_store::sqlite::WriterStats;
 use colloquy_store::{conformance, ConversationStore, MySqlStore, PgStore, SqliteStore};
 use serde_json::json;
 use sqlx::{Connection, MySqlConnection, PgConnection};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -171,23 +173,11 @@ fn main() {
         "seconds_per_run": RUN_FOR.as_secs_f64(),
         "results": results,
     });
-    let dir = std::env::var_os("COLLOQUY_BENCH_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2);
-            workspace
-                .expect("crate sits in crates/")
-                .join("bench-results")
-        });
-    std::fs::create_dir_all(&dir).expect("create the results directory");
     let file = match backend {
         Backend::Sqlite => "store.json".to_string(),
         other => format!("store-{}.json", other.name()),
     };
-    let path = dir.join(file);
-    std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap() + "\n")
-        .expect("write results");
-    println!("wrote {}", path.display());
+    report::write(&file, &report);
 }
 
 async fn run_one(backend: Backend, run: usize, users: usize) -> serde_json::Value {

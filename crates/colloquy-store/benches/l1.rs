@@ -8,12 +8,14 @@
 //! also go to `bench-results/l1.json` under the workspace root, or under
 //! the directory in `COLLOQUY_BENCH_OUT`.
 
+#[path = "../../../benches/report.rs"]
+mod report;
+
 use colloquy_core::{State, Value};
 use colloquy_store::l1::{HotStates, HotStats, RedisHotStates, RedisL1Config};
 use colloquy_store::SnapshotKey;
 use redis::aio::ConnectionManager;
 use serde_json::json;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -88,19 +90,7 @@ fn main() {
         "codec_per_s": codec,
         "stats": { "hits": stats.hits, "misses": stats.misses, "errors": stats.errors },
     });
-    let dir = std::env::var_os("COLLOQUY_BENCH_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2);
-            workspace
-                .expect("crate sits in crates/")
-                .join("bench-results")
-        });
-    std::fs::create_dir_all(&dir).expect("create the results directory");
-    let path = dir.join("l1.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap() + "\n")
-        .expect("write results");
-    println!("wrote {}", path.display());
+    report::write("l1.json", &report);
 }
 
 /// What each call costs in CPU before Redis sees it, on one core: signing
