@@ -33,17 +33,7 @@ async fn post(
 }
 
 async fn events(c: &reqwest::Client, s: &Server, user: &str, tok: &str, after: u64) -> Vec<Value> {
-    let r = c
-        .get(s.url(&format!(
-            "/v1/conversations/{user}/events?after={after}&limit=1000"
-        )))
-        .bearer_auth(tok)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
-    v["events"].as_array().unwrap().clone()
+    server::events_after(c, &s.url(""), user, tok, after).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

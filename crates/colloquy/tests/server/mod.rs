@@ -161,6 +161,36 @@ pub fn expired(user: &str) -> String {
     )
 }
 
+/// The user's whole event log after `after`, read through the server at
+/// `base` page by page.
+pub async fn events_after(
+    c: &reqwest::Client,
+    base: &str,
+    user: &str,
+    token: &str,
+    after: u64,
+) -> Vec<Value> {
+    let (mut events, mut after) = (Vec::new(), after);
+    loop {
+        let r = c
+            .get(format!(
+                "{base}/v1/conversations/{user}/events?limit=1000&after={after}"
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        let page = v["events"].as_array().unwrap();
+        events.extend(page.iter().cloned());
+        match page.last() {
+            Some(last) if page.len() == 1000 => after = last["seq"].as_u64().unwrap(),
+            _ => return events,
+        }
+    }
+}
+
 /// Message ids that got a 202, by user.
 pub type Acked = BTreeMap<String, BTreeSet<String>>;
 
@@ -181,26 +211,7 @@ pub async fn wait_all_processed(
         let mut missing = 0;
         let mut problems = Vec::new();
         for (user, ids) in acked {
-            let mut events = Vec::new();
-            loop {
-                let v: Value = c
-                    .get(format!(
-                        "{base}/v1/conversations/{user}/events?limit=1000&after={}",
-                        events.len()
-                    ))
-                    .bearer_auth(&admin)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                let page = v["events"].as_array().unwrap();
-                events.extend(page.iter().cloned());
-                if page.len() < 1000 {
-                    break;
-                }
-            }
+            let events = events_after(c, base, user, &admin, 0).await;
             let mut said: BTreeMap<String, usize> = BTreeMap::new();
             let mut replied: BTreeSet<String> = BTreeSet::new();
             let mut current = None;
