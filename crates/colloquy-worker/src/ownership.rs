@@ -122,6 +122,11 @@ impl Member {
         let task = tokio::spawn(
             Membership {
                 client,
+                scripts: Scripts {
+                    heartbeat: Script::new(HEARTBEAT),
+                    acquire: Script::new(ACQUIRE),
+                    release: Script::new(RELEASE),
+                },
                 conn: None,
                 id,
                 cfg,
@@ -182,8 +187,17 @@ impl Keys {
     }
 }
 
+/// The Lua scripts, hashed once: a script is sent by its SHA-1 and loaded
+/// into Redis only when Redis does not know it yet.
+struct Scripts {
+    heartbeat: Script,
+    acquire: Script,
+    release: Script,
+}
+
 struct Membership {
     client: redis::Client,
+    scripts: Scripts,
     conn: Option<ConnectionManager>,
     id: String,
     cfg: OwnershipConfig,
@@ -242,7 +256,8 @@ impl Membership {
         let timeout = self.cfg.ttl / 2;
         let members: Vec<String> = bounded(
             timeout,
-            Script::new(HEARTBEAT)
+            self.scripts
+                .heartbeat
                 .key(&self.keys.members)
                 .arg(&self.id)
                 .arg(ttl_ms)
@@ -267,7 +282,8 @@ impl Membership {
         for p in wanted {
             let held: i32 = bounded(
                 timeout,
-                Script::new(ACQUIRE)
+                self.scripts
+                    .acquire
                     .key(self.keys.lease(p))
                     .arg(&self.id)
                     .arg(ttl_ms)
@@ -325,7 +341,8 @@ impl Membership {
         }
         let _: i32 = bounded(
             self.cfg.ttl / 2,
-            Script::new(RELEASE)
+            self.scripts
+                .release
                 .key(self.keys.lease(partition))
                 .arg(&self.id)
                 .invoke_async(conn),
@@ -366,7 +383,8 @@ impl Membership {
             for p in partitions {
                 let _: i32 = bounded(
                     self.cfg.ttl / 2,
-                    Script::new(RELEASE)
+                    self.scripts
+                        .release
                         .key(self.keys.lease(p))
                         .arg(&self.id)
                         .invoke_async(&mut conn),

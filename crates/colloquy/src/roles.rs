@@ -43,6 +43,8 @@ pub struct Parts {
     /// The engine's hot states, for the hit-ratio metric.
     pub hot: Arc<dyn HotStates>,
     pub verifier: Verifier,
+    /// The HS256 secret, for the development token printed at start.
+    pub secret: Vec<u8>,
 }
 
 impl Parts {
@@ -80,6 +82,7 @@ impl Parts {
             engine: Arc::new(engine),
             hot,
             verifier,
+            secret,
         })
     }
 }
@@ -152,7 +155,12 @@ pub fn inbound_queue() -> Vec<(String, String)> {
 
 /// Listen, print where and how to talk to the server, and serve until
 /// SIGTERM or Ctrl-C; returns once open requests are done.
-pub async fn serve_http(cfg: &Config, gateway: Arc<Gateway>, what: &str) -> anyhow::Result<()> {
+pub async fn serve_http(
+    cfg: &Config,
+    parts: &Parts,
+    gateway: Arc<Gateway>,
+    what: &str,
+) -> anyhow::Result<()> {
     let request_timeout = Duration::from_millis(Config::ms(&cfg.server.request_timeout) as u64);
     let app = router(gateway.clone()).layer(tower_http::timeout::TimeoutLayer::with_status_code(
         axum::http::StatusCode::REQUEST_TIMEOUT,
@@ -170,7 +178,7 @@ pub async fn serve_http(cfg: &Config, gateway: Arc<Gateway>, what: &str) -> anyh
     );
     if cfg.auth.algorithm == Algorithm::HS256 {
         let issuer = Issuer::hs256(
-            &hs_secret(cfg)?,
+            &parts.secret,
             cfg.auth.issuer.clone(),
             cfg.auth.audience.clone(),
         );
@@ -215,7 +223,7 @@ pub fn gateway_role(args: ServeArgs) -> anyhow::Result<ExitCode> {
             l1: None,
         };
         let gateway = gateway(&cfg, &parts, hub, Arc::new(Metrics::default()), sources)?;
-        serve_http(&cfg, gateway.clone(), "the gateway").await?;
+        serve_http(&cfg, &parts, gateway.clone(), "the gateway").await?;
         gateway.ready.store(false, Ordering::Relaxed);
         feed.stop().await;
         println!("colloquy gateway stopped");

@@ -93,6 +93,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     let gateway = roles::gateway(&cfg, &parts, hub, metrics, sources)?;
     roles::serve_http(
         &cfg,
+        &parts,
         gateway.clone(),
         &format!("{} {}", bot_id.name, bot_id.version),
     )
