@@ -44,8 +44,10 @@ use colloquy_core::Event;
 pub trait ConversationStore: Send + Sync {
     /// Append `events` (seqs `expected_seq + 1 ..`, contiguous, all of
     /// `user_id`, at least one) atomically, if and only if the log's last seq
-    /// is `expected_seq`. Event ids are unique across the store. Returns the
-    /// new last seq; `Ok` means the events are durable.
+    /// is `expected_seq`. An event id appears at most once in a user's log
+    /// (ids derive from the user and the message, so this is what makes a
+    /// redelivered message's second append fail). Returns the new last seq;
+    /// `Ok` means the events are durable.
     async fn append(
         &self,
         user_id: &str,

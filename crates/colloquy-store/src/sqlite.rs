@@ -23,7 +23,8 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// Schema migrations; entry `i` takes `PRAGMA user_version` from `i` to
 /// `i + 1`. Append only: released entries must never change.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE events (
         user_id  TEXT    NOT NULL,
         seq      INTEGER NOT NULL,
@@ -40,7 +41,37 @@ const MIGRATIONS: &[&str] = &["
         body    TEXT    NOT NULL,
         hmac    TEXT    NOT NULL
     ) WITHOUT ROWID;
-"];
+",
+    "
+    -- One row per append instead of one per event, in a rowid table: a
+    -- commit then writes its rows at the end of the table and touches one
+    -- index page per user, where v1 touched a random page of the global
+    -- event-id index for every event (the write amplification that capped
+    -- v1 and grew with the file).
+    CREATE TABLE appends (
+        id        INTEGER PRIMARY KEY,
+        user_id   TEXT    NOT NULL,
+        first_seq INTEGER NOT NULL,
+        last_seq  INTEGER NOT NULL,
+        ts_ms     INTEGER NOT NULL,
+        body      TEXT    NOT NULL
+    );
+    INSERT INTO appends (user_id, first_seq, last_seq, ts_ms, body)
+        SELECT user_id, seq, seq, ts_ms, '[' || body || ']' FROM events ORDER BY user_id, seq;
+    CREATE UNIQUE INDEX appends_user_seq ON appends (user_id, last_seq);
+    CREATE INDEX appends_user_ts ON appends (user_id, ts_ms);
+    -- Event ids are unique within a user's log: clustered by user, so the
+    -- ids of a turn share a page.
+    CREATE TABLE event_ids (
+        user_id  TEXT NOT NULL,
+        event_id BLOB NOT NULL,
+        PRIMARY KEY (user_id, event_id)
+    ) WITHOUT ROWID;
+    INSERT INTO event_ids (user_id, event_id)
+        SELECT user_id, unhex(event_id, '-') FROM events;
+    DROP TABLE events;
+",
+];
 
 /// Schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -184,29 +215,19 @@ impl ConversationStore for SqliteStore {
         check_append(user_id, expected_seq, events)?;
         // Encoded here, on the callers' threads, to keep the writer's
         // critical path to SQL alone.
-        let rows = events
-            .iter()
-            .map(|e| {
-                Ok(EventRow {
-                    seq: e.seq,
-                    event_id: e.event_id.to_string(),
-                    ts_ms: e.ts_ms,
-                    body: serde_json::to_string(e)?,
-                })
-            })
-            .collect::<Result<Vec<_>, serde_json::Error>>()
-            .map_err(|e| StoreError::InvalidEvents {
-                user_id: user_id.to_string(),
-                reason: e.to_string(),
-            })?;
-        let user_id = user_id.to_string();
-        self.call(|reply| Request::Append {
-            user_id,
+        let body = serde_json::to_string(events).map_err(|e| StoreError::InvalidEvents {
+            user_id: user_id.to_string(),
+            reason: e.to_string(),
+        })?;
+        let row = AppendRow {
+            user_id: user_id.to_string(),
             expected: expected_seq,
-            rows,
-            reply,
-        })
-        .await
+            last_seq: expected_seq + events.len() as u64,
+            ts_ms: events[0].ts_ms,
+            event_ids: events.iter().map(|e| *e.event_id.as_bytes()).collect(),
+            body,
+        };
+        self.call(|reply| Request::Append { row, reply }).await
     }
 
     async fn events_after(
@@ -216,24 +237,32 @@ impl ConversationStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
         let user_id = user_id.to_string();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // Every row holds at least one event, so `limit` rows are enough.
+        let rows = i64::try_from(limit).unwrap_or(i64::MAX);
         self.readers
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT body FROM events WHERE user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                    "SELECT body FROM appends WHERE user_id = ?1 AND last_seq > ?2
+                     ORDER BY last_seq LIMIT ?3",
                 )?;
-                let bodies = stmt.query_map(params![user_id, after_seq, limit], |row| {
+                let bodies = stmt.query_map(params![user_id, after_seq, rows], |row| {
                     row.get::<_, String>(0)
                 })?;
-                bodies
-                    .map(|body| {
-                        serde_json::from_str(&body?).map_err(|e| {
-                            StoreError::Corrupt(format!(
-                                "event of user {user_id} after seq {after_seq}: {e}"
-                            ))
-                        })
-                    })
-                    .collect()
+                let mut out = Vec::new();
+                for body in bodies {
+                    let events: Vec<Event> = serde_json::from_str(&body?).map_err(|e| {
+                        StoreError::Corrupt(format!(
+                            "events of user {user_id} after seq {after_seq}: {e}"
+                        ))
+                    })?;
+                    // The first row may begin at or before `after_seq`.
+                    out.extend(events.into_iter().filter(|e| e.seq > after_seq));
+                    if out.len() >= limit {
+                        out.truncate(limit);
+                        break;
+                    }
+                }
+                Ok(out)
             })
             .await
     }
@@ -359,7 +388,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 }
 
 fn last_seq(conn: &Connection, user_id: &str) -> rusqlite::Result<u64> {
-    conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE user_id = ?1")?
+    conn.prepare_cached("SELECT COALESCE(MAX(last_seq), 0) FROM appends WHERE user_id = ?1")?
         .query_row([user_id], |row| row.get(0))
 }
 
@@ -409,22 +438,19 @@ impl Readers {
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Request {
-    Append {
-        user_id: String,
-        expected: u64,
-        rows: Vec<EventRow>,
-        reply: Reply<u64>,
-    },
-    Snapshot {
-        row: SnapshotRow,
-        reply: Reply<()>,
-    },
+    Append { row: AppendRow, reply: Reply<u64> },
+    Snapshot { row: SnapshotRow, reply: Reply<()> },
 }
 
-struct EventRow {
-    seq: u64,
-    event_id: String,
+/// One append: its events as one JSON array, their ids for the duplicate
+/// check.
+struct AppendRow {
+    user_id: String,
+    expected: u64,
+    last_seq: u64,
+    /// Of the first event.
     ts_ms: i64,
+    event_ids: Vec<[u8; 16]>,
     body: String,
 }
 
@@ -521,19 +547,14 @@ impl Writer {
         let results = batch
             .iter()
             .map(|request| match request {
-                Request::Append {
-                    user_id,
-                    expected,
-                    rows,
-                    ..
-                } => {
+                Request::Append { row, .. } => {
                     let known = moved
-                        .get(user_id)
-                        .or_else(|| self.last_seqs.get(user_id))
+                        .get(&row.user_id)
+                        .or_else(|| self.last_seqs.get(&row.user_id))
                         .copied();
-                    let result = append(&tx, known, user_id, *expected, rows)?;
+                    let result = append(&tx, known, row)?;
                     if let Ok(last) = result {
-                        moved.insert(user_id.clone(), last);
+                        moved.insert(row.user_id.clone(), last);
                     }
                     Ok(result)
                 }
@@ -553,49 +574,56 @@ impl Writer {
 fn append(
     tx: &Connection,
     known: Option<u64>,
-    user_id: &str,
-    expected: u64,
-    rows: &[EventRow],
+    row: &AppendRow,
 ) -> rusqlite::Result<Result<u64, StoreError>> {
+    let user_id = row.user_id.as_str();
     let actual = match known {
         Some(seq) => seq,
         None => last_seq(tx, user_id)?,
     };
-    if actual != expected {
+    if actual != row.expected {
         return Ok(Err(StoreError::Conflict {
             user_id: user_id.to_string(),
-            expected,
+            expected: row.expected,
             actual,
         }));
     }
-    if let Err(e) = insert(tx, user_id, rows) {
-        // The failed statement undid itself; take back this request's
-        // earlier rows so that the rest of the group can still commit. (Not
-        // a savepoint: those journal every page they touch, which costs the
-        // whole group even when nothing fails.)
-        tx.prepare_cached("DELETE FROM events WHERE user_id = ?1 AND seq > ?2")?
-            .execute(params![user_id, expected])?;
-        let duplicate = matches!(&e, rusqlite::Error::SqliteFailure(f, _)
-            if f.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE);
-        return Ok(Err(if duplicate {
-            StoreError::DuplicateEvent {
-                user_id: user_id.to_string(),
+    let mut ids = tx.prepare_cached("INSERT INTO event_ids (user_id, event_id) VALUES (?1, ?2)")?;
+    for (i, id) in row.event_ids.iter().enumerate() {
+        if let Err(e) = ids.execute(params![user_id, id]) {
+            // The failed statement undid itself; take back this request's
+            // earlier ids so that the rest of the group can still commit.
+            // (Not a savepoint: those journal every page they touch, which
+            // costs the whole group even when nothing fails.)
+            let mut undo =
+                tx.prepare_cached("DELETE FROM event_ids WHERE user_id = ?1 AND event_id = ?2")?;
+            for id in &row.event_ids[..i] {
+                undo.execute(params![user_id, id])?;
             }
-        } else {
-            e.into()
-        }));
+            let duplicate = matches!(&e, rusqlite::Error::SqliteFailure(f, _)
+                if f.extended_code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY);
+            return Ok(Err(if duplicate {
+                StoreError::DuplicateEvent {
+                    user_id: user_id.to_string(),
+                }
+            } else {
+                e.into()
+            }));
+        }
     }
-    Ok(Ok(expected + rows.len() as u64))
-}
-
-fn insert(tx: &Connection, user_id: &str, rows: &[EventRow]) -> rusqlite::Result<()> {
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO events (user_id, seq, event_id, ts_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    for r in rows {
-        stmt.execute(params![user_id, r.seq, r.event_id, r.ts_ms, r.body])?;
-    }
-    Ok(())
+    // Cannot collide: the seq check above makes `last_seq` new for the user.
+    tx.prepare_cached(
+        "INSERT INTO appends (user_id, first_seq, last_seq, ts_ms, body)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        user_id,
+        row.expected + 1,
+        row.last_seq,
+        row.ts_ms,
+        row.body
+    ])?;
+    Ok(Ok(row.last_seq))
 }
 
 fn put_snapshot(tx: &Connection, s: &SnapshotRow) -> rusqlite::Result<()> {

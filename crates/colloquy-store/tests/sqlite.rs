@@ -110,3 +110,72 @@ async fn queued_appends_of_one_user_apply_in_order() {
         store.stats()
     );
 }
+
+/// A data directory written by schema v1 (one row per event) opens with
+/// every event, snapshot and duplicate check intact after the upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_file_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = conformance::events("alice", 0, 3, 1, "m");
+    let snapshot = conformance::key().sign(&colloquy_core::State::from_events("alice", &events));
+    {
+        // Schema v1 as released: frozen, so written out here.
+        let db = rusqlite::Connection::open(dir.path().join("colloquy.db")).unwrap();
+        db.execute_batch(
+            "CREATE TABLE events (
+                 user_id TEXT NOT NULL, seq INTEGER NOT NULL, event_id TEXT NOT NULL UNIQUE,
+                 ts_ms INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (user_id, seq)
+             ) WITHOUT ROWID;
+             CREATE INDEX events_user_ts ON events (user_id, ts_ms);
+             CREATE TABLE snapshots (
+                 user_id TEXT NOT NULL PRIMARY KEY, seq INTEGER NOT NULL, ts_ms INTEGER NOT NULL,
+                 body TEXT NOT NULL, hmac TEXT NOT NULL
+             ) WITHOUT ROWID;
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        for e in &events {
+            db.execute(
+                "INSERT INTO events VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![
+                    e.user_id,
+                    e.seq,
+                    e.event_id.to_string(),
+                    e.ts_ms,
+                    serde_json::to_string(e).unwrap()
+                ],
+            )
+            .unwrap();
+        }
+        db.execute(
+            "INSERT INTO snapshots VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![
+                snapshot.user_id,
+                snapshot.seq,
+                snapshot.ts_ms,
+                serde_json::to_string(&snapshot.state).unwrap(),
+                snapshot.hmac
+            ],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let db = rusqlite::Connection::open(dir.path().join("colloquy.db")).unwrap();
+    let version: i64 = db
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(store.events_after("alice", 0, 10).await.unwrap(), events);
+    assert_eq!(
+        store.events_after("alice", 1, 1).await.unwrap(),
+        events[1..2]
+    );
+    assert_eq!(store.get_snapshot("alice").await.unwrap(), Some(snapshot));
+    let mut again = events[0].clone();
+    again.seq = 4;
+    let err = store.append("alice", 3, &[again]).await.unwrap_err();
+    assert!(matches!(err, StoreError::DuplicateEvent { .. }), "{err}");
+    let next = conformance::events("alice", 3, 2, 0, "next");
+    assert_eq!(store.append("alice", 3, &next).await.unwrap(), 5);
+    assert_eq!(store.events_after("alice", 3, 10).await.unwrap(), next);
+}
