@@ -243,19 +243,12 @@ pub async fn many_users_concurrently(store: Arc<dyn ConversationStore>) {
 
 pub async fn duplicate_event_ids_rejected(store: Arc<dyn ConversationStore>) {
     let log = fill(&*store, "alice", 1, 3).await;
-    let reuse = |mut e: Event, seq: u64| {
-        e.seq = seq;
-        e
-    };
+    let mut again = log[0].clone();
+    again.seq = 4;
     let mut twice = events("alice", 3, 2, 0, "twice");
     twice[1].event_id = twice[0].event_id;
     let cases = [
-        (
-            "id already in the log",
-            "alice",
-            3,
-            vec![reuse(log[0].clone(), 4)],
-        ),
+        ("id already in the log", "alice", 3, vec![again]),
         ("id repeated in the batch", "alice", 3, twice),
     ];
     for (what, user, expected, batch) in cases {
