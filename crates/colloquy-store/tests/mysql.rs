@@ -31,6 +31,11 @@ async fn mysql_migrating_twice_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_version_1_database_is_upgraded() {
+    sql_common::a_version_1_database_is_upgraded(&server().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_unmigrated_and_newer_schemas_are_refused() {
     sql_common::unmigrated_and_newer_schemas_are_refused(&server().await).await;
 }

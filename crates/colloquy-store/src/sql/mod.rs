@@ -10,13 +10,14 @@
 //! `snapshots_NN`; which database holds a shard is configuration
 //! ([`SqlConfig`]), so one database can hold all 64 shards or 64 databases
 //! one each. Every database also has `colloquy_schema` (schema version per
-//! shard it holds) and `event_ids` (every event id stored in its shards).
+//! shard it holds).
 //!
-//! Event ids are therefore unique per database, across all of its shards
-//! (a unique key per shard table would miss an id reused by a user of
-//! another shard), but not across databases: that would take a distributed
-//! transaction. Ids derive from the user and the message, so only a forged
-//! id could collide across users.
+//! An event id is unique within its user's log (the store's contract),
+//! through a unique key (user_id, event_id) on the user's shard table, so
+//! the check is clustered by user and costs no statement of its own.
+//! Schema version 1 kept every id of a database in one `event_ids` table
+//! keyed by the id alone: a random insert into one ever-growing B-tree per
+//! event, shared by all shards, which version 2 drops.
 //!
 //! # Using it
 //!
@@ -81,7 +82,7 @@ pub const SHARDS: u8 = 64;
 
 /// Schema version this build writes (the same for both dialects: entry `i`
 /// of each dialect's migrations means the same change).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Longest user id accepted. MySQL keys need a bounded column; both dialects
 /// enforce the same limit so that a deployment can move between them.
@@ -443,6 +444,9 @@ pub trait Dialect: sqlx::Database + HasStatementCache + sealed::Sealed {
     /// deadlocks, lock timeouts, too many connections.
     fn is_transient(e: &dyn DatabaseError) -> bool;
     fn is_missing_table(e: &dyn DatabaseError) -> bool;
+    /// A migration's index is already there: a step that crashed after its
+    /// DDL committed (MySQL commits each) is being rerun.
+    fn is_existing_index(e: &dyn DatabaseError) -> bool;
 }
 
 // The compile-time check that both dialects know every schema version.
@@ -832,10 +836,14 @@ where
                 let mut tx = conn.begin().await.map_err(error)?;
                 for statement in *statements {
                     let sql = statement.replace("{shard}", &format!("{shard:02}"));
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    match sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                         .execute(&mut *tx)
                         .await
-                        .map_err(error)?;
+                    {
+                        Ok(_) => {}
+                        Err(e) if e.as_database_error().is_some_and(DB::is_existing_index) => {}
+                        Err(e) => return Err(error(e)),
+                    }
                 }
                 let mut upsert = QueryBuilder::<DB>::new(
                     "INSERT INTO colloquy_schema (shard, version) VALUES (",
@@ -978,7 +986,11 @@ where
             }
             // Which append a repeated id should fail depends on whether the
             // first one sticks: the one-by-one path decides that.
-            if !a.rows.iter().all(|r| ids.insert(r.event_id.as_str())) {
+            if !a
+                .rows
+                .iter()
+                .all(|r| ids.insert((a.user_id.as_str(), r.event_id.as_str())))
+            {
                 return Ok(None);
             }
             moved.insert(&a.user_id, a.last());
@@ -1085,35 +1097,15 @@ where
         to_u64(&self.label, seq).map_err(|e| sqlx::Error::Decode(e.into()))
     }
 
-    /// Rows of several users per shard table, each id also into `event_ids`
-    /// (one table per database, so that an id is unique across its shards).
-    /// Rows go in sorted by shard, user and seq, and ids sorted too, so that
-    /// concurrent groups of other processes take row locks in the same
-    /// order and cannot deadlock on them.
+    /// Rows of several users per shard table. Rows go in sorted by shard,
+    /// user and seq, so that concurrent groups of other processes take row
+    /// locks in the same order and cannot deadlock on them.
     async fn insert(
         &self,
         tx: &mut DB::Connection,
         mut rows: BTreeMap<u8, Vec<(&str, &EventRow)>>,
     ) -> Result<(), sqlx::Error> {
-        let mut ids: Vec<(&str, &str)> = rows
-            .values()
-            .flatten()
-            .map(|&(user, r)| (r.event_id.as_str(), user))
-            .collect();
-        if ids.is_empty() {
-            return Ok(());
-        }
-        ids.sort_unstable();
         let mut statements = Vec::new();
-        for chunk in ids.chunks(ROWS_PER_INSERT) {
-            let mut query =
-                Statement::<DB>::new("INSERT INTO event_ids (event_id, user_id) VALUES ");
-            for (i, &(id, user)) in chunk.iter().enumerate() {
-                query.sql(if i == 0 { "(" } else { ", (" });
-                query.text(id).sql(", ").text(user).sql(")");
-            }
-            statements.push(query);
-        }
         for (shard, rows) in &mut rows {
             rows.sort_unstable_by_key(|&(user, r)| (user, r.seq));
             let mut rest = &rows[..];

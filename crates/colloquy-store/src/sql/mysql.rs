@@ -33,9 +33,8 @@ const CREATE_SNAPSHOTS: &str = "
         hmac    VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NOT NULL
     ) ENGINE = InnoDB";
 
-/// Event ids are unique through this table (one per database) rather than
-/// a unique key per shard table, which would miss an id reused across
-/// shards.
+/// Version 1 kept event ids unique per database through this table; version
+/// 2 drops it (see the module docs of `sql`).
 const CREATE_EVENT_IDS: &str = "
     CREATE TABLE IF NOT EXISTS event_ids (
         event_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
@@ -54,8 +53,19 @@ impl Dialect for MySql {
             shard   BIGINT NOT NULL PRIMARY KEY,
             version BIGINT NOT NULL
         ) ENGINE = InnoDB";
-    const MIGRATIONS: &'static [&'static [&'static str]] =
-        &[&[CREATE_EVENTS, CREATE_SNAPSHOTS, CREATE_EVENT_IDS]];
+    const MIGRATIONS: &'static [&'static [&'static str]] = &[
+        &[CREATE_EVENTS, CREATE_SNAPSHOTS, CREATE_EVENT_IDS],
+        &[
+            // MySQL has no IF NOT EXISTS here: a rerun after a crash that
+            // left the key in place meets error 1061 (`is_existing_index`).
+            "ALTER TABLE events_{shard}
+                ADD UNIQUE KEY events_{shard}_user_event (user_id, event_id)",
+            // Shared by the database's shards: the first shard to reach
+            // version 2 drops it. Nothing reads it any more, and a database
+            // with any shard at version 2 is refused by a version-1 build.
+            "DROP TABLE IF EXISTS event_ids",
+        ],
+    ];
     const VERSION_UPSERT: &'static str = "ON DUPLICATE KEY UPDATE version = VALUES(version)";
     // Assignments run left to right on the updated row: seq goes last so
     // that the others still compare against the stored one.
@@ -115,5 +125,10 @@ impl Dialect for MySql {
     fn is_missing_table(e: &dyn DatabaseError) -> bool {
         e.try_downcast_ref::<MySqlDatabaseError>()
             .is_some_and(|e| e.number() == 1146)
+    }
+
+    fn is_existing_index(e: &dyn DatabaseError) -> bool {
+        e.try_downcast_ref::<MySqlDatabaseError>()
+            .is_some_and(|e| e.number() == 1061)
     }
 }

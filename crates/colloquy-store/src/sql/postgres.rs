@@ -23,8 +23,9 @@ impl Dialect for Postgres {
             shard   BIGINT NOT NULL PRIMARY KEY,
             version BIGINT NOT NULL
         )";
-    const MIGRATIONS: &'static [&'static [&'static str]] = &[&[
-        r#"CREATE TABLE IF NOT EXISTS events_{shard} (
+    const MIGRATIONS: &'static [&'static [&'static str]] = &[
+        &[
+            r#"CREATE TABLE IF NOT EXISTS events_{shard} (
             user_id  TEXT COLLATE "C" NOT NULL,
             seq      BIGINT NOT NULL,
             event_id TEXT COLLATE "C" NOT NULL,
@@ -32,22 +33,30 @@ impl Dialect for Postgres {
             body     TEXT NOT NULL,
             PRIMARY KEY (user_id, seq)
         )"#,
-        "CREATE INDEX IF NOT EXISTS events_{shard}_user_ts ON events_{shard} (user_id, ts_ms)",
-        r#"CREATE TABLE IF NOT EXISTS snapshots_{shard} (
+            "CREATE INDEX IF NOT EXISTS events_{shard}_user_ts ON events_{shard} (user_id, ts_ms)",
+            r#"CREATE TABLE IF NOT EXISTS snapshots_{shard} (
             user_id TEXT COLLATE "C" NOT NULL PRIMARY KEY,
             seq     BIGINT NOT NULL,
             ts_ms   BIGINT NOT NULL,
             body    TEXT NOT NULL,
             hmac    TEXT NOT NULL
         )"#,
-        // Event ids are unique through this table (one per database) rather
-        // than a unique key per shard table, which would miss an id reused
-        // across shards.
-        r#"CREATE TABLE IF NOT EXISTS event_ids (
+            // Version 1 kept event ids unique per database through this table;
+            // version 2 drops it (see the module docs of `sql`).
+            r#"CREATE TABLE IF NOT EXISTS event_ids (
             event_id TEXT COLLATE "C" NOT NULL PRIMARY KEY,
             user_id  TEXT COLLATE "C" NOT NULL
         )"#,
-    ]];
+        ],
+        &[
+            "CREATE UNIQUE INDEX IF NOT EXISTS events_{shard}_user_event
+                ON events_{shard} (user_id, event_id)",
+            // Shared by the database's shards: the first shard to reach
+            // version 2 drops it. Nothing reads it any more, and a database
+            // with any shard at version 2 is refused by a version-1 build.
+            "DROP TABLE IF EXISTS event_ids",
+        ],
+    ];
     const VERSION_UPSERT: &'static str =
         "ON CONFLICT (shard) DO UPDATE SET version = EXCLUDED.version";
     const SNAPSHOT_UPSERT: &'static str = "ON CONFLICT (user_id) DO UPDATE
@@ -123,5 +132,11 @@ impl Dialect for Postgres {
 
     fn is_missing_table(e: &dyn DatabaseError) -> bool {
         e.code().is_some_and(|c| c == "42P01")
+    }
+
+    // Never needed: the DDL is transactional and says IF NOT EXISTS, and an
+    // error would abort the step's transaction anyway.
+    fn is_existing_index(_: &dyn DatabaseError) -> bool {
+        false
     }
 }

@@ -2,7 +2,7 @@
 //! real server, the tests that do not depend on the dialect, and a TCP proxy
 //! that can "take the server away" without touching the machine's server.
 
-use colloquy_store::sql::{self, ShardRoute, SqlConfig, SHARDS};
+use colloquy_store::sql::{self, Dialect, ShardRoute, SqlConfig, SHARDS};
 use colloquy_store::{conformance, ErrorKind, StoreError};
 use sqlx::{Connection, MySqlConnection, PgConnection};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -136,6 +136,31 @@ impl Server {
         }
     }
 
+    /// Statements run one after another on one connection to `database`.
+    pub async fn script(&self, database: &str, statements: &[String]) {
+        async fn each<C: Connection>(conn: &mut C, statements: &[String])
+        where
+            for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+        {
+            for sql in statements {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+                    .execute(&mut *conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }
+        }
+        match self.kind {
+            Kind::MySql => {
+                let mut conn = MySqlConnection::connect(&self.url(database)).await.unwrap();
+                each(&mut conn, statements).await;
+            }
+            Kind::Postgres => {
+                let mut conn = PgConnection::connect(&self.url(database)).await.unwrap();
+                each(&mut conn, statements).await;
+            }
+        }
+    }
+
     pub async fn has_table(&self, database: &str, table: &str) -> bool {
         let current = match self.kind {
             Kind::MySql => "table_schema = DATABASE()",
@@ -252,6 +277,75 @@ pub async fn migrating_twice_changes_nothing(server: &Server) {
     server.cleanup().await;
 }
 
+/// A database written by schema version 1 (every shard's tables and the
+/// database-wide `event_ids`, laid down from the released statements, with
+/// alice's log in it) is upgraded in place: the log reads back, the ids it
+/// holds still refuse a second use by alice but not by bob, and `event_ids`
+/// is gone. Shard 00 got its version-2 index before a "crash" that kept
+/// its version at 1: the rerun must take that in its stride.
+pub async fn a_version_1_database_is_upgraded(server: &Server) {
+    let name = server.scratch().await;
+    let (create_schema, v1, v2) = match server.kind {
+        Kind::MySql => (
+            <sqlx::MySql as Dialect>::CREATE_SCHEMA_TABLE,
+            <sqlx::MySql as Dialect>::MIGRATIONS[0],
+            <sqlx::MySql as Dialect>::MIGRATIONS[1],
+        ),
+        Kind::Postgres => (
+            <sqlx::Postgres as Dialect>::CREATE_SCHEMA_TABLE,
+            <sqlx::Postgres as Dialect>::MIGRATIONS[0],
+            <sqlx::Postgres as Dialect>::MIGRATIONS[1],
+        ),
+    };
+    let mut script = vec![create_schema.to_string()];
+    for shard in 0..SHARDS {
+        let nn = format!("{shard:02}");
+        script.extend(v1.iter().map(|s| s.replace("{shard}", &nn)));
+        script.push(format!(
+            "INSERT INTO colloquy_schema (shard, version) VALUES ({shard}, 1)"
+        ));
+    }
+    script.push(v2[0].replace("{shard}", "00"));
+    let stored = conformance::events("alice", 0, 3, 1, "m");
+    let shard = sql::shard_of("alice");
+    for e in &stored {
+        let body = serde_json::to_string(e).unwrap();
+        assert!(!body.contains(['\\', '\'']), "{body}");
+        script.push(format!(
+            "INSERT INTO events_{shard:02} (user_id, seq, event_id, ts_ms, body) \
+             VALUES ('alice', {}, '{}', {}, '{body}')",
+            e.seq, e.event_id, e.ts_ms
+        ));
+        script.push(format!(
+            "INSERT INTO event_ids (event_id, user_id) VALUES ('{}', 'alice')",
+            e.event_id
+        ));
+    }
+    server.script(&name, &script).await;
+    let config = SqlConfig::single(server.url(&name));
+    assert!(matches!(
+        sql::connect(&config).await.err(),
+        Some(StoreError::NotMigrated { .. })
+    ));
+
+    let report = sql::migrate(&config).await.unwrap();
+    assert_eq!(report.upgraded.len(), SHARDS as usize, "{report:?}");
+    assert!(report.upgraded.iter().all(|u| (u.from, u.to) == (1, 2)));
+    assert!(!server.has_table(&name, "event_ids").await);
+
+    let store = sql::connect(&config).await.unwrap();
+    assert_eq!(store.events_after("alice", 0, 10).await.unwrap(), stored);
+    let mut again = conformance::events("alice", 3, 1, 1, "again");
+    again[0].event_id = stored[1].event_id;
+    let err = store.append("alice", 3, &again).await.unwrap_err();
+    assert!(matches!(err, StoreError::DuplicateEvent { .. }), "{err}");
+    let mut bobs = conformance::events("bob", 0, 1, 1, "m");
+    bobs[0].event_id = stored[1].event_id;
+    assert_eq!(store.append("bob", 0, &bobs).await.unwrap(), 1);
+    drop(store);
+    server.cleanup().await;
+}
+
 pub async fn unmigrated_and_newer_schemas_are_refused(server: &Server) {
     let name = server.scratch().await;
     let config = SqlConfig::single(server.url(&name));
@@ -331,15 +425,16 @@ pub async fn awkward_user_ids_stay_apart(server: &Server) {
     server.cleanup().await;
 }
 
-/// Appends sent at once share group commits; one of them reusing a stored
-/// event id must fail alone (the group is redone append by append), and a
-/// stale one must conflict alone, while the rest commit.
+/// Appends sent at once share group commits; one of them reusing an event
+/// id its user already stored must fail alone (the group is redone append
+/// by append), and a stale one must conflict alone, while the rest commit,
+/// among them one carrying an id that only another user's log holds.
 pub async fn one_bad_append_spares_its_group(server: &Server) {
     let (_, config) = server.migrated().await;
     let store = sql::connect(&config).await.unwrap();
     let stored = conformance::events("alice", 0, 2, 1, "m");
     store.append("alice", 0, &stored).await.unwrap();
-    let stolen = stored[0].event_id;
+    let alices = stored[0].event_id;
     let tasks: Vec<_> = (0..64)
         .map(|i| {
             let store = Arc::clone(&store);
@@ -347,7 +442,12 @@ pub async fn one_bad_append_spares_its_group(server: &Server) {
                 let user = format!("group-{i}");
                 let mut events = conformance::events(&user, 0, 3, 1, "m");
                 match i {
-                    20 => events[1].event_id = stolen,
+                    20 => {
+                        let mut again = conformance::events("alice", 2, 1, 1, "again");
+                        again[0].event_id = alices;
+                        return store.append("alice", 2, &again).await;
+                    }
+                    30 => events[1].event_id = alices,
                     40 => {
                         return store
                             .append("alice", 0, &conformance::events("alice", 0, 1, 1, "late"))
