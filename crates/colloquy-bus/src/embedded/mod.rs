@@ -451,12 +451,19 @@ impl Bus for EmbeddedBus {
         if max_records == 0 {
             return Ok(Vec::new());
         }
-        if from == current {
-            let published = tokio::time::timeout(wait, end.wait_for(|&e| e > from)).await;
-            if published.is_err() {
-                return Ok(Vec::new());
+        let current = if from == current {
+            match tokio::time::timeout(wait, end.wait_for(|&e| e > from)).await {
+                Ok(Ok(end)) => *end,
+                Ok(Err(_)) => return Err(BusError::Closed),
+                Err(_) => return Ok(Vec::new()),
             }
-        }
+        } else {
+            current
+        };
+        // The writer adds a batch to the tail cache just before it moves the
+        // end: never hand out more than the end seen here, or the caller's
+        // next fetch would start past the end and be refused.
+        let max_records = max_records.min(usize::try_from(current - from).unwrap_or(usize::MAX));
         p.read(from, max_records).await
     }
 
@@ -590,5 +597,33 @@ fn lock_dir(dir: &Path) -> Result<File, BusError> {
             context: format!("lock {}", path.display()),
             source: e.into(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writer puts a durable batch into the tail cache just before it
+    /// moves the end offset. A fetch in between must stop at the end it saw:
+    /// handing out the newer records made the caller's next fetch start past
+    /// the end and fail (the stage then paused for 2 s).
+    #[tokio::test]
+    async fn a_fetch_stops_at_the_end_it_saw() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = EmbeddedBus::open(dir.path(), EmbeddedConfig::default()).unwrap();
+        bus.ensure_topic("t", 1).await.unwrap();
+        bus.publish("t", "k", b"0".to_vec(), vec![]).await.unwrap();
+        let p = bus.partition("t", 0).unwrap();
+        // The writer's window: record 1 in the tail, the end still at 1.
+        let mut early = p.index.read().unwrap().tail[0].clone();
+        early.offset = 1;
+        p.index.write().unwrap().tail.push_back(early);
+        let records = bus
+            .fetch("t", 0, 0, 10, Duration::from_millis(10))
+            .await
+            .unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].offset, 0);
     }
 }
