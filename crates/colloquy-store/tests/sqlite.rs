@@ -165,6 +165,18 @@ async fn a_version_1_file_is_upgraded() {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
+    let indexes: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'appends'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        indexes,
+        ["appends_user_seq"],
+        "version 3 drops the (user, ts) index"
+    );
     assert_eq!(store.events_after("alice", 0, 10).await.unwrap(), events);
     assert_eq!(
         store.events_after("alice", 1, 1).await.unwrap(),
