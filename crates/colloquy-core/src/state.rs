@@ -6,6 +6,7 @@ use crate::event::{Event, EventKind};
 use crate::value::Value;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 /// How many recent message ids the state remembers, so that a redelivered
 /// message is recognised and not processed twice.
@@ -36,8 +37,10 @@ pub struct State {
     pub last_intent: Option<String>,
     pub last_confidence: f32,
     pub handed_off: bool,
-    /// Ids of the most recent user messages, oldest first.
-    pub recent_messages: VecDeque<String>,
+    /// Ids of the most recent user messages, oldest first. Shared strings:
+    /// a state is cloned a few times per turn (hot cache in and out), and
+    /// these were most of its allocations.
+    pub recent_messages: VecDeque<Arc<str>>,
 }
 
 impl State {
@@ -58,7 +61,7 @@ impl State {
     }
 
     pub fn has_seen(&self, message_id: &str) -> bool {
-        self.recent_messages.iter().any(|m| m == message_id)
+        self.recent_messages.iter().any(|m| &**m == message_id)
     }
 
     /// Fold one event in. Events must come in seq order; an event at or
@@ -82,7 +85,8 @@ impl State {
                 if self.recent_messages.len() == RECENT_MESSAGES {
                     self.recent_messages.pop_front();
                 }
-                self.recent_messages.push_back(message_id.clone());
+                self.recent_messages
+                    .push_back(Arc::from(message_id.as_str()));
             }
             EventKind::IntentRecognised {
                 intent, confidence, ..

@@ -132,7 +132,7 @@ fn state(user: &str, seq: u64) -> State {
     s.last_intent = Some("ask_stock".into());
     s.last_confidence = 0.93;
     s.recent_messages
-        .extend((0..8).map(|i| format!("0190a5c2-7d1e-7000-8000-{i:012}")));
+        .extend((0..8).map(|i| format!("0190a5c2-7d1e-7000-8000-{i:012}").into()));
     s
 }
 
