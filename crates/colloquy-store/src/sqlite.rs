@@ -15,7 +15,7 @@ use rusqlite::{
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -96,9 +96,12 @@ const CACHED_USERS: usize = 100_000;
 /// scans the cache, and under load it took 22% of the writer's time at
 /// 64 MiB against 3.5% at 8 MiB, with more turns/s at 8 MiB.
 const WRITER_CACHE_KIB: i64 = 8 * 1024;
-/// WAL size (pages) that triggers a checkpoint. Larger than SQLite's 1000 so
-/// that pages rewritten by many commits are copied back once, not each time.
+/// WAL size (pages) at which the writer finishes a checkpoint, so that the
+/// log starts over. Larger than SQLite's 1000 so that pages rewritten by
+/// many commits are copied back once, not each time.
 const CHECKPOINT_PAGES: i64 = 10_000;
+/// How often the checkpointer thread copies new WAL pages into the file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
 /// How long a connection waits on a lock held by a checkpoint or recovery.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -115,6 +118,8 @@ pub struct SqliteStore {
     /// `None` only while dropping: closing the channel stops the writer.
     requests: Option<mpsc::Sender<Request>>,
     writer: Option<thread::JoinHandle<()>>,
+    /// Dropping the sender stops the checkpointer.
+    checkpointer: Option<(std::sync::mpsc::Sender<()>, thread::JoinHandle<()>)>,
     readers: Arc<Readers>,
     stats: Arc<Stats>,
     /// Held (flock) for as long as the store is open; declared last so that
@@ -150,15 +155,28 @@ impl SqliteStore {
         // A group commit dirties pages all over the tables and indexes; a
         // cache that holds them avoids spilling and re-reading mid-batch.
         conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
-        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
+        // Checkpoints are the checkpointer's (see `Checkpointer`): run on
+        // the writer, each one stalled every append for tens of ms.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         migrate(&mut conn, &path)?;
 
+        let wal_frames = Arc::new(AtomicI64::new(0));
+        let checkpointer = Checkpointer::open(&path, Arc::clone(&wal_frames))?;
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let checkpointer = thread::Builder::new()
+            .name("colloquy-sqlite-checkpoint".into())
+            .spawn(move || checkpointer.run(stopped))
+            .map_err(|source| StoreError::Io {
+                context: "starting the SQLite checkpoint thread".into(),
+                source,
+            })?;
         let stats = Arc::new(Stats::default());
         let (requests, queue) = mpsc::channel(QUEUE);
         let writer = Writer {
             conn,
             last_seqs: HashMap::new(),
             stats: Arc::clone(&stats),
+            wal_frames,
         };
         let writer = thread::Builder::new()
             .name("colloquy-sqlite-writer".into())
@@ -170,6 +188,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             requests: Some(requests),
             writer: Some(writer),
+            checkpointer: Some((stop, checkpointer)),
             readers: Arc::new(Readers {
                 path,
                 idle: Mutex::new(Vec::new()),
@@ -210,7 +229,62 @@ impl Drop for SqliteStore {
                 tracing::error!("the SQLite writer thread panicked");
             }
         }
+        if let Some((stop, checkpointer)) = self.checkpointer.take() {
+            drop(stop);
+            if checkpointer.join().is_err() {
+                tracing::error!("the SQLite checkpoint thread panicked");
+            }
+        }
     }
+}
+
+/// Copies committed WAL pages back into the database file on a thread of its
+/// own, so that the writer does not stop appending while they are copied. A
+/// PASSIVE checkpoint never blocks the writer or readers, but under steady
+/// writes it never catches up with the end of the log either, and the log
+/// only starts over once a checkpoint has copied all of it. So the writer
+/// finishes the job: when the log holds `CHECKPOINT_PAGES`, it checkpoints
+/// what arrived since the last pass here (`CHECKPOINT_EVERY` worth of
+/// commits), and its next transaction rewinds the log.
+struct Checkpointer {
+    conn: Connection,
+    /// Frames in the WAL as of the last pass; read by the writer.
+    wal_frames: Arc<AtomicI64>,
+}
+
+impl Checkpointer {
+    fn open(path: &Path, wal_frames: Arc<AtomicI64>) -> Result<Checkpointer, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // The copied pages are fsynced before the log may be rewound.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+        Ok(Checkpointer { conn, wal_frames })
+    }
+
+    fn run(self, stop: std::sync::mpsc::Receiver<()>) {
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            stop.recv_timeout(CHECKPOINT_EVERY)
+        {
+            match checkpoint(&self.conn) {
+                Ok(Some((frames, _))) => self.wal_frames.store(frames, Ordering::Relaxed),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "SQLite background checkpoint failed"),
+            }
+        }
+    }
+}
+
+/// A PASSIVE checkpoint: frames in the WAL, and how many of them are now in
+/// the database file; `None` if another connection was checkpointing.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        let busy: i64 = row.get(0)?;
+        Ok((busy == 0).then_some((row.get(1)?, row.get(2)?)))
+    })
 }
 
 #[async_trait]
@@ -483,6 +557,8 @@ struct Writer {
     /// writer of the file (the directory lock keeps other processes out).
     last_seqs: HashMap<String, u64>,
     stats: Arc<Stats>,
+    /// See [`Checkpointer`].
+    wal_frames: Arc<AtomicI64>,
 }
 
 impl Writer {
@@ -497,6 +573,24 @@ impl Writer {
                 }
             }
             self.group_commit(&mut batch);
+            if self.wal_frames.load(Ordering::Relaxed) >= CHECKPOINT_PAGES {
+                self.finish_checkpoint();
+            }
+        }
+    }
+
+    fn finish_checkpoint(&mut self) {
+        match checkpoint(&self.conn) {
+            Ok(Some((frames, copied))) => {
+                // Until the next pass reports the rewound log.
+                self.wal_frames.store(0, Ordering::Relaxed);
+                if copied < frames {
+                    tracing::debug!(frames, copied, "WAL checkpoint left pages a reader needs");
+                }
+            }
+            // The background pass is on it; try again after the next group.
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "SQLite checkpoint failed"),
         }
     }
 

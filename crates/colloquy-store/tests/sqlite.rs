@@ -209,3 +209,29 @@ async fn another_users_log_may_hold_the_same_event_id() {
     let err = store.append("alice", 1, &[again]).await.unwrap_err();
     assert!(matches!(err, StoreError::DuplicateEvent { .. }), "{err}");
 }
+
+/// The writer never checkpoints on its own until the log is large; the
+/// checkpoint thread copies committed pages into the database file while
+/// the store stays open and busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_pages_reach_the_file_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let file = dir.path().join("colloquy.db");
+    let before = std::fs::metadata(&file).unwrap().len();
+    for i in 0..200 {
+        let user = format!("u{i}");
+        let events = conformance::events(&user, 0, 3, 1, "m");
+        store.append(&user, 0, &events).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::metadata(&file).unwrap().len() <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no page reached {} in 10 s",
+            file.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.events_after("u7", 0, 10).await.unwrap().len(), 3);
+}
