@@ -268,6 +268,16 @@ pub async fn duplicate_event_ids_rejected(store: Arc<dyn ConversationStore>) {
             .unwrap(),
         5
     );
+    // Ids are unique within a user's log, not across users: bob may hold
+    // one of alice's, and alice still may not reuse it.
+    let mut bobs = events("bob", 0, 1, 0, "m");
+    bobs[0].event_id = log[0].event_id;
+    assert_eq!(store.append("bob", 0, &bobs).await.unwrap(), 1);
+    assert_eq!(read_all(&*store, "bob").await, bobs);
+    let mut again = log[1].clone();
+    again.seq = 6;
+    let err = store.append("alice", 5, &[again]).await.unwrap_err();
+    assert!(matches!(err, StoreError::DuplicateEvent { .. }), "{err}");
 }
 
 pub async fn events_after_pages(store: Arc<dyn ConversationStore>) {

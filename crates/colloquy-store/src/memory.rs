@@ -16,7 +16,8 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct Inner {
     logs: HashMap<String, Vec<Event>>,
-    event_ids: HashSet<Uuid>,
+    /// Per user: ids are unique within a log, not across users.
+    event_ids: HashMap<String, HashSet<Uuid>>,
     snapshots: HashMap<String, Snapshot>,
 }
 
@@ -52,16 +53,17 @@ impl ConversationStore for MemoryStore {
                 actual,
             });
         }
+        let ids = inner.event_ids.entry(user_id.to_string()).or_default();
         let mut batch = HashSet::new();
         if events
             .iter()
-            .any(|e| inner.event_ids.contains(&e.event_id) || !batch.insert(e.event_id))
+            .any(|e| ids.contains(&e.event_id) || !batch.insert(e.event_id))
         {
             return Err(StoreError::DuplicateEvent {
                 user_id: user_id.to_string(),
             });
         }
-        inner.event_ids.extend(batch);
+        ids.extend(batch);
         inner
             .logs
             .entry(user_id.to_string())

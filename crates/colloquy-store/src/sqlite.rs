@@ -261,7 +261,6 @@ impl Checkpointer {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // The copied pages are fsynced before the log may be rewound.
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
         Ok(Checkpointer { conn, wal_frames })
     }
 

@@ -192,24 +192,6 @@ async fn a_version_1_file_is_upgraded() {
     assert_eq!(store.events_after("alice", 3, 10).await.unwrap(), next);
 }
 
-/// Event ids are unique within a user's log, not across users: the
-/// duplicate check is keyed by user (see `ConversationStore::append`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_users_log_may_hold_the_same_event_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
-    let alices = conformance::events("alice", 0, 1, 0, "m");
-    store.append("alice", 0, &alices).await.unwrap();
-    let mut bobs = alices.clone();
-    bobs[0].user_id = "bob".into();
-    assert_eq!(store.append("bob", 0, &bobs).await.unwrap(), 1);
-    assert_eq!(store.events_after("bob", 0, 10).await.unwrap(), bobs);
-    let mut again = alices[0].clone();
-    again.seq = 2;
-    let err = store.append("alice", 1, &[again]).await.unwrap_err();
-    assert!(matches!(err, StoreError::DuplicateEvent { .. }), "{err}");
-}
-
 /// The writer never checkpoints on its own until the log is large; the
 /// checkpoint thread copies committed pages into the database file while
 /// the store stays open and busy.
