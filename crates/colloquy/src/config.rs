@@ -29,7 +29,7 @@ pub struct Server {
     pub listen: String,
     pub data_dir: PathBuf,
     pub bot: PathBuf,
-    /// NLU stage workers.
+    /// Classifications run at once (per stage; they share the runtime threads).
     pub nlu_workers: usize,
     /// Longest wait for in-flight work on shutdown.
     pub shutdown_timeout: String,
