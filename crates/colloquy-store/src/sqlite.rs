@@ -163,13 +163,7 @@ impl SqliteStore {
         let wal_frames = Arc::new(AtomicI64::new(0));
         let checkpointer = Checkpointer::open(&path, Arc::clone(&wal_frames))?;
         let (stop, stopped) = std::sync::mpsc::channel();
-        let checkpointer = thread::Builder::new()
-            .name("colloquy-sqlite-checkpoint".into())
-            .spawn(move || checkpointer.run(stopped))
-            .map_err(|source| StoreError::Io {
-                context: "starting the SQLite checkpoint thread".into(),
-                source,
-            })?;
+        let checkpointer = spawn("checkpoint", move || checkpointer.run(stopped))?;
         let stats = Arc::new(Stats::default());
         let (requests, queue) = mpsc::channel(QUEUE);
         let writer = Writer {
@@ -178,13 +172,7 @@ impl SqliteStore {
             stats: Arc::clone(&stats),
             wal_frames,
         };
-        let writer = thread::Builder::new()
-            .name("colloquy-sqlite-writer".into())
-            .spawn(move || writer.run(queue))
-            .map_err(|source| StoreError::Io {
-                context: "starting the SQLite writer thread".into(),
-                source,
-            })?;
+        let writer = spawn("writer", move || writer.run(queue))?;
         Ok(SqliteStore {
             requests: Some(requests),
             writer: Some(writer),
@@ -275,6 +263,20 @@ impl Checkpointer {
             }
         }
     }
+}
+
+/// Start the store's `role` thread (`colloquy-sqlite-<role>`).
+fn spawn(
+    role: &str,
+    run: impl FnOnce() + Send + 'static,
+) -> Result<thread::JoinHandle<()>, StoreError> {
+    thread::Builder::new()
+        .name(format!("colloquy-sqlite-{role}"))
+        .spawn(run)
+        .map_err(|source| StoreError::Io {
+            context: format!("starting the SQLite {role} thread"),
+            source,
+        })
 }
 
 /// A PASSIVE checkpoint: frames in the WAL, and how many of them are now in
