@@ -1,20 +1,22 @@
 //! Append throughput and latency of a store under concurrent users, each
 //! appending 3-event messages back to back, as workers would.
 //!
-//! `cargo bench -p colloquy-store --bench append -- [sqlite|mysql|postgres]`
-//! (or `COLLOQUY_BENCH_BACKEND`; default sqlite). The SQL servers are the
+//! `cargo bench -p colloquy-store --bench append -- [eventlog|sqlite|mysql|postgres]`
+//! (or `COLLOQUY_BENCH_BACKEND`; default eventlog, the embedded default). The SQL servers are the
 //! ones of the tests (`COLLOQUY_TEST_MYSQL_URL`, `COLLOQUY_TEST_POSTGRES_URL`):
 //! the bench creates a scratch database there and drops it afterwards.
-//! Results also go to `bench-results/store.json` (SQLite) or
-//! `store-<backend>.json` under the workspace root, or under the directory
+//! Results also go to `bench-results/store-<backend>.json` under the
+//! workspace root, or under the directory
 //! in `COLLOQUY_BENCH_OUT`.
 
 #[path = "../../../benches/report.rs"]
 mod report;
 
 use colloquy_store::sql::{self, SqlConfig};
-use colloquy_store::sqlite::WriterStats;
-use colloquy_store::{conformance, ConversationStore, MySqlStore, PgStore, SqliteStore};
+use colloquy_store::WriterStats;
+use colloquy_store::{
+    conformance, ConversationStore, LogConfig, LogStore, MySqlStore, PgStore, SqliteStore,
+};
 use serde_json::json;
 use sqlx::{Connection, MySqlConnection, PgConnection};
 use std::sync::Arc;
@@ -26,6 +28,7 @@ const RUN_FOR: Duration = Duration::from_secs(3);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Backend {
+    EventLog,
     Sqlite,
     MySql,
     Postgres,
@@ -38,17 +41,19 @@ impl Backend {
             .skip(1)
             .find(|a| !a.starts_with('-'))
             .or_else(|| std::env::var("COLLOQUY_BENCH_BACKEND").ok())
-            .unwrap_or_else(|| "sqlite".into());
+            .unwrap_or_else(|| "eventlog".into());
         match name.as_str() {
+            "eventlog" => Backend::EventLog,
             "sqlite" => Backend::Sqlite,
             "mysql" | "mariadb" => Backend::MySql,
             "postgres" | "postgresql" => Backend::Postgres,
-            other => panic!("unknown backend {other:?}: sqlite, mysql or postgres"),
+            other => panic!("unknown backend {other:?}: eventlog, sqlite, mysql or postgres"),
         }
     }
 
     fn name(self) -> &'static str {
         match self {
+            Backend::EventLog => "eventlog",
             Backend::Sqlite => "sqlite",
             Backend::MySql => "mysql",
             Backend::Postgres => "postgres",
@@ -58,7 +63,7 @@ impl Backend {
     /// The server's admin URL (no database) for the SQL backends.
     fn server(self) -> String {
         let (env, default) = match self {
-            Backend::Sqlite => unreachable!("SQLite needs no server"),
+            Backend::EventLog | Backend::Sqlite => unreachable!("embedded: no server"),
             Backend::MySql => ("COLLOQUY_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306"),
             Backend::Postgres => (
                 "COLLOQUY_TEST_POSTGRES_URL",
@@ -75,7 +80,7 @@ impl Backend {
         let server = self.server();
         let sql = sqlx::AssertSqlSafe(sql);
         let done = match self {
-            Backend::Sqlite => unreachable!("SQLite needs no server"),
+            Backend::EventLog | Backend::Sqlite => unreachable!("embedded: no server"),
             Backend::MySql => match MySqlConnection::connect(&server).await {
                 Ok(mut conn) => sqlx::raw_sql(sql).execute(&mut conn).await.map(drop),
                 Err(e) => Err(e),
@@ -93,6 +98,7 @@ impl Backend {
 
 /// A store of the backend under test, empty, and what removes it.
 enum Bench {
+    EventLog(Arc<LogStore>, tempfile::TempDir),
     Sqlite(Arc<SqliteStore>, tempfile::TempDir),
     MySql(Arc<MySqlStore>, String),
     Postgres(Arc<PgStore>, String),
@@ -100,6 +106,11 @@ enum Bench {
 
 impl Bench {
     async fn open(backend: Backend, run: usize) -> Bench {
+        if backend == Backend::EventLog {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = LogStore::open(dir.path(), LogConfig::default()).expect("open store");
+            return Bench::EventLog(Arc::new(store), dir);
+        }
         if backend == Backend::Sqlite {
             let dir = tempfile::tempdir().expect("temp dir");
             let store = SqliteStore::open(dir.path()).expect("open store");
@@ -123,6 +134,7 @@ impl Bench {
 
     fn store(&self) -> Arc<dyn ConversationStore> {
         match self {
+            Bench::EventLog(s, _) => s.clone(),
             Bench::Sqlite(s, _) => s.clone(),
             Bench::MySql(s, _) => s.clone(),
             Bench::Postgres(s, _) => s.clone(),
@@ -131,6 +143,7 @@ impl Bench {
 
     fn stats(&self) -> WriterStats {
         match self {
+            Bench::EventLog(s, _) => s.stats(),
             Bench::Sqlite(s, _) => s.stats(),
             Bench::MySql(s, _) => s.stats(),
             Bench::Postgres(s, _) => s.stats(),
@@ -140,6 +153,10 @@ impl Bench {
     async fn close(self) {
         match self {
             // The store's writer must be gone before its directory is.
+            Bench::EventLog(store, dir) => {
+                drop(store);
+                drop(dir);
+            }
             Bench::Sqlite(store, dir) => {
                 drop(store);
                 drop(dir);
@@ -173,11 +190,7 @@ fn main() {
         "seconds_per_run": RUN_FOR.as_secs_f64(),
         "results": results,
     });
-    let file = match backend {
-        Backend::Sqlite => "store.json".to_string(),
-        other => format!("store-{}.json", other.name()),
-    };
-    report::write(&file, &report);
+    report::write(&format!("store-{}.json", backend.name()), &report);
 }
 
 async fn run_one(backend: Backend, run: usize, users: usize) -> serde_json::Value {

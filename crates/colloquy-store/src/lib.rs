@@ -4,8 +4,8 @@
 //! only shortens replay.
 //!
 //! [`ConversationStore`] is the contract every backend meets (the embedded
-//! [`sqlite`] one, [`memory`], MySQL/MariaDB and PostgreSQL in [`sql`], and
-//! later Redis); the
+//! [`eventlog`], the default of `colloquy serve`; the embedded [`sqlite`]
+//! one; [`memory`]; MySQL/MariaDB and PostgreSQL in [`sql`]); the
 //! `conformance` feature holds the one test suite they all must pass.
 //! [`l1`] keeps hot copies of states in front of them (memory or Redis).
 //! [`Conversations`] is what workers use: load = verified snapshot + replay,
@@ -18,6 +18,7 @@
 pub mod conformance;
 mod conversations;
 mod error;
+pub mod eventlog;
 pub mod l1;
 pub mod memory;
 mod snapshot;
@@ -26,6 +27,7 @@ pub mod sqlite;
 
 pub use conversations::{Conversations, LoadInfo, SnapshotPolicy};
 pub use error::{ErrorKind, StoreError};
+pub use eventlog::{LogConfig, LogStore};
 pub use l1::{HotStates, HotStats, MemoryHotStates, RedisHotStates, RedisL1Config};
 pub use memory::MemoryStore;
 pub use snapshot::{Snapshot, SnapshotError, SnapshotKey};
@@ -34,6 +36,8 @@ pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use colloquy_core::Event;
+use std::fs::{File, OpenOptions};
+use std::path::Path;
 
 /// Durable per-user event logs plus the latest snapshot per user.
 ///
@@ -104,4 +108,37 @@ pub(crate) fn check_append(
         }
     }
     Ok(())
+}
+
+/// Counters of an embedded store's writer thread, for benchmarks and
+/// metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Group commits (one fsync each).
+    pub commits: u64,
+    /// Requests (appends and snapshot writes) in those commits.
+    pub requests: u64,
+}
+
+/// Take the exclusive lock (flock) on `dir/name`, so that one process at a
+/// time owns an embedded store's files; held as long as the file is open.
+pub(crate) fn lock_dir(dir: &Path, name: &str) -> Result<File, StoreError> {
+    let path = dir.join(name);
+    let io = |source| StoreError::Io {
+        context: format!("locking {}", path.display()),
+        source,
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(StoreError::DirInUse {
+            dir: dir.to_path_buf(),
+        }),
+        Err(e) => Err(io(e.into())),
+    }
 }

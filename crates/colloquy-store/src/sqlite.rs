@@ -6,14 +6,14 @@
 //! and pays one fsync for all of them before answering. Reads use a few
 //! read-only connections, which WAL mode lets run alongside the writer.
 
-use crate::{check_append, ConversationStore, Snapshot, StoreError};
+use crate::{check_append, lock_dir, ConversationStore, Snapshot, StoreError, WriterStats};
 use async_trait::async_trait;
 use colloquy_core::{Event, State};
 use rusqlite::{
     ffi, params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior,
 };
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -105,15 +105,6 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
 /// How long a connection waits on a lock held by a checkpoint or recovery.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Counters of the writer thread, for metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WriterStats {
-    /// Transactions committed (one fsync each).
-    pub commits: u64,
-    /// Requests (appends and snapshot writes) in those transactions.
-    pub requests: u64,
-}
-
 pub struct SqliteStore {
     /// `None` only while dropping: closing the channel stops the writer.
     requests: Option<mpsc::Sender<Request>>,
@@ -137,7 +128,7 @@ impl SqliteStore {
         })?;
         // Before touching the database, so that two processes never run
         // migrations or writers on the same file.
-        let lock = lock_dir(dir)?;
+        let lock = lock_dir(dir, "colloquy.lock")?;
         let path = dir.join("colloquy.db");
         let mut conn = Connection::open(&path)?;
         let mode: String =
@@ -429,27 +420,6 @@ fn writer_gone() -> StoreError {
     StoreError::Backend {
         message: "the SQLite writer thread has stopped".into(),
         retryable: false,
-    }
-}
-
-fn lock_dir(dir: &Path) -> Result<File, StoreError> {
-    let path = dir.join("colloquy.lock");
-    let io = |source| StoreError::Io {
-        context: format!("locking {}", path.display()),
-        source,
-    };
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io)?;
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(file),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(StoreError::DirInUse {
-            dir: dir.to_path_buf(),
-        }),
-        Err(e) => Err(io(e.into())),
     }
 }
 

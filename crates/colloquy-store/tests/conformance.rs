@@ -1,6 +1,8 @@
 //! The shared backend conformance suite, against the in-tree backends.
 
-use colloquy_store::{conformance, ConversationStore, MemoryStore, SqliteStore};
+use colloquy_store::{
+    conformance, ConversationStore, LogConfig, LogStore, MemoryStore, SqliteStore,
+};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -18,6 +20,39 @@ async fn sqlite_store_conforms() {
             .path()
             .join(n.fetch_add(1, Ordering::Relaxed).to_string());
         Arc::new(SqliteStore::open(&dir).unwrap()) as Arc<dyn ConversationStore>
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn event_log_store_conforms() {
+    let root = tempfile::tempdir().unwrap();
+    let n = AtomicUsize::new(0);
+    conformance::run_all(|| {
+        let dir = root
+            .path()
+            .join(n.fetch_add(1, Ordering::Relaxed).to_string());
+        Arc::new(LogStore::open(&dir, LogConfig::default()).unwrap()) as Arc<dyn ConversationStore>
+    })
+    .await;
+}
+
+/// The same suite with segments so small that most records begin a new one
+/// and an id cache that holds almost nothing: what a long-running store
+/// does rarely, every test here does all the time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn event_log_store_conforms_rolling_and_evicting() {
+    let root = tempfile::tempdir().unwrap();
+    let n = AtomicUsize::new(0);
+    let cfg = LogConfig {
+        segment_bytes: 4096,
+        cached_ids: 4,
+    };
+    conformance::run_all(|| {
+        let dir = root
+            .path()
+            .join(n.fetch_add(1, Ordering::Relaxed).to_string());
+        Arc::new(LogStore::open(&dir, cfg.clone()).unwrap()) as Arc<dyn ConversationStore>
     })
     .await;
 }

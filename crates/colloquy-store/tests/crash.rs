@@ -6,7 +6,7 @@
 //! cache, so this catches acknowledging before the commit (or buffering in
 //! the process), not a skipped fsync; that needs a power cut.
 
-use colloquy_store::{conformance, ConversationStore, SqliteStore};
+use colloquy_store::{conformance, ConversationStore, LogConfig, LogStore, SqliteStore};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 /// Set (to the data directory) only in the child process.
 const CHILD_DIR: &str = "COLLOQUY_CRASH_CHILD_DIR";
+/// The backend the child appends to: `sqlite` or `eventlog`.
+const CHILD_BACKEND: &str = "COLLOQUY_CRASH_CHILD_BACKEND";
 const USERS: usize = 16;
 const ACKS_BEFORE_KILL: usize = 2_000;
 
@@ -30,9 +32,10 @@ fn crash_child() {
     let Some(dir) = std::env::var_os(CHILD_DIR) else {
         return;
     };
+    let backend = std::env::var(CHILD_BACKEND).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let store = Arc::new(SqliteStore::open(Path::new(&dir)).unwrap());
+        let store = open(&backend, Path::new(&dir));
         let writers: Vec<_> = (0..USERS)
             .map(|u| {
                 let store = Arc::clone(&store);
@@ -56,12 +59,30 @@ fn crash_child() {
     });
 }
 
+fn open(backend: &str, dir: &Path) -> Arc<dyn ConversationStore> {
+    match backend {
+        "sqlite" => Arc::new(SqliteStore::open(dir).unwrap()),
+        "eventlog" => Arc::new(LogStore::open(dir, LogConfig::default()).unwrap()),
+        other => panic!("unknown backend {other}"),
+    }
+}
+
 #[test]
-fn acked_appends_survive_sigkill() {
+fn acked_appends_survive_sigkill_sqlite() {
+    acked_appends_survive_sigkill("sqlite");
+}
+
+#[test]
+fn acked_appends_survive_sigkill_event_log() {
+    acked_appends_survive_sigkill("eventlog");
+}
+
+fn acked_appends_survive_sigkill(backend: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR, dir.path())
+        .env(CHILD_BACKEND, backend)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -94,7 +115,7 @@ fn acked_appends_survive_sigkill() {
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let store = SqliteStore::open(dir.path()).expect("reopen after the kill");
+        let store = open(backend, dir.path());
         for u in 0..USERS {
             let user = format!("user-{u}");
             let log = store.events_after(&user, 0, usize::MAX).await.unwrap();

@@ -6,7 +6,7 @@
 use colloquy_store::l1::{HotStates, RedisHotStates, RedisL1Config};
 use colloquy_store::sql::SqlConfig;
 use colloquy_store::{
-    sqlite::SqliteStore, ConversationStore, Conversations, SnapshotKey, SnapshotPolicy,
+    ConversationStore, Conversations, LogConfig, LogStore, SnapshotKey, SnapshotPolicy,
 };
 use colloquy_worker::{load_bot, scenario, Engine};
 use std::path::{Path, PathBuf};
@@ -27,7 +27,8 @@ fn sorted_entries(dir: &Path) -> Vec<PathBuf> {
 
 /// Where a scenario run keeps its conversations.
 enum Backend {
-    Sqlite,
+    /// The embedded event log, as `colloquy chat` and `serve` use it.
+    EventLog,
     /// A SQL store at this server URL (no database part) with Redis L1.
     Distributed(String),
 }
@@ -50,8 +51,8 @@ async fn run_bot(dir: &Path, backend: &Backend) -> (usize, Vec<String>) {
         every_ms: 30_000,
     };
     let engine = match backend {
-        Backend::Sqlite => {
-            let store = SqliteStore::open(data.path()).expect("open store");
+        Backend::EventLog => {
+            let store = LogStore::open(data.path(), LogConfig::default()).expect("open store");
             Engine::new(bot, Conversations::new(Arc::new(store), key(), policy))
         }
         Backend::Distributed(server) => {
@@ -161,7 +162,7 @@ async fn every_bot_passes(backend: Backend) {
 
 #[tokio::test]
 async fn every_example_bot_passes_its_scenarios() {
-    every_bot_passes(Backend::Sqlite).await;
+    every_bot_passes(Backend::EventLog).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 
 use crate::keys;
 use anyhow::Context;
-use colloquy_store::{sqlite::SqliteStore, Conversations, SnapshotKey, SnapshotPolicy};
+use colloquy_store::{Conversations, LogConfig, SnapshotKey, SnapshotPolicy};
 use colloquy_worker::{load_bot, Engine};
 use futures_util::{SinkExt, StreamExt};
 use std::io::{BufRead, IsTerminal, Write};
@@ -159,8 +159,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
                 let key =
                     keys::load_or_create(&args.data, "snapshot.key", "COLLOQUY_SNAPSHOT_KEY")?;
                 let key = SnapshotKey::new(key).context("snapshot key")?;
-                let store = SqliteStore::open(&args.data)
-                    .with_context(|| format!("opening the store in {}", args.data.display()))?;
+                let store = crate::roles::open_event_log(&args.data, LogConfig::default())?;
                 let policy = SnapshotPolicy {
                     every_events: args.snapshot_events.max(1),
                     every_ms: args.snapshot_interval,

@@ -9,6 +9,7 @@ use colloquy_gateway::auth::AuthConfig;
 use colloquy_gateway::input::Limits;
 use colloquy_store::l1::RedisL1Config;
 use colloquy_store::sql::SqlConfig;
+use colloquy_store::LogConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -96,11 +97,14 @@ impl Default for BusSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
-    /// Where the event logs and snapshots (L2) live: `sqlite` (embedded, in
-    /// the data directory), `mysql` or `postgres` (`[store.sql]`).
+    /// Where the event logs and snapshots (L2) live: `eventlog` (embedded,
+    /// append-only segment files in `DATA/events`), `sqlite` (embedded, one
+    /// SQLite file `DATA/colloquy.db`), `mysql` or `postgres`
+    /// (`[store.sql]`).
     pub backend: StoreBackend,
     pub snapshot_every_events: u64,
     pub snapshot_interval: String,
+    pub eventlog: LogConfig,
     pub sql: SqlConfig,
     pub l1: L1Settings,
 }
@@ -108,9 +112,10 @@ pub struct StoreSettings {
 impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
-            backend: StoreBackend::Sqlite,
+            backend: StoreBackend::EventLog,
             snapshot_every_events: 50,
             snapshot_interval: "30s".into(),
+            eventlog: LogConfig::default(),
             sql: SqlConfig::default(),
             l1: L1Settings::default(),
         }
@@ -121,6 +126,7 @@ impl Default for StoreSettings {
 #[serde(rename_all = "lowercase")]
 pub enum StoreBackend {
     #[default]
+    EventLog,
     Sqlite,
     Mysql,
     Postgres,

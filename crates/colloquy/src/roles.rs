@@ -16,13 +16,15 @@ use colloquy_gateway::metrics::{Metrics, Sources};
 use colloquy_gateway::server::ConnectionLimits;
 use colloquy_store::l1::{HotStates, MemoryHotStates, RedisHotStates};
 use colloquy_store::{
-    sqlite::SqliteStore, ConversationStore, Conversations, SnapshotKey, SnapshotPolicy,
+    sqlite::SqliteStore, ConversationStore, Conversations, LogConfig, LogStore, SnapshotKey,
+    SnapshotPolicy,
 };
 use colloquy_worker::ownership::{Member, OwnershipConfig, Stage};
 use colloquy_worker::pipeline::{
     BusDeliver, ChatHandler, NluHandler, PolicyHandler, TOPIC_IN, TOPIC_NLU, TOPIC_OUT,
 };
 use colloquy_worker::{load_bot, Engine, MEMORY_L1_USERS};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -99,6 +101,10 @@ fn open_bus(cfg: &Config) -> anyhow::Result<Arc<dyn Bus>> {
 
 async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn ConversationStore>> {
     Ok(match cfg.store.backend {
+        StoreBackend::EventLog => Arc::new(open_event_log(
+            &cfg.server.data_dir,
+            cfg.store.eventlog.clone(),
+        )?),
         StoreBackend::Sqlite => {
             Arc::new(SqliteStore::open(&cfg.server.data_dir).context("opening the embedded store")?)
         }
@@ -108,6 +114,21 @@ async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn ConversationStore>> 
             )?
         }
     })
+}
+
+/// The embedded event log of the data directory `data` (in `data/events`).
+/// A directory that holds only an SQLite store from an earlier colloquy is
+/// refused rather than served as if it had no conversations.
+pub fn open_event_log(data: &Path, cfg: LogConfig) -> anyhow::Result<LogStore> {
+    let dir = data.join("events");
+    if !dir.exists() && data.join("colloquy.db").exists() {
+        anyhow::bail!(
+            "{} holds an SQLite store (colloquy.db) and no event log; to keep using it set \
+             `[store] backend = \"sqlite\"` (or COLLOQUY_STORE_BACKEND=sqlite)",
+            data.display()
+        );
+    }
+    LogStore::open(&dir, cfg).with_context(|| format!("opening the event log in {}", dir.display()))
 }
 
 /// The settings of a stage consuming `topic` as `group`.
@@ -364,8 +385,11 @@ pub fn worker_role(args: WorkerArgs) -> anyhow::Result<ExitCode> {
 /// configured SQL store.
 pub fn migrate(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = crate::serve::load_config(&args)?;
-    if cfg.store.backend == StoreBackend::Sqlite {
-        println!("store.backend is sqlite: the embedded store migrates itself when it opens");
+    if matches!(
+        cfg.store.backend,
+        StoreBackend::EventLog | StoreBackend::Sqlite
+    ) {
+        println!("the embedded stores upgrade themselves when they open; nothing to migrate");
         return Ok(ExitCode::SUCCESS);
     }
     crate::serve::runtime()?.block_on(async {

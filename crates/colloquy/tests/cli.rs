@@ -170,6 +170,23 @@ fn chat_remembers_the_model_across_sessions_and_restarts() {
     );
 }
 
+/// A data directory from before the event log holds its conversations in
+/// SQLite: it is refused with the setting that keeps serving it, never
+/// opened as if it were empty.
+#[test]
+fn an_sqlite_data_directory_is_not_taken_for_an_empty_one() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("colloquy.db"), b"").unwrap();
+    let out = chat(data.path(), "alice", "2026-01-01T10:00:00Z", "你好\n");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("holds an SQLite store") && err.contains("backend = \"sqlite\""),
+        "{err}"
+    );
+    assert!(!data.path().join("events").exists(), "nothing was created");
+}
+
 #[test]
 fn chat_rejects_a_bad_user_id_and_time() {
     let data = tempfile::tempdir().unwrap();

@@ -54,7 +54,7 @@ pub mod postgres;
 pub use mysql::MySqlStore;
 pub use postgres::PgStore;
 
-use crate::sqlite::WriterStats;
+use crate::WriterStats;
 use crate::{check_append, ConversationStore, Snapshot, StoreError};
 use async_trait::async_trait;
 use colloquy_core::{Event, State};

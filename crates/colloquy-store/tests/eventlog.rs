@@ -1,0 +1,205 @@
+//! What only the embedded event log has: the directory lock, group commit,
+//! segments, recovery on reopen and the id cache.
+
+use colloquy_store::{conformance, ConversationStore, ErrorKind, LogConfig, LogStore, StoreError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn open(dir: &Path) -> LogStore {
+    LogStore::open(dir, LogConfig::default()).unwrap()
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_directory_has_one_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let err = LogStore::open(dir.path(), LogConfig::default())
+        .err()
+        .expect("second open must fail");
+    assert!(matches!(err, StoreError::DirInUse { .. }), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Fatal);
+    drop(store);
+    open(dir.path());
+}
+
+/// Everything, including the duplicate check and snapshots, is rebuilt from
+/// the files: logs spread over many segments read back whole after a
+/// reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_reopening_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 4096,
+        ..LogConfig::default()
+    };
+    let mut logs = Vec::new();
+    let snapshot;
+    {
+        let store = LogStore::open(dir.path(), cfg.clone()).unwrap();
+        for user in ["alice", "bob", "carol"] {
+            let mut log = Vec::new();
+            for round in 0..20 {
+                let batch = conformance::events(user, log.len() as u64, 3, round, "m");
+                store.append(user, log.len() as u64, &batch).await.unwrap();
+                log.extend(batch);
+            }
+            logs.push((user, log));
+        }
+        snapshot = conformance::key().sign(&colloquy_core::State::from_events("bob", &logs[1].1));
+        store.put_snapshot(&snapshot).await.unwrap();
+    }
+    let count = segments(dir.path()).len();
+    assert!(count > 5, "the log rolled over only {count} times");
+    let store = LogStore::open(dir.path(), cfg).unwrap();
+    for (user, log) in &logs {
+        assert_eq!(&store.events_after(user, 0, usize::MAX).await.unwrap(), log);
+        assert_eq!(store.last_seq(user).await.unwrap(), 60);
+        assert_eq!(
+            store.events_after(user, 31, 4).await.unwrap(),
+            log[31..35],
+            "a page from the middle of {user}'s log"
+        );
+    }
+    assert_eq!(store.get_snapshot("bob").await.unwrap(), Some(snapshot));
+    let err = store.append("alice", 0, &logs[0].1[..3]).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { actual: 60, .. }),
+        "{err}"
+    );
+    // The id set is read back from the oldest segment on first use.
+    let mut again = logs[0].1[0].clone();
+    again.seq = 61;
+    let err = store.append("alice", 60, &[again]).await.unwrap_err();
+    assert!(matches!(err, StoreError::DuplicateEvent { .. }), "{err}");
+    let next = conformance::events("alice", 60, 2, 0, "next");
+    assert_eq!(store.append("alice", 60, &next).await.unwrap(), 62);
+}
+
+/// A group commit torn by a crash was never acknowledged: reopening cuts
+/// it off and the log goes on from the last whole record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_tail_is_cut_off_on_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = conformance::events("alice", 0, 3, 1, "m");
+    {
+        let store = open(dir.path());
+        store.append("alice", 0, &log).await.unwrap();
+    }
+    let last = segments(dir.path()).pop().unwrap();
+    let whole = std::fs::metadata(&last).unwrap().len();
+    let mut data = std::fs::read(&last).unwrap();
+    let torn = data[..data.len() / 2].to_vec();
+    data.extend_from_slice(&torn);
+    std::fs::write(&last, &data).unwrap();
+
+    let store = open(dir.path());
+    assert_eq!(std::fs::metadata(&last).unwrap().len(), whole);
+    assert_eq!(store.events_after("alice", 0, 10).await.unwrap(), log);
+    let next = conformance::events("alice", 3, 2, 0, "next");
+    assert_eq!(store.append("alice", 3, &next).await.unwrap(), 5);
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.last_seq("alice").await.unwrap(), 5);
+}
+
+/// Damage anywhere but the torn tail is damage to acknowledged records:
+/// opening fails and names the file instead of serving a shortened log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_to_acknowledged_records_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        for seq in [0, 3] {
+            let batch = conformance::events("alice", seq, 3, 1, "m");
+            store.append("alice", seq, &batch).await.unwrap();
+        }
+    }
+    let file = segments(dir.path()).pop().unwrap();
+    let mut data = std::fs::read(&file).unwrap();
+    data[20] ^= 0x40;
+    std::fs::write(&file, &data).unwrap();
+    let err = LogStore::open(dir.path(), LogConfig::default())
+        .err()
+        .expect("a damaged first record must fail the open");
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    assert!(
+        err.to_string().contains(&file.display().to_string()),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let tasks: Vec<_> = (0..64)
+        .map(|u| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let user = format!("u{u}");
+                for a in 0..5 {
+                    store
+                        .append(&user, a * 2, &conformance::events(&user, a * 2, 2, 0, "m"))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let stats = store.stats();
+    assert_eq!(stats.requests, 64 * 5);
+    assert!(
+        stats.commits < stats.requests / 2,
+        "no group commit happened: {stats:?}"
+    );
+}
+
+/// Appends of one user queued back to back (often in one group commit)
+/// continue each other, and a repeat of ids the batch itself holds is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_appends_of_one_user_apply_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut n = 0;
+    for _ in 0..50 {
+        let (a, b) = (
+            conformance::events("u", n, 3, 0, "m"),
+            conformance::events("u", n + 3, 3, 0, "m"),
+        );
+        // The first append's first id again, right behind it.
+        let mut repeat = a[0].clone();
+        repeat.seq = n + 7;
+        let repeat = [repeat];
+        let (first, second, third) = tokio::join!(
+            store.append("u", n, &a),
+            store.append("u", n + 3, &b),
+            store.append("u", n + 6, &repeat),
+        );
+        assert_eq!((first.unwrap(), second.unwrap()), (n + 3, n + 6));
+        assert!(
+            matches!(third, Err(StoreError::DuplicateEvent { .. })),
+            "{third:?}"
+        );
+        n += 6;
+    }
+    assert_eq!(store.last_seq("u").await.unwrap(), 300);
+    assert!(
+        store.stats().commits < 100,
+        "the appends never shared a commit: {:?}",
+        store.stats()
+    );
+}
