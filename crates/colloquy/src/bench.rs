@@ -1,18 +1,32 @@
 //! `colloquy bench`: a load generator. Simulated users hold multi-turn
 //! conversations with the shoe-store bot over HTTP or WebSocket; latency is
 //! recorded in an HDR histogram, errors by kind.
+//!
+//! It usually runs on the same machine as the server it measures, so every
+//! microsecond of CPU it spends on a turn is taken from the server. Hence a
+//! lean HTTP/1.1 client (one keep-alive hyper connection per user, requests
+//! pre-built from shared buffers) and measurements kept per user, with no
+//! lock on the path of a turn.
 
 use crate::serve::{hs_secret, load_config, ServeArgs};
 use anyhow::Context;
+use bytes::Bytes;
 use colloquy_gateway::auth::{Issuer, Scope};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use serde_json::{json, Value};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{HeaderMap, Method, Request, Uri};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use serde_json::json;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -57,38 +71,70 @@ const SCRIPTS: &[&[&str]] = &[
     &["疾风板鞋有货吗", "41", "我要抽奖", "要", "不要了"],
 ];
 
+/// Latencies above this (in µs) are recorded as this.
+const MAX_LATENCY_US: u64 = 60_000_000;
+
+/// What all users share: only the turn count (for the progress bar and
+/// --turns) and the stop flag, both atomics.
 struct Shared {
-    latency: Mutex<Histogram<u64>>,
-    errors: Mutex<BTreeMap<String, u64>>,
     turns: AtomicU64,
     stop: AtomicBool,
+    limit: Option<u64>,
 }
 
 impl Shared {
-    fn error(&self, kind: impl Into<String>) {
-        *self
-            .errors
-            .lock()
-            .expect("errors lock")
-            .entry(kind.into())
-            .or_default() += 1;
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
     }
 
-    fn done(&self, started: Instant, limit: Option<u64>) -> bool {
+    /// Count a finished turn; true when the user should stop.
+    fn done(&self, tally: &mut Tally, started: Instant) -> bool {
+        tally.record(started);
         let n = self.turns.fetch_add(1, Ordering::Relaxed) + 1;
-        self.latency
-            .lock()
-            .expect("histogram lock")
-            .saturating_record(started.elapsed().as_micros() as u64);
-        if limit.is_some_and(|l| n >= l) {
+        if self.limit.is_some_and(|l| n >= l) {
             self.stop.store(true, Ordering::Relaxed);
         }
-        self.stop.load(Ordering::Relaxed)
+        self.stopped()
+    }
+}
+
+/// What one simulated user measured. Each user task owns its tally and
+/// returns it; they are merged once at the end. A shared histogram behind a
+/// lock cost a lock round trip on every turn, and contention (with its cache
+/// lines moving between cores) whenever more than one thread ran users.
+struct Tally {
+    latency: Histogram<u64>,
+    errors: BTreeMap<Cow<'static, str>, u64>,
+}
+
+impl Tally {
+    fn new() -> anyhow::Result<Self> {
+        // Auto-resizing, so it grows only as far as the latencies seen: a
+        // fixed range up to MAX_LATENCY_US would hold ~140 KB per user.
+        Ok(Tally {
+            latency: Histogram::new(3)?,
+            errors: BTreeMap::new(),
+        })
+    }
+
+    fn record(&mut self, started: Instant) {
+        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        // Recording into an auto-resizing histogram fails only if it cannot
+        // grow, which a value of at most MAX_LATENCY_US never needs.
+        let _ = self.latency.record(us.min(MAX_LATENCY_US));
+    }
+
+    fn error(&mut self, kind: impl Into<Cow<'static, str>>) {
+        *self.errors.entry(kind.into()).or_default() += 1;
     }
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread: at the server's pace the users need a fraction of a core,
+    // and more workers would only add wake-ups and work stealing, and take
+    // a second core from the server being measured. Measured against the
+    // multi-threaded runtime: about a tenth less CPU per turn.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(bench(args))
@@ -116,15 +162,15 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             as u64,
     );
     let shared = Arc::new(Shared {
-        latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
-        errors: Mutex::default(),
         turns: AtomicU64::new(0),
         stop: AtomicBool::new(false),
+        limit: args.turns,
     });
     let run_id = uuid::Uuid::now_v7().simple().to_string();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.users)
-        .build()?;
+    let http = match args.transport {
+        Transport::Http => Some(Arc::new(HttpTarget::new(&args.url, &token)?)),
+        Transport::Ws => None,
+    };
     let bar = match args.turns {
         Some(n) => indicatif::ProgressBar::new(n),
         None => indicatif::ProgressBar::new(duration.as_secs().max(1)),
@@ -137,25 +183,25 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut tasks = Vec::new();
     for i in 0..args.users {
         let user = format!("bench-{}-{i}", &run_id[..12]);
-        let (shared, client, token, url) = (
+        let (shared, http, token, url) = (
             shared.clone(),
-            client.clone(),
+            http.clone(),
             token.clone(),
             args.url.clone(),
         );
-        let limit = args.turns;
-        let transport = args.transport;
-        tasks.push(tokio::spawn(async move {
-            let script = SCRIPTS[i % SCRIPTS.len()];
-            match transport {
-                Transport::Http => {
-                    http_user(&client, &url, &token, &user, script, &shared, limit).await
-                }
-                Transport::Ws => ws_user(&url, &token, &user, script, &shared, limit).await,
+        let tally = Tally::new()?;
+        let script = i % SCRIPTS.len();
+        tasks.push(match http {
+            Some(target) => {
+                let uri = target.uri(&user)?;
+                tokio::spawn(async move { http_user(&target, uri, script, &shared, tally).await })
             }
-        }));
+            None => tokio::spawn(async move {
+                ws_user(&url, &token, &user, SCRIPTS[script], &shared, tally).await
+            }),
+        });
     }
-    while !shared.stop.load(Ordering::Relaxed) {
+    while !shared.stopped() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let turns = shared.turns.load(Ordering::Relaxed);
         let secs = start.elapsed().as_secs_f64();
@@ -170,13 +216,17 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let mut h = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3)?;
+    let mut errors = BTreeMap::<String, u64>::new();
     for t in tasks {
-        t.await?;
+        let tally = t.await?;
+        h.add(&tally.latency)?;
+        for (kind, n) in tally.errors {
+            *errors.entry(kind.into_owned()).or_default() += n;
+        }
     }
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
-    let h = shared.latency.lock().expect("histogram lock").clone();
-    let errors = shared.errors.lock().expect("errors lock").clone();
     let turns = shared.turns.load(Ordering::Relaxed);
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let report = json!({
@@ -219,51 +269,186 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What every HTTP request has in common, built once: a turn then only
+/// clones reference-counted handles instead of formatting a URL, a bearer
+/// header and a JSON body each time.
+struct HttpTarget {
+    /// `host:port` to connect to.
+    addr: String,
+    /// Path before `/v1/...` if the URL has one, without a trailing slash.
+    prefix: String,
+    /// Host, Authorization and Content-Type.
+    headers: HeaderMap,
+    /// The JSON body of each line of each script, as `SCRIPTS`.
+    bodies: Vec<Vec<Bytes>>,
+}
+
+type Sender = SendRequest<Full<Bytes>>;
+
+impl HttpTarget {
+    fn new(url: &str, token: &str) -> anyhow::Result<Self> {
+        let base: Uri = url
+            .parse()
+            .with_context(|| format!("--url: `{url}` is not a URL"))?;
+        // Plain HTTP only: the server behind a TLS proxy is not what this
+        // measures (and no TLS stack is linked in).
+        anyhow::ensure!(
+            base.scheme_str() == Some("http"),
+            "--url: `{url}` must start with http://"
+        );
+        let authority = base
+            .authority()
+            .with_context(|| format!("--url: `{url}` has no host"))?;
+        let mut headers = HeaderMap::with_capacity(3);
+        headers.insert(HOST, HeaderValue::from_str(authority.as_str())?);
+        headers.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("--token: not a valid header value")?,
+        );
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let bodies = SCRIPTS
+            .iter()
+            .map(|script| {
+                script
+                    .iter()
+                    .map(|text| Ok(Bytes::from(serde_json::to_vec(&json!({"text": text}))?)))
+                    .collect::<anyhow::Result<Vec<_>>>()
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(HttpTarget {
+            addr: format!(
+                "{}:{}",
+                authority.host(),
+                authority.port_u16().unwrap_or(80)
+            ),
+            prefix: base.path().trim_end_matches('/').to_string(),
+            headers,
+            bodies,
+        })
+    }
+
+    /// Where `user` posts messages, waiting for the replies.
+    fn uri(&self, user: &str) -> anyhow::Result<Uri> {
+        let uri = format!(
+            "{}/v1/conversations/{user}/messages?wait_ms=10000",
+            self.prefix
+        );
+        Ok(uri.parse()?)
+    }
+
+    fn request(&self, uri: &Uri, body: &Bytes) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(body.clone()));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+
+    /// A new keep-alive connection. Nagle's algorithm is off: a request is
+    /// one small write, which it could hold back until the server acknowledged
+    /// the previous segment (up to a delayed-ACK timeout), adding to the
+    /// latency measured.
+    async fn connect(&self) -> anyhow::Result<Sender> {
+        let tcp = tokio::net::TcpStream::connect(&self.addr).await?;
+        tcp.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        // Drives the socket; ends when the sender is dropped or the server
+        // closes the connection (the sender then reports it).
+        tokio::spawn(conn);
+        Ok(sender)
+    }
+
+    /// The user's connection, ready for a request. One the server closed
+    /// between turns is replaced without counting an error, as a connection
+    /// pool would do; only failing to open one is an error.
+    async fn ready<'c>(&self, conn: &'c mut Option<Sender>) -> anyhow::Result<&'c mut Sender> {
+        let mut sender = match conn.take() {
+            Some(s) => s,
+            None => self.connect().await?,
+        };
+        if sender.ready().await.is_err() {
+            sender = self.connect().await?;
+        }
+        Ok(conn.insert(sender))
+    }
+}
+
 async fn http_user(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
-    user: &str,
-    script: &[&str],
+    target: &HttpTarget,
+    uri: Uri,
+    script: usize,
     shared: &Shared,
-    limit: Option<u64>,
-) {
-    let endpoint = format!("{url}/v1/conversations/{user}/messages?wait_ms=10000");
-    for text in script.iter().cycle() {
-        if shared.stop.load(Ordering::Relaxed) {
-            return;
+    mut tally: Tally,
+) -> Tally {
+    let mut conn = None;
+    for body in target.bodies[script].iter().cycle() {
+        if shared.stopped() {
+            break;
         }
         let started = Instant::now();
-        match client
-            .post(&endpoint)
-            .bearer_auth(token)
-            .json(&json!({"text": text}))
-            .send()
-            .await
-        {
-            Ok(r) if r.status() == 200 => {
-                // Read the body: the turn is over when the replies arrived.
-                if r.bytes().await.is_err() {
-                    shared.error("body");
-                    continue;
-                }
-                if shared.done(started, limit) {
-                    return;
+        let sender = match target.ready(&mut conn).await {
+            Ok(s) => s,
+            Err(_) => {
+                tally.error("connect");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let response = match sender.send_request(target.request(&uri, body)).await {
+            Ok(r) => r,
+            Err(_) => {
+                conn = None;
+                tally.error("request");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let status = response.status().as_u16();
+        // Read the whole body, whatever the status: for a 200 the turn is
+        // over when the replies arrived, and a body left unread would leave
+        // the connection unusable for the next request.
+        let read = response.into_body().collect().await;
+        if read.is_err() {
+            conn = None;
+        }
+        match status {
+            200 if read.is_err() => tally.error("body"),
+            200 => {
+                if shared.done(&mut tally, started) {
+                    break;
                 }
             }
-            Ok(r) if r.status() == 202 => shared.error("no reply within wait_ms"),
-            Ok(r) => {
-                shared.error(format!("http {}", r.status().as_u16()));
-                if r.status() == 503 {
+            202 => tally.error("no reply within wait_ms"),
+            s => {
+                tally.error(format!("http {s}"));
+                if s == 503 {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
-            Err(e) => {
-                shared.error(if e.is_connect() { "connect" } else { "request" });
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
         }
     }
+    tally
+}
+
+/// The fields of a server frame the bench looks at; the others (the reply
+/// text, seq, ...) are skipped without being built. `Cow` borrows from the
+/// frame unless a string has escapes.
+#[derive(Deserialize)]
+struct ServerFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    /// Null for replies to no message of this session (catch-up).
+    #[serde(default, borrow)]
+    message_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    error: Option<FrameError<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FrameError<'a> {
+    #[serde(default, borrow)]
+    code: Option<Cow<'a, str>>,
 }
 
 async fn ws_user(
@@ -272,8 +457,8 @@ async fn ws_user(
     user: &str,
     script: &[&str],
     shared: &Shared,
-    limit: Option<u64>,
-) {
+    mut tally: Tally,
+) -> Tally {
     let ws_url = format!(
         "{}/v1/stream?token={token}&user={user}",
         url.replacen("http", "ws", 1)
@@ -281,47 +466,54 @@ async fn ws_user(
     let mut ws = match tokio_tungstenite::connect_async(&ws_url).await {
         Ok((ws, _)) => ws,
         Err(_) => {
-            shared.error("ws connect");
-            return;
+            tally.error("ws connect");
+            return tally;
         }
     };
+    // Each line JSON-escaped once; the frame around it is formatted per turn
+    // because the message id changes.
+    let texts: Vec<String> = script
+        .iter()
+        .map(|t| serde_json::to_string(t).expect("a string serializes"))
+        .collect();
     let mut n = 0u64;
-    for text in script.iter().cycle() {
-        if shared.stop.load(Ordering::Relaxed) {
-            return;
+    for text in texts.iter().cycle() {
+        if shared.stopped() {
+            break;
         }
         n += 1;
+        // The user name is `bench-<hex>-<n>`, so the id needs no escaping.
         let id = format!("{user}-{n}");
         let started = Instant::now();
-        let frame = json!({"type": "message", "text": text, "id": id}).to_string();
+        let frame = format!(r#"{{"type":"message","text":{text},"id":"{id}"}}"#);
         if ws.send(Message::text(frame)).await.is_err() {
-            shared.error("ws send");
-            return;
+            tally.error("ws send");
+            break;
         }
         // The turn ends with the first reply to this message.
         loop {
             let next = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
             let Ok(Some(Ok(m))) = next else {
-                shared.error("ws closed or timed out");
-                return;
+                tally.error("ws closed or timed out");
+                return tally;
             };
-            let Ok(v) = serde_json::from_str::<Value>(m.to_text().unwrap_or_default()) else {
+            let Message::Text(m) = m else { continue };
+            let Ok(f) = serde_json::from_str::<ServerFrame>(m.as_str()) else {
                 continue;
             };
-            match v["type"].as_str() {
-                Some("reply") if v["message_id"] == id.as_str() => break,
-                Some("error") => {
-                    shared.error(format!(
-                        "ws {}",
-                        v["error"]["code"].as_str().unwrap_or("error")
-                    ));
+            match &*f.kind {
+                "reply" if f.message_id.as_deref() == Some(id.as_str()) => break,
+                "error" => {
+                    let code = f.error.and_then(|e| e.code);
+                    tally.error(format!("ws {}", code.as_deref().unwrap_or("error")));
                     break;
                 }
                 _ => {}
             }
         }
-        if shared.done(started, limit) {
-            return;
+        if shared.done(&mut tally, started) {
+            break;
         }
     }
+    tally
 }
