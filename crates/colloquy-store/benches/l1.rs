@@ -147,7 +147,7 @@ enum Target {
 
 async fn call(target: &mut Target, op: Op, user: &str, seq: u64) {
     match (target, op) {
-        (Target::L1(hot), Op::Put) => hot.put(&state(user, seq)).await,
+        (Target::L1(hot), Op::Put) => hot.put(Arc::new(state(user, seq))).await,
         (Target::L1(hot), Op::Get) => {
             std::hint::black_box(hot.get(user).await);
         }

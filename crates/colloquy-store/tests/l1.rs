@@ -14,6 +14,7 @@ use colloquy_store::l1::{HotStates, MemoryHotStates, RedisHotStates, RedisL1Conf
 use colloquy_store::SnapshotKey;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn key() -> SnapshotKey {
@@ -44,7 +45,7 @@ async fn miss_then_hit(a: &dyn HotStates, b: &dyn HotStates, user: &str) {
     let before = a.stats();
     assert_eq!(a.get(user).await, None, "nothing put yet");
     let s = state(user, 3);
-    a.put(&s).await;
+    a.put(Arc::new(s.clone())).await;
     assert_eq!(
         a.get(user).await,
         Some(s.clone()),
@@ -58,37 +59,37 @@ async fn miss_then_hit(a: &dyn HotStates, b: &dyn HotStates, user: &str) {
 }
 
 async fn newer_wins_older_is_ignored(a: &dyn HotStates, b: &dyn HotStates, user: &str) {
-    a.put(&state(user, 5)).await;
-    b.put(&state(user, 7)).await;
-    a.put(&state(user, 6)).await;
+    a.put(Arc::new(state(user, 5))).await;
+    b.put(Arc::new(state(user, 7))).await;
+    a.put(Arc::new(state(user, 6))).await;
     assert_eq!(
         a.get(user).await.map(|s| s.seq),
         Some(7),
         "a late older put lost"
     );
-    a.put(&state(user, 7)).await;
+    a.put(Arc::new(state(user, 7))).await;
     assert_eq!(
         b.get(user).await,
         Some(state(user, 7)),
         "same seq: same state"
     );
-    b.put(&state(user, 8)).await;
+    b.put(Arc::new(state(user, 8))).await;
     assert_eq!(a.get(user).await, Some(state(user, 8)));
 
     // Many workers racing: whatever the interleaving, the newest stays.
     let puts = (1..=40).map(|seq| async move {
         let h = if seq % 2 == 0 { a } else { b };
-        h.put(&state(user, 100 + (seq * 7919) % 40)).await
+        h.put(Arc::new(state(user, 100 + (seq * 7919) % 40))).await
     });
     futures_util::future::join_all(puts).await;
     assert_eq!(a.get(user).await.map(|s| s.seq), Some(139));
 }
 
 async fn forget_drops_the_entry(a: &dyn HotStates, b: &dyn HotStates, user: &str) {
-    a.put(&state(user, 9)).await;
+    a.put(Arc::new(state(user, 9))).await;
     b.forget(user).await;
     assert_eq!(a.get(user).await, None, "forgotten everywhere");
-    a.put(&state(user, 2)).await;
+    a.put(Arc::new(state(user, 2))).await;
     assert_eq!(
         a.get(user).await.map(|s| s.seq),
         Some(2),
@@ -99,9 +100,9 @@ async fn forget_drops_the_entry(a: &dyn HotStates, b: &dyn HotStates, user: &str
 
 async fn users_do_not_mix(a: &dyn HotStates, users: &str) {
     let (x, y) = (format!("{users}-x"), format!("{users}-y"));
-    a.put(&state(&x, 4)).await;
+    a.put(Arc::new(state(&x, 4))).await;
     assert_eq!(a.get(&y).await, None);
-    a.put(&state(&y, 1)).await;
+    a.put(Arc::new(state(&y, 1))).await;
     assert_eq!(a.get(&x).await.map(|s| s.user_id), Some(x.clone()));
     assert_eq!(a.get(&y).await.map(|s| s.seq), Some(1));
 }
@@ -197,7 +198,7 @@ async fn redis_entries_are_signed_and_untrusted_ones_are_dropped() {
     let user = "mallory-target";
     let entry = format!("{prefix}{user}");
 
-    hot.put(&state(user, 4)).await;
+    hot.put(Arc::new(state(user, 4))).await;
     let good = get_raw(&mut conn, &entry).await.expect("entry written");
     assert!(good.starts_with(b"00000000000000000004:"), "seq header");
 
@@ -217,7 +218,7 @@ async fn redis_entries_are_signed_and_untrusted_ones_are_dropped() {
     raised[..20].copy_from_slice(b"00000000000000000099");
     bad_values.push(raised);
     // A well-signed state of another user, copied under this user's key.
-    hot.put(&state("someone-else", 4)).await;
+    hot.put(Arc::new(state("someone-else", 4))).await;
     bad_values.push(
         get_raw(&mut conn, &format!("{prefix}someone-else"))
             .await
@@ -227,7 +228,7 @@ async fn redis_entries_are_signed_and_untrusted_ones_are_dropped() {
     let other_key = SnapshotKey::new(b"another-key-0123456789abcdefghijk".to_vec()).unwrap();
     let other = RedisHotStates::new(&config(&url, &prefix), other_key).unwrap();
     other.forget(user).await;
-    other.put(&state(user, 4)).await;
+    other.put(Arc::new(state(user, 4))).await;
     bad_values.push(get_raw(&mut conn, &entry).await.unwrap());
 
     for (i, bad) in bad_values.iter().enumerate() {
@@ -252,7 +253,7 @@ async fn redis_entries_are_signed_and_untrusted_ones_are_dropped() {
     set_raw(&mut conn, &entry, b"99999999999999999999:garbage").await;
     assert_eq!(hot.get(user).await, None);
     set_raw(&mut conn, &entry, b"garbage without a header").await;
-    hot.put(&state(user, 1)).await;
+    hot.put(Arc::new(state(user, 1))).await;
     assert_eq!(hot.get(user).await, Some(state(user, 1)));
 }
 
@@ -270,7 +271,7 @@ async fn redis_entries_expire_and_puts_restart_the_ttl() {
     )
     .unwrap();
     let entry = format!("{prefix}u");
-    hot.put(&state("u", 1)).await;
+    hot.put(Arc::new(state("u", 1))).await;
     let ttl = pttl(&mut conn, &entry).await;
     assert!((595_000..=600_000).contains(&ttl), "ttl {ttl} ms");
 
@@ -280,7 +281,7 @@ async fn redis_entries_expire_and_puts_restart_the_ttl() {
         .query_async::<()>(&mut conn)
         .await
         .unwrap();
-    hot.put(&state("u", 2)).await;
+    hot.put(Arc::new(state("u", 2))).await;
     let ttl = pttl(&mut conn, &entry).await;
     assert!(ttl > 595_000, "a put restarts the ttl, got {ttl} ms");
 
@@ -372,7 +373,7 @@ async fn redis_outage_is_a_fast_miss_and_hits_resume_when_it_returns() {
     };
     let timeout = Duration::from_millis(cfg.timeout_ms);
     let hot = RedisHotStates::new(&cfg, key()).unwrap();
-    hot.put(&state("u", 1)).await;
+    hot.put(Arc::new(state("u", 1))).await;
     assert_eq!(hot.get("u").await, Some(state("u", 1)), "warm: a hit");
     assert_eq!(hot.stats().errors, 0);
 
@@ -384,7 +385,7 @@ async fn redis_outage_is_a_fast_miss_and_hits_resume_when_it_returns() {
         let started = Instant::now();
         assert_eq!(hot.get("u").await, None, "get #{i} while Redis is down");
         let got = started.elapsed();
-        hot.put(&state("u", 2 + i)).await;
+        hot.put(Arc::new(state("u", 2 + i))).await;
         let put = started.elapsed() - got;
         assert!(got < bound, "get #{i} took {got:?} with Redis down");
         assert!(put < bound, "put #{i} took {put:?} with Redis down");
@@ -401,7 +402,7 @@ async fn redis_outage_is_a_fast_miss_and_hits_resume_when_it_returns() {
     let back = Instant::now();
     let deadline = back + Duration::from_secs(10);
     loop {
-        hot.put(&state("u", 100)).await;
+        hot.put(Arc::new(state("u", 100))).await;
         if hot.get("u").await == Some(state("u", 100)) {
             break;
         }
@@ -441,7 +442,7 @@ async fn a_hung_redis_costs_at_most_the_timeout_per_call() {
     };
     let timeout = Duration::from_millis(cfg.timeout_ms);
     let hot = RedisHotStates::new(&cfg, key()).unwrap();
-    hot.put(&state("u", 1)).await;
+    hot.put(Arc::new(state("u", 1))).await;
     assert_eq!(hot.get("u").await, Some(state("u", 1)));
 
     // Stopped, the server keeps its sockets open and answers nothing: the

@@ -12,7 +12,8 @@ pub struct Reply {
     pub replies: Vec<String>,
     /// The events appended for this message (empty for a duplicate).
     pub events: Vec<Event>,
-    pub state: State,
+    /// The user's state after the message; shared with the L1.
+    pub state: Arc<State>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,11 +105,13 @@ impl Engine {
     ) -> Result<Reply, EngineError> {
         let bot = &self.bot.bot;
         for _ in 0..CONFLICT_RETRIES {
-            let mut state = self.load(user).await?;
+            let mut state = self.take(user).await?;
             if state.has_seen(message_id) {
-                let replies = self.replies_in_log(&state, message_id).await?;
+                let replies = self.replies_in_log(&state, message_id).await;
+                let state = Arc::new(state);
+                self.hot.put(Arc::clone(&state)).await;
                 return Ok(Reply {
-                    replies,
+                    replies: replies?,
                     events: Vec::new(),
                     state,
                 });
@@ -122,7 +125,8 @@ impl Engine {
             let events = seal(turn.events, user, state.seq, now_ms, &bot.id, message_id);
             match self.conversations.commit(&mut state, &events).await {
                 Ok(()) => {
-                    self.hot.put(&state).await;
+                    let state = Arc::new(state);
+                    self.hot.put(Arc::clone(&state)).await;
                     return Ok(Reply {
                         replies: turn.replies,
                         events,
@@ -153,16 +157,15 @@ impl Engine {
         })
     }
 
-    /// A user's current state: the hot copy if there is one, else snapshot +
+    /// A user's current state for a turn: the hot copy, handed over, if
+    /// there is one (the turn puts the new state back), else snapshot +
     /// replay from the store. A hot copy shared with other workers may lag
     /// the log; only an append (which checks the seq) can tell.
-    pub async fn load(&self, user: &str) -> Result<State, StoreError> {
-        if let Some(s) = self.hot.get(user).await {
-            return Ok(s);
+    async fn take(&self, user: &str) -> Result<State, StoreError> {
+        match self.hot.take(user).await {
+            Some(s) => Ok(s),
+            None => self.conversations.load(user).await,
         }
-        let s = self.conversations.load(user).await?;
-        self.hot.put(&s).await;
-        Ok(s)
     }
 
     /// The bot's replies to an earlier message, read back from the log.

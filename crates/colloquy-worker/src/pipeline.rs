@@ -13,7 +13,7 @@ use colloquy_bus::{Bus, Record};
 use colloquy_core::{Event, NluResult};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::Semaphore;
 
 /// Topic the gateway publishes accepted messages to, keyed by user id.
 pub const TOPIC_IN: &str = "chat.in";
@@ -108,42 +108,32 @@ pub trait StageObserver: Send + Sync {
     fn intent(&self, intent: Option<&str>);
 }
 
-/// The NLU stage: a pool of tasks behind a bounded queue, so that at most
-/// `workers` classifications run at once and waiting ones are bounded. The
-/// tasks share the runtime's threads: a classification of a chat message
-/// took 5-70 µs under load (measured), too short to be worth a hop to a
-/// thread of its own.
+/// The NLU stage: classifications run on the calling task, at most
+/// `workers` at once. A classification of a chat message took 5-70 µs under
+/// load (measured), too short to be worth a hop to another task or thread:
+/// handing each one to a pool task and back cost two wake-ups per message.
+/// Callers waiting for a permit are bounded by the stage runner's
+/// in-flight limit.
 pub struct NluStage {
-    tx: mpsc::Sender<(String, oneshot::Sender<NluResult>)>,
+    engine: Arc<Engine>,
+    permits: Semaphore,
 }
 
 impl NluStage {
-    pub fn spawn(engine: Arc<Engine>, workers: usize, queue: usize) -> NluStage {
-        let (tx, rx) = mpsc::channel::<(String, oneshot::Sender<NluResult>)>(queue.max(1));
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        for _ in 0..workers.max(1) {
-            let rx = rx.clone();
-            let engine = engine.clone();
-            tokio::spawn(async move {
-                loop {
-                    let next = rx.lock().await.recv().await;
-                    let Some((text, reply)) = next else { break };
-                    // Dropped receiver = the caller gave up; nothing to do.
-                    let _ = reply.send(engine.understand(&text));
-                }
-            });
+    pub fn new(engine: Arc<Engine>, workers: usize) -> NluStage {
+        NluStage {
+            engine,
+            permits: Semaphore::new(workers.max(1)),
         }
-        NluStage { tx }
     }
 
-    pub async fn run(&self, text: String) -> Result<NluResult, HandlerError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send((text, tx))
+    pub async fn run(&self, text: &str) -> Result<NluResult, HandlerError> {
+        let _permit = self
+            .permits
+            .acquire()
             .await
             .map_err(|_| HandlerError::Retryable("nlu stage stopped".into()))?;
-        rx.await
-            .map_err(|_| HandlerError::Retryable("nlu stage stopped".into()))
+        Ok(self.engine.understand(text))
     }
 }
 
@@ -162,7 +152,7 @@ impl ChatHandler {
         observer: Arc<dyn StageObserver>,
     ) -> ChatHandler {
         ChatHandler {
-            nlu: NluStage::spawn(engine.clone(), nlu_workers, NLU_QUEUE),
+            nlu: NluStage::new(engine.clone(), nlu_workers),
             policy: PolicyHandler::new(engine, deliver, observer),
         }
     }
@@ -172,7 +162,7 @@ impl ChatHandler {
 impl Handler for ChatHandler {
     async fn handle(&self, record: &Record) -> Result<(), HandlerError> {
         let inbound: Inbound = decode(record, &*self.policy.observer, "nlu")?;
-        let nlu = self.nlu.run(inbound.text.clone()).await?;
+        let nlu = self.nlu.run(&inbound.text).await?;
         self.policy.observer.message("nlu", "ok");
         self.policy.decide(Understood { inbound, nlu }).await
     }
@@ -193,7 +183,7 @@ impl NluHandler {
         observer: Arc<dyn StageObserver>,
     ) -> NluHandler {
         NluHandler {
-            nlu: NluStage::spawn(engine, nlu_workers, NLU_QUEUE),
+            nlu: NluStage::new(engine, nlu_workers),
             bus,
             observer,
         }
@@ -204,7 +194,7 @@ impl NluHandler {
 impl Handler for NluHandler {
     async fn handle(&self, record: &Record) -> Result<(), HandlerError> {
         let inbound: Inbound = decode(record, &*self.observer, "nlu")?;
-        let nlu = self.nlu.run(inbound.text.clone()).await?;
+        let nlu = self.nlu.run(&inbound.text).await?;
         let user = inbound.user.clone();
         let payload = serde_json::to_vec(&Understood { inbound, nlu })
             .map_err(|e| HandlerError::Permanent(format!("encoding an nlu result: {e}")))?;
@@ -280,9 +270,6 @@ impl Handler for PolicyHandler {
         self.decide(msg).await
     }
 }
-
-/// Messages waiting for an NLU worker, per stage.
-const NLU_QUEUE: usize = 1024;
 
 fn decode<T: serde::de::DeserializeOwned>(
     record: &Record,

@@ -1,12 +1,14 @@
 //! The in-process L1: an LRU of states, private to one worker. Nothing
 //! outside the process can write it, so entries are kept unsigned and
-//! never expire; capacity alone bounds it.
+//! never expire; capacity alone bounds it. States are shared, not copied:
+//! a turn takes its user's entry out and puts the new state in, so a busy
+//! user's state is never cloned on the way.
 
 use super::{Counters, HotStates, HotStats};
 use async_trait::async_trait;
 use colloquy_core::State;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 pub struct MemoryHotStates {
     inner: Mutex<Inner>,
@@ -16,7 +18,7 @@ pub struct MemoryHotStates {
 
 struct Inner {
     tick: u64,
-    states: HashMap<String, (State, u64)>,
+    states: HashMap<String, (Arc<State>, u64)>,
 }
 
 impl MemoryHotStates {
@@ -39,11 +41,22 @@ impl MemoryHotStates {
         let tick = inner.tick;
         inner.states.get_mut(user).map(|(s, used)| {
             *used = tick;
-            s.clone()
+            State::clone(s)
         })
     }
 
-    fn insert(&self, state: &State) {
+    /// Hand the entry over: without another holder, no copy is made.
+    fn remove(&self, user: &str) -> Option<State> {
+        let taken = self
+            .inner
+            .lock()
+            .expect("state cache lock")
+            .states
+            .remove(user);
+        taken.map(|(s, _)| Arc::unwrap_or_clone(s))
+    }
+
+    fn insert(&self, state: Arc<State>) {
         let mut inner = self.inner.lock().expect("state cache lock");
         inner.tick += 1;
         let tick = inner.tick;
@@ -52,7 +65,7 @@ impl MemoryHotStates {
             // stays, as in the shared backends.
             Some((held, _)) if held.seq > state.seq => return,
             Some(entry) => {
-                *entry = (state.clone(), tick);
+                *entry = (state, tick);
                 return;
             }
             None => {}
@@ -66,9 +79,7 @@ impl MemoryHotStates {
             let limit = *nth;
             inner.states.retain(|_, (_, t)| *t > limit);
         }
-        inner
-            .states
-            .insert(state.user_id.clone(), (state.clone(), tick));
+        inner.states.insert(state.user_id.clone(), (state, tick));
     }
 }
 
@@ -83,7 +94,16 @@ impl HotStates for MemoryHotStates {
         found
     }
 
-    async fn put(&self, state: &State) {
+    async fn take(&self, user: &str) -> Option<State> {
+        let found = self.remove(user);
+        match found {
+            Some(_) => self.counters.hit(),
+            None => self.counters.miss(),
+        }
+        found
+    }
+
+    async fn put(&self, state: Arc<State>) {
         self.insert(state);
     }
 
@@ -108,10 +128,10 @@ mod tests {
     fn keeps_recent_users_and_evicts_the_oldest() {
         let c = MemoryHotStates::new(10);
         for i in 0..10 {
-            c.insert(&State::new(format!("u{i}")));
+            c.insert(Arc::new(State::new(format!("u{i}"))));
         }
         assert!(c.lookup("u0").is_some(), "touching u0 makes it recent");
-        c.insert(&State::new("new"));
+        c.insert(Arc::new(State::new("new")));
         assert!(c.lookup("u0").is_some());
         assert!(
             c.lookup("u1").is_none(),
@@ -125,9 +145,21 @@ mod tests {
         let c = MemoryHotStates::new(10);
         let mut s = State::new("u");
         s.seq = 5;
-        c.insert(&s);
+        c.insert(Arc::new(s.clone()));
         s.seq = 4;
-        c.insert(&s);
+        c.insert(Arc::new(s));
         assert_eq!(c.lookup("u").map(|s| s.seq), Some(5));
+    }
+
+    #[test]
+    fn a_taken_entry_is_handed_over_and_gone() {
+        let c = MemoryHotStates::new(10);
+        let mut s = State::new("u");
+        s.seq = 3;
+        let shared = Arc::new(s);
+        c.insert(Arc::clone(&shared));
+        drop(shared);
+        assert_eq!(c.remove("u").map(|s| s.seq), Some(3));
+        assert!(c.lookup("u").is_none(), "taking leaves no entry");
     }
 }

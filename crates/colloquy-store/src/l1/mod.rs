@@ -18,6 +18,7 @@ pub use self::redis::{RedisHotStates, RedisL1Config, RedisL1ConfigError};
 use async_trait::async_trait;
 use colloquy_core::State;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Where hot states are kept. Infallible by design: whatever goes wrong in
 /// the backend is logged and counted, and the caller falls back to L2.
@@ -26,9 +27,18 @@ pub trait HotStates: Send + Sync {
     /// The hot copy of `user`'s state, if there is a trustworthy one.
     async fn get(&self, user: &str) -> Option<State>;
 
+    /// As [`get`](Self::get), for a caller that runs a turn on the state and
+    /// then puts the result: a backend may hand its copy over instead of
+    /// copying it (the in-process one does), so a turn that ends without a
+    /// put leaves no entry and the next load reads L2.
+    async fn take(&self, user: &str) -> Option<State> {
+        self.get(user).await
+    }
+
     /// Keep `state` (a committed state of `state.user_id`) unless the entry
-    /// already holds a newer one.
-    async fn put(&self, state: &State);
+    /// already holds a newer one. Shared, so that the in-process backend
+    /// keeps it without a copy.
+    async fn put(&self, state: Arc<State>);
 
     /// Drop `user`'s entry, e.g. after it turned out to be stale.
     async fn forget(&self, user: &str);

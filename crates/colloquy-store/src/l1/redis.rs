@@ -26,6 +26,7 @@ use colloquy_core::State;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long one connection attempt may take. Longer than call timeouts on
@@ -282,9 +283,9 @@ impl HotStates for RedisHotStates {
         }
     }
 
-    async fn put(&self, state: &State) {
+    async fn put(&self, state: Arc<State>) {
         let key = self.entry_key(&state.user_id);
-        let value = self.encode(state);
+        let value = self.encode(&state);
         let mut conn = self.conn.clone();
         let mut put = self.put_script.key(&key);
         put.arg(format!("{:0width$}", state.seq, width = SEQ_DIGITS))
