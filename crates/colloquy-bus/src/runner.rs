@@ -141,7 +141,7 @@ impl StageConfig {
             fetch_batch: 256,
             poll_wait: Duration::from_millis(500),
             commit_every: 256,
-            commit_interval: Duration::from_millis(20),
+            commit_interval: Duration::from_millis(200),
             shutdown_timeout: Duration::from_secs(10),
         }
     }
