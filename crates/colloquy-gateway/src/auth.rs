@@ -24,10 +24,10 @@
 //!   Values taken from a token are only shown when they are short and made of
 //!   harmless characters.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -526,6 +526,61 @@ struct VerifierInner {
     issuer: Option<String>,
     audience: Option<String>,
     leeway_secs: u64,
+    verified: Mutex<Verified>,
+}
+
+/// Tokens whose signature and static claims were checked, with what the
+/// time checks need. A client sends the same token with every request of a
+/// session; checking its signature and parsing its JSON each time was a
+/// tenth of the gateway's work per message (measured at 13k messages/s).
+/// Only the time-dependent claims are checked again on a hit.
+#[derive(Default)]
+struct Verified {
+    tokens: HashMap<Box<str>, VerifiedToken>,
+}
+
+struct VerifiedToken {
+    principal: Principal,
+    /// `nbf`, if the token has one.
+    not_before: Option<u64>,
+}
+
+/// Tokens remembered at most; past it the expired ones go, and all of them
+/// if that does not free half.
+const VERIFIED_TOKENS: usize = 10_000;
+
+impl Verified {
+    fn get(&self, token: &str, now: u64, leeway: u64) -> Option<Principal> {
+        let t = self.tokens.get(token)?;
+        let valid = now < t.principal.expires_at.saturating_add(leeway)
+            && t.not_before
+                .is_none_or(|nbf| nbf <= now.saturating_add(leeway));
+        valid.then(|| t.principal.clone())
+    }
+
+    fn insert(
+        &mut self,
+        token: &str,
+        principal: &Principal,
+        not_before: Option<u64>,
+        now: u64,
+        leeway: u64,
+    ) {
+        if self.tokens.len() >= VERIFIED_TOKENS {
+            self.tokens
+                .retain(|_, t| now < t.principal.expires_at.saturating_add(leeway));
+            if self.tokens.len() >= VERIFIED_TOKENS / 2 {
+                self.tokens.clear();
+            }
+        }
+        self.tokens.insert(
+            token.into(),
+            VerifiedToken {
+                principal: principal.clone(),
+                not_before,
+            },
+        );
+    }
 }
 
 impl fmt::Debug for Verifier {
@@ -580,6 +635,7 @@ impl Verifier {
                 issuer: cfg.issuer.clone(),
                 audience: cfg.audience.clone(),
                 leeway_secs: cfg.leeway_secs,
+                verified: Mutex::default(),
             }),
         })
     }
@@ -598,10 +654,24 @@ impl Verifier {
     /// about the claims is reported for a token whose signature fails.
     pub fn verify_at(&self, token: &str, now_unix: u64) -> Result<Principal, AuthError> {
         let inner = &*self.inner;
+        let leeway = inner.leeway_secs;
+        let known = inner.verified.lock().expect("verified tokens lock");
+        if let Some(principal) = known.get(token, now_unix, leeway) {
+            return Ok(principal);
+        }
+        drop(known);
         check_header(token, inner.algorithm)?;
         let data = jwt::decode::<Map<String, Value>>(token, &inner.key, &inner.validation)
             .map_err(|e| map_decode_error(e.kind(), inner.algorithm))?;
-        inner.check_claims(&data.claims, now_unix)
+        let principal = inner.check_claims(&data.claims, now_unix)?;
+        // Checked above: a malformed `nbf` never gets this far.
+        let not_before = numeric_date(&data.claims, "nbf", Rounding::Up).unwrap_or(None);
+        inner
+            .verified
+            .lock()
+            .expect("verified tokens lock")
+            .insert(token, &principal, not_before, now_unix, leeway);
+        Ok(principal)
     }
 }
 

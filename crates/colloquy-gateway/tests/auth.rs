@@ -202,6 +202,32 @@ fn nbf_in_the_future_is_rejected() {
     );
 }
 
+/// A verifier remembers tokens it accepted, but never their time checks:
+/// the same token is refused again once it is out of its window.
+#[test]
+fn a_remembered_token_still_expires_and_waits_for_nbf() {
+    let v = hs_verifier();
+    let mut c = claims("alice", "chat");
+    c["nbf"] = json!(NOW);
+    c["exp"] = json!(NOW + 600);
+    let token = sign_hs(SECRET, &c);
+    assert!(v.verify_at(&token, NOW + 10).is_ok());
+    assert!(v.verify_at(&token, NOW + 20).is_ok());
+    assert_eq!(v.verify_at(&token, NOW - 31), Err(AuthError::NotYetValid));
+    assert_eq!(v.verify_at(&token, NOW + 630), Err(AuthError::Expired));
+    assert_eq!(
+        v.verify_at(&token, NOW + 10).map(|p| p.user_id),
+        Ok("alice".to_string())
+    );
+    // And a remembered token does not vouch for a tampered copy.
+    let (head, rest) = token.split_once('.').unwrap();
+    let (_, sig) = rest.split_once('.').unwrap();
+    let mut forged = c.clone();
+    forged["sub"] = json!("mallory");
+    let forged = format!("{head}.{}.{sig}", b64(forged.to_string().as_bytes()));
+    assert_eq!(v.verify_at(&forged, NOW + 10), Err(AuthError::BadSignature));
+}
+
 #[test]
 fn wrong_secret_is_a_bad_signature() {
     let token = Issuer::hs256(OTHER_SECRET, None, None)
