@@ -230,6 +230,7 @@ pub(crate) fn run(
     counters: Arc<WriteCounters>,
 ) {
     let mut batch = Vec::new();
+    let mut syncers = Syncers::default();
     while let Some(first) = queue.blocking_recv() {
         let mut bytes = first.payload.len();
         batch.push(first);
@@ -239,7 +240,14 @@ pub(crate) fn run(
             batch.push(append);
         }
         let count = batch.len() as u64;
-        write_batch(&mut actives, &mut batch, &queued, &limits, &counters);
+        write_batch(
+            &mut actives,
+            &mut batch,
+            &queued,
+            &limits,
+            &counters,
+            &mut syncers,
+        );
         counters.batches.fetch_add(1, Ordering::Relaxed);
         counters.records.fetch_add(count, Ordering::Relaxed);
     }
@@ -251,6 +259,7 @@ fn write_batch(
     queued: &AtomicU64,
     limits: &Limits,
     counters: &WriteCounters,
+    syncers: &mut Syncers,
 ) {
     // Stable: each partition keeps its records in arrival order.
     batch.sort_by_key(|a| a.partition);
@@ -278,21 +287,7 @@ fn write_batch(
     counters
         .fsyncs
         .fetch_add(syncs.len() as u64, Ordering::Relaxed);
-    // Parallel fsyncs let the filesystem fold them into one journal commit.
-    let synced: Vec<(usize, std::io::Result<()>)> = if syncs.len() == 1 {
-        vec![(syncs[0].0, syncs[0].1.sync_data())]
-    } else {
-        std::thread::scope(|scope| {
-            let threads: Vec<_> = syncs
-                .iter()
-                .map(|(p, file)| (*p, scope.spawn(move || file.sync_data())))
-                .collect();
-            threads
-                .into_iter()
-                .map(|(p, t)| (p, t.join().expect("fsync thread")))
-                .collect()
-        })
-    };
+    let synced = syncers.sync_all(&syncs);
     for (p, outcome) in synced {
         if let Err(e) = outcome {
             let error = fail(&actives[p], "fsync", e);
@@ -325,6 +320,92 @@ fn write_batch(
         for (append, answer) in appends.into_iter().zip(answers) {
             // The publisher may have given up waiting; the record stays.
             let _ = append.reply.send(answer);
+        }
+    }
+}
+
+/// Threads that fsync a batch's segment files in parallel with the writer:
+/// the device takes concurrent flushes together (measured here: 8 files in
+/// 0.45-0.53 ms in parallel against 0.9-1.3 ms one after another). They
+/// live as long as the writer, started as batches first need them;
+/// starting a thread per fsync, as before, cost more CPU than the fsyncs.
+#[derive(Default)]
+struct Syncers {
+    jobs: Option<std::sync::mpsc::Sender<SyncJob>>,
+    queue: Option<Arc<std::sync::Mutex<std::sync::mpsc::Receiver<SyncJob>>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+type SyncResult = (usize, std::io::Result<()>);
+type SyncJob = (usize, Arc<File>, std::sync::mpsc::Sender<SyncResult>);
+
+impl Syncers {
+    /// fdatasync every file, the first on this thread; results by
+    /// partition.
+    fn sync_all(&mut self, files: &[(usize, Arc<File>)]) -> Vec<SyncResult> {
+        let Some(((first, file), rest)) = files.split_first() else {
+            return Vec::new();
+        };
+        self.grow(rest.len());
+        let (done, results) = std::sync::mpsc::channel();
+        // Without a single helper nobody would take the jobs.
+        let jobs = self.jobs.as_ref().filter(|_| !self.threads.is_empty());
+        let mut pending = 0;
+        let mut out = Vec::with_capacity(files.len());
+        for (p, f) in rest {
+            let job = (*p, Arc::clone(f), done.clone());
+            match jobs.map(|j| j.send(job)) {
+                Some(Ok(())) => pending += 1,
+                // No helper could start: do it here.
+                _ => out.push((*p, f.sync_data())),
+            }
+        }
+        out.push((*first, file.sync_data()));
+        out.extend(results.iter().take(pending));
+        out
+    }
+
+    /// Make sure `n` helpers run (fewer if threads cannot be started: the
+    /// writer then does the rest itself).
+    fn grow(&mut self, n: usize) {
+        if self.threads.len() >= n {
+            return;
+        }
+        let queue = match &self.queue {
+            Some(q) => Arc::clone(q),
+            None => {
+                let (tx, rx) = std::sync::mpsc::channel::<SyncJob>();
+                self.jobs = Some(tx);
+                Arc::clone(self.queue.insert(Arc::new(std::sync::Mutex::new(rx))))
+            }
+        };
+        while self.threads.len() < n {
+            let queue = Arc::clone(&queue);
+            let started =
+                std::thread::Builder::new()
+                    .name("bus-fsync".into())
+                    .spawn(move || loop {
+                        let job = queue.lock().expect("fsync queue lock").recv();
+                        let Ok((p, file, done)) = job else { return };
+                        let _ = done.send((p, file.sync_data()));
+                    });
+            match started {
+                Ok(thread) => self.threads.push(thread),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start an fsync thread; fsyncing on the writer");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Syncers {
+    fn drop(&mut self) {
+        // Closing the queue ends the helpers.
+        self.jobs.take();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
     }
 }
