@@ -52,6 +52,11 @@ impl TestBroker {
     }
 
     /// `host:port` of the broker.
+    /// The broker's process id, to read its CPU time.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn address(&self) -> &str {
         &self.address
     }
