@@ -14,7 +14,7 @@ use colloquy_gateway::feed::OutcomeFeed;
 use colloquy_gateway::hub::Hub;
 use colloquy_gateway::metrics::{Metrics, Sources};
 use colloquy_gateway::server::ConnectionLimits;
-use colloquy_store::l1::{HotStates, MemoryHotStates, RedisHotStates};
+use colloquy_store::l1::{HotStates, LayeredHotStates, MemoryHotStates, RedisHotStates};
 use colloquy_store::{
     sqlite::SqliteStore, ConversationStore, Conversations, LogConfig, LogStore, SnapshotKey,
     SnapshotPolicy,
@@ -71,9 +71,15 @@ impl Parts {
         let conversations = Conversations::new(store.clone(), key.clone(), policy);
         let hot: Arc<dyn HotStates> = match cfg.store.l1.backend {
             L1Backend::Memory => Arc::new(MemoryHotStates::new(MEMORY_L1_USERS)),
-            L1Backend::Redis => Arc::new(
-                RedisHotStates::new(&cfg.store.l1.redis, key.clone()).context("store.l1.redis")?,
-            ),
+            // The worker's own copies first: the ring gives it its users
+            // one at a time, so most turns find the last state here.
+            L1Backend::Redis => Arc::new(LayeredHotStates::new(
+                MEMORY_L1_USERS,
+                Arc::new(
+                    RedisHotStates::new(&cfg.store.l1.redis, key.clone())
+                        .context("store.l1.redis")?,
+                ),
+            )),
         };
         let engine = Engine::with_hot_states(Arc::new(bot), conversations, hot.clone());
         Ok(Parts {

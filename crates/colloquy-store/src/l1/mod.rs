@@ -6,12 +6,15 @@
 //! forgets the entry and reloads from L2).
 //!
 //! Backends: [`memory`] (in-process LRU, the default) and [`redis`] (shared
-//! by several workers, signed entries with a TTL). An L1 failure never
+//! by several workers, signed entries with a TTL), which workers use behind
+//! an in-process copy ([`layered`]). An L1 failure never
 //! fails a caller: it is a miss, counted in [`HotStats::errors`].
 
+pub mod layered;
 pub mod memory;
 pub mod redis;
 
+pub use self::layered::LayeredHotStates;
 pub use self::memory::MemoryHotStates;
 pub use self::redis::{RedisHotStates, RedisL1Config, RedisL1ConfigError};
 
