@@ -110,6 +110,32 @@ pub(crate) fn check_append(
     Ok(())
 }
 
+/// The events with seq > `after_seq`, at most `limit`, from a user's
+/// appends in seq order, each stored whole as a JSON array of its events
+/// (as both embedded stores keep them); the first may begin at or before
+/// `after_seq`.
+pub(crate) fn events_in_appends<B: AsRef<[u8]>>(
+    bodies: impl IntoIterator<Item = Result<B, StoreError>>,
+    user_id: &str,
+    after_seq: u64,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
+    let mut out = Vec::new();
+    for body in bodies {
+        let events: Vec<Event> = serde_json::from_slice(body?.as_ref()).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "events of user {user_id} after seq {after_seq}: {e}"
+            ))
+        })?;
+        out.extend(events.into_iter().filter(|e| e.seq > after_seq));
+        if out.len() >= limit {
+            out.truncate(limit);
+            break;
+        }
+    }
+    Ok(out)
+}
+
 /// Counters of an embedded store's writer thread, for benchmarks and
 /// metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

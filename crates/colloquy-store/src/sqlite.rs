@@ -6,7 +6,9 @@
 //! and pays one fsync for all of them before answering. Reads use a few
 //! read-only connections, which WAL mode lets run alongside the writer.
 
-use crate::{check_append, lock_dir, ConversationStore, Snapshot, StoreError, WriterStats};
+use crate::{
+    check_append, events_in_appends, lock_dir, ConversationStore, Snapshot, StoreError, WriterStats,
+};
 use async_trait::async_trait;
 use colloquy_core::{Event, State};
 use rusqlite::{
@@ -323,21 +325,12 @@ impl ConversationStore for SqliteStore {
                 let bodies = stmt.query_map(params![user_id, after_seq, rows], |row| {
                     row.get::<_, String>(0)
                 })?;
-                let mut out = Vec::new();
-                for body in bodies {
-                    let events: Vec<Event> = serde_json::from_str(&body?).map_err(|e| {
-                        StoreError::Corrupt(format!(
-                            "events of user {user_id} after seq {after_seq}: {e}"
-                        ))
-                    })?;
-                    // The first row may begin at or before `after_seq`.
-                    out.extend(events.into_iter().filter(|e| e.seq > after_seq));
-                    if out.len() >= limit {
-                        out.truncate(limit);
-                        break;
-                    }
-                }
-                Ok(out)
+                events_in_appends(
+                    bodies.map(|b| b.map_err(StoreError::from)),
+                    &user_id,
+                    after_seq,
+                    limit,
+                )
             })
             .await
     }

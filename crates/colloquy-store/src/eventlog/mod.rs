@@ -24,7 +24,9 @@ mod format;
 mod segments;
 mod writer;
 
-use crate::{check_append, lock_dir, ConversationStore, Snapshot, StoreError, WriterStats};
+use crate::{
+    check_append, events_in_appends, lock_dir, ConversationStore, Snapshot, StoreError, WriterStats,
+};
 use async_trait::async_trait;
 use colloquy_core::{Event, State};
 use format::{Body, NONE};
@@ -333,22 +335,14 @@ impl ConversationStore for LogStore {
         }
         let user = user_id.to_string();
         self.read(move |shared| {
-            let mut out = Vec::new();
-            for body in appends_after(shared, &user, from, after_seq)? {
-                let Some(Body::Append(a)) = format::parse(&body) else {
-                    unreachable!("checked by appends_after");
-                };
-                let events: Vec<Event> = serde_json::from_slice(a.events).map_err(|e| {
-                    StoreError::Corrupt(format!("events of user {user} after seq {after_seq}: {e}"))
-                })?;
-                // The first append may begin at or before `after_seq`.
-                out.extend(events.into_iter().filter(|e| e.seq > after_seq));
-                if out.len() >= limit {
-                    out.truncate(limit);
-                    break;
-                }
-            }
-            Ok(out)
+            let bodies = appends_after(shared, &user, from, after_seq)?;
+            let events = bodies.iter().map(|body| match format::parse(body) {
+                Some(Body::Append(a)) => Ok(a.events),
+                _ => Err(StoreError::Corrupt(format!(
+                    "an append of user {user} is unreadable"
+                ))),
+            });
+            events_in_appends(events, &user, after_seq, limit)
         })
         .await
     }
