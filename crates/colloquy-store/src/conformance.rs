@@ -3,7 +3,10 @@
 //! stores, from inside a multi-threaded tokio runtime. Failures panic, with
 //! the case in the message.
 
-use crate::{ConversationStore, Conversations, ErrorKind, SnapshotKey, SnapshotPolicy, StoreError};
+use crate::{
+    ConversationStore, Conversations, ErrorKind, SnapshotKey, SnapshotPolicy, StoreError,
+    WriterStats,
+};
 use colloquy_core::{seal, BotRef, Event, EventKind, State, Value};
 use std::sync::Arc;
 
@@ -22,6 +25,38 @@ pub async fn run_all(make: impl Fn() -> Arc<dyn ConversationStore>) {
     snapshot_with_wrong_key_ignored(make()).await;
     policy_every_events(make()).await;
     policy_every_ms(make()).await;
+}
+
+/// For stores with a group-committing writer: 64 users appending at once
+/// are all answered, and most of their appends share a commit. `stats`
+/// reads the store's writer counters.
+pub async fn concurrent_appends_share_commits(
+    store: Arc<dyn ConversationStore>,
+    stats: impl Fn() -> WriterStats,
+) {
+    let tasks: Vec<_> = (0..64)
+        .map(|u| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let user = format!("u{u}");
+                for a in 0..5 {
+                    store
+                        .append(&user, a * 2, &events(&user, a * 2, 2, 0, "m"))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let stats = stats();
+    assert_eq!(stats.requests, 64 * 5);
+    assert!(
+        stats.commits < stats.requests / 2,
+        "no group commit happened: {stats:?}"
+    );
 }
 
 /// The key the suite signs with.
