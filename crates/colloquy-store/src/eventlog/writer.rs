@@ -115,14 +115,13 @@ impl Writer {
                 for (user, ids) in commit.new_ids {
                     self.ids.add(&user, ids);
                 }
-                self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 self.shared
                     .requests
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
+            // `write` stopped further writes.
             Err(e) => {
                 tracing::error!(error = %e, requests = batch.len(), "event log group commit failed; the store takes no more writes until restarted");
-                self.shared.failed.store(true, Ordering::Release);
             }
         }
         for (request, checked) in batch.drain(..).zip(checked) {
@@ -275,19 +274,8 @@ impl Writer {
         if self.shared.failed.load(Ordering::Acquire) {
             return Err(failed());
         }
-        let rolled = (|| {
-            self.file.write_all_at(&commit.buf, self.len)?;
-            self.file.sync_data()
-        })();
-        if let Err(source) = rolled {
-            self.shared.failed.store(true, Ordering::Release);
-            return Err(StoreError::Io {
-                context: "writing the event log".into(),
-                source,
-            });
-        }
-        let base = self.base + self.len + commit.buf.len() as u64;
-        commit.buf.clear();
+        self.write(commit)?;
+        let base = self.base + self.len;
         let file = create_segment(&self.dir, base).inspect_err(|_| {
             self.shared.failed.store(true, Ordering::Release);
         })?;
@@ -297,16 +285,24 @@ impl Writer {
         Ok(())
     }
 
+    /// Write the batch's encoded records at the end of the active segment
+    /// and make them durable: one fsync, counted as a commit. A failure
+    /// stops all further writes.
     fn write(&mut self, commit: &mut Commit) -> Result<(), StoreError> {
-        let written = (|| {
-            self.file.write_all_at(&commit.buf, self.len)?;
-            self.file.sync_data()
-        })();
-        written.map_err(|source| StoreError::Io {
-            context: "writing the event log".into(),
-            source,
-        })?;
+        let written = self
+            .file
+            .write_all_at(&commit.buf, self.len)
+            .and_then(|()| self.file.sync_data());
+        if let Err(source) = written {
+            self.shared.failed.store(true, Ordering::Release);
+            return Err(StoreError::Io {
+                context: "writing the event log".into(),
+                source,
+            });
+        }
         self.len += commit.buf.len() as u64;
+        commit.buf.clear();
+        self.shared.commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }
