@@ -281,6 +281,12 @@ impl Config {
             bail!("limits.max_wait_ms: at most 10000");
         }
         colloquy_gateway::input::InputPolicy::new(&self.limits).map_err(|e| anyhow::anyhow!(e))?;
+        if self.store.backend == StoreBackend::EventLog {
+            self.store
+                .eventlog
+                .validate()
+                .map_err(|e| anyhow::anyhow!("store.eventlog: {e}"))?;
+        }
         if matches!(
             self.store.backend,
             StoreBackend::Mysql | StoreBackend::Postgres
@@ -377,5 +383,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("server.listen"), "{e}");
+    }
+
+    #[test]
+    fn event_log_settings_are_checked_before_anything_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[store.eventlog]\nsegment_bytes = 100\n").unwrap();
+        let e = Config::load(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(
+            e.contains("store.eventlog") && e.contains("at least 4096"),
+            "{e}"
+        );
+        std::fs::write(&p, "[store.eventlog]\nsegment_bytes = 4096\n").unwrap();
+        assert_eq!(
+            Config::load(Some(&p), env(&[]))
+                .unwrap()
+                .store
+                .eventlog
+                .segment_bytes,
+            4096
+        );
     }
 }

@@ -58,6 +58,19 @@ impl Default for LogConfig {
     }
 }
 
+impl LogConfig {
+    /// What `open` refuses, checkable without opening anything (`colloquy
+    /// check`).
+    pub fn validate(&self) -> Result<(), StoreError> {
+        if self.segment_bytes < 4096 || self.cached_ids == 0 {
+            return Err(StoreError::Config(
+                "event log segment_bytes must be at least 4096 and cached_ids at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Requests waiting for the writer; beyond this, callers wait
 /// (backpressure).
 const QUEUE: usize = 4096;
@@ -116,11 +129,7 @@ impl LogStore {
     /// Open (creating if needed) the event log in `dir`. Blocking: call it
     /// at startup or from a blocking task.
     pub fn open(dir: &Path, cfg: LogConfig) -> Result<LogStore, StoreError> {
-        if cfg.segment_bytes < 4096 {
-            return Err(StoreError::Config(
-                "event log segment_bytes must be at least 4096".into(),
-            ));
-        }
+        cfg.validate()?;
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
             context: format!("creating {}", dir.display()),
             source,

@@ -354,7 +354,7 @@ struct IdCache {
 impl IdCache {
     fn new(budget: usize) -> IdCache {
         IdCache {
-            budget: budget.max(1),
+            budget,
             held: 0,
             tick: 0,
             users: HashMap::new(),
