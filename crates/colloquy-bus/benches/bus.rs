@@ -197,13 +197,10 @@ async fn publish(backend: &Backend, publishers: usize) -> serde_json::Value {
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.expect("publisher task"));
-    }
+    let mut latencies = latencies_of(tasks).await;
     let elapsed = start.elapsed().as_secs_f64();
     latencies.sort_unstable();
-    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
+    let pct = |q: f64| quantile_ms(&latencies, q);
     let mut result = json!({
         "publishers": publishers,
         "records": latencies.len(),
@@ -219,6 +216,20 @@ async fn publish(backend: &Backend, publishers: usize) -> serde_json::Value {
     }
     println!("publish {publishers:>4} publishers: {result}");
     result
+}
+
+/// Every latency the timing tasks measured.
+async fn latencies_of(tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>) -> Vec<Duration> {
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("timing task"));
+    }
+    latencies
+}
+
+/// The `q` quantile (0 to 1) of `sorted` latencies, in milliseconds.
+fn quantile_ms(sorted: &[Duration], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3
 }
 
 struct NoOp;
@@ -381,10 +392,7 @@ async fn relay(backend: &Backend, users: usize) -> serde_json::Value {
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.expect("user task"));
-    }
+    let mut latencies = latencies_of(tasks).await;
     let elapsed = start.elapsed().as_secs_f64();
     let broker_cpu = backend.broker_cpu().zip(cpu_before).map(|(a, b)| a - b);
     for f in followers {
@@ -392,7 +400,7 @@ async fn relay(backend: &Backend, users: usize) -> serde_json::Value {
     }
     stage.shutdown().await;
     latencies.sort_unstable();
-    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
+    let pct = |q: f64| quantile_ms(&latencies, q);
     let turns = latencies.len() as f64;
     let result = json!({
         "users": users,
