@@ -230,7 +230,7 @@ pub(crate) fn run(
     counters: Arc<WriteCounters>,
 ) {
     let mut batch = Vec::new();
-    let mut syncers = Syncers::default();
+    let mut syncers = Syncers::new();
     while let Some(first) = queue.blocking_recv() {
         let mut bytes = first.payload.len();
         batch.push(first);
@@ -329,10 +329,10 @@ fn write_batch(
 /// 0.45-0.53 ms in parallel against 0.9-1.3 ms one after another). They
 /// live as long as the writer, started as batches first need them;
 /// starting a thread per fsync, as before, cost more CPU than the fsyncs.
-#[derive(Default)]
 struct Syncers {
+    /// `None` only while dropping: closing the queue ends the helpers.
     jobs: Option<std::sync::mpsc::Sender<SyncJob>>,
-    queue: Option<Arc<std::sync::Mutex<std::sync::mpsc::Receiver<SyncJob>>>>,
+    queue: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<SyncJob>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -340,6 +340,15 @@ type SyncResult = (usize, std::io::Result<()>);
 type SyncJob = (usize, Arc<File>, std::sync::mpsc::Sender<SyncResult>);
 
 impl Syncers {
+    fn new() -> Syncers {
+        let (jobs, queue) = std::sync::mpsc::channel();
+        Syncers {
+            jobs: Some(jobs),
+            queue: Arc::new(std::sync::Mutex::new(queue)),
+            threads: Vec::new(),
+        }
+    }
+
     /// fdatasync every file, the first on this thread; results by
     /// partition.
     fn sync_all(&mut self, files: &[(usize, Arc<File>)]) -> Vec<SyncResult> {
@@ -368,19 +377,8 @@ impl Syncers {
     /// Make sure `n` helpers run (fewer if threads cannot be started: the
     /// writer then does the rest itself).
     fn grow(&mut self, n: usize) {
-        if self.threads.len() >= n {
-            return;
-        }
-        let queue = match &self.queue {
-            Some(q) => Arc::clone(q),
-            None => {
-                let (tx, rx) = std::sync::mpsc::channel::<SyncJob>();
-                self.jobs = Some(tx);
-                Arc::clone(self.queue.insert(Arc::new(std::sync::Mutex::new(rx))))
-            }
-        };
         while self.threads.len() < n {
-            let queue = Arc::clone(&queue);
+            let queue = Arc::clone(&self.queue);
             let started =
                 std::thread::Builder::new()
                     .name("bus-fsync".into())
@@ -402,7 +400,6 @@ impl Syncers {
 
 impl Drop for Syncers {
     fn drop(&mut self) {
-        // Closing the queue ends the helpers.
         self.jobs.take();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
