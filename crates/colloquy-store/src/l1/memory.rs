@@ -86,21 +86,11 @@ impl MemoryHotStates {
 #[async_trait]
 impl HotStates for MemoryHotStates {
     async fn get(&self, user: &str) -> Option<State> {
-        let found = self.lookup(user);
-        match found {
-            Some(_) => self.counters.hit(),
-            None => self.counters.miss(),
-        }
-        found
+        self.counters.counted(self.lookup(user))
     }
 
     async fn take(&self, user: &str) -> Option<State> {
-        let found = self.remove(user);
-        match found {
-            Some(_) => self.counters.hit(),
-            None => self.counters.miss(),
-        }
-        found
+        self.counters.counted(self.remove(user))
     }
 
     async fn put(&self, state: Arc<State>) {

@@ -92,6 +92,15 @@ impl Counters {
         self.misses.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Count a lookup's result as a hit or a miss and pass it on.
+    pub(crate) fn counted<T>(&self, found: Option<T>) -> Option<T> {
+        match found {
+            Some(_) => self.hit(),
+            None => self.miss(),
+        }
+        found
+    }
+
     pub(crate) fn error(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
