@@ -24,6 +24,7 @@ pub mod memory;
 mod snapshot;
 pub mod sql;
 pub mod sqlite;
+mod writer_thread;
 
 pub use conversations::{Conversations, LoadInfo, SnapshotPolicy};
 pub use error::{ErrorKind, StoreError};

@@ -6,6 +6,7 @@
 //! and pays one fsync for all of them before answering. Reads use a few
 //! read-only connections, which WAL mode lets run alongside the writer.
 
+use crate::writer_thread::{Reply, WriterThread};
 use crate::{
     check_append, events_in_appends, lock_dir, ConversationStore, Snapshot, StoreError, WriterStats,
 };
@@ -21,7 +22,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 
 /// Schema migrations; entry `i` takes `PRAGMA user_version` from `i` to
 /// `i + 1`. Append only: released entries must never change.
@@ -108,9 +109,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct SqliteStore {
-    /// `None` only while dropping: closing the channel stops the writer.
-    requests: Option<mpsc::Sender<Request>>,
-    writer: Option<thread::JoinHandle<()>>,
+    writer: WriterThread<Request>,
     /// Dropping the sender stops the checkpointer.
     checkpointer: Option<(std::sync::mpsc::Sender<()>, thread::JoinHandle<()>)>,
     readers: Arc<Readers>,
@@ -158,17 +157,20 @@ impl SqliteStore {
         let (stop, stopped) = std::sync::mpsc::channel();
         let checkpointer = spawn("checkpoint", move || checkpointer.run(stopped))?;
         let stats = Arc::new(Stats::default());
-        let (requests, queue) = mpsc::channel(QUEUE);
         let writer = Writer {
             conn,
             last_seqs: HashMap::new(),
             stats: Arc::clone(&stats),
             wal_frames,
         };
-        let writer = spawn("writer", move || writer.run(queue))?;
+        let writer = WriterThread::spawn(
+            "the SQLite writer",
+            "colloquy-sqlite-writer",
+            QUEUE,
+            move |queue| writer.run(queue),
+        )?;
         Ok(SqliteStore {
-            requests: Some(requests),
-            writer: Some(writer),
+            writer,
             checkpointer: Some((stop, checkpointer)),
             readers: Arc::new(Readers {
                 path,
@@ -186,30 +188,13 @@ impl SqliteStore {
             requests: self.stats.requests.load(Ordering::Relaxed),
         }
     }
-
-    async fn call<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Result<T, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let requests = self.requests.as_ref().ok_or_else(writer_gone)?;
-        requests
-            .send(request(reply))
-            .await
-            .map_err(|_| writer_gone())?;
-        // The writer drops the reply only by dying; queued requests then
-        // fail here instead of hanging.
-        answer.await.map_err(|_| writer_gone())?
-    }
 }
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        // With the channel closed the writer commits what is still queued and
-        // returns; joining it makes that happen before the lock is released.
-        self.requests.take();
-        if let Some(writer) = self.writer.take() {
-            if writer.join().is_err() {
-                tracing::error!("the SQLite writer thread panicked");
-            }
-        }
+        // The writer commits what is still queued before the checkpointer
+        // stops and the lock is released.
+        self.writer.close();
         if let Some((stop, checkpointer)) = self.checkpointer.take() {
             drop(stop);
             if checkpointer.join().is_err() {
@@ -304,7 +289,9 @@ impl ConversationStore for SqliteStore {
             event_ids: events.iter().map(|e| *e.event_id.as_bytes()).collect(),
             body,
         };
-        self.call(|reply| Request::Append { row, reply }).await
+        self.writer
+            .call(|reply| Request::Append { row, reply })
+            .await
     }
 
     async fn events_after(
@@ -355,7 +342,9 @@ impl ConversationStore for SqliteStore {
             })?,
             hmac: snapshot.hmac.clone(),
         };
-        self.call(|reply| Request::Snapshot { row, reply }).await
+        self.writer
+            .call(|reply| Request::Snapshot { row, reply })
+            .await
     }
 
     async fn get_snapshot(&self, user_id: &str) -> Result<Option<Snapshot>, StoreError> {
@@ -407,13 +396,6 @@ fn is_busy(e: &rusqlite::Error) -> bool {
         e.sqlite_error_code(),
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
     )
-}
-
-fn writer_gone() -> StoreError {
-    StoreError::Backend {
-        message: "the SQLite writer thread has stopped".into(),
-        retryable: false,
-    }
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
@@ -481,8 +463,6 @@ impl Readers {
         .map_err(|e| StoreError::Unavailable(format!("read task did not finish: {e}")))?
     }
 }
-
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Request {
     Append { row: AppendRow, reply: Reply<u64> },

@@ -24,6 +24,7 @@ mod format;
 mod segments;
 mod writer;
 
+use crate::writer_thread::WriterThread;
 use crate::{
     check_append, events_in_appends, lock_dir, ConversationStore, Snapshot, StoreError, WriterStats,
 };
@@ -36,8 +37,6 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::thread;
-use tokio::sync::{mpsc, oneshot};
 use writer::{Request, Writer};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -118,10 +117,9 @@ impl Shared {
 
 pub struct LogStore {
     shared: Arc<Shared>,
-    /// `None` only while dropping: closing the channel stops the writer.
-    requests: Option<mpsc::Sender<Request>>,
-    writer: Option<thread::JoinHandle<()>>,
-    /// Held (flock) while open; released only after the writer is done.
+    writer: WriterThread<Request>,
+    /// Held (flock) while open; declared after the writer, so that it is
+    /// released only once the writer has committed what was queued.
     _lock: File,
 }
 
@@ -182,18 +180,15 @@ impl LogStore {
             (file, base, len),
             cfg,
         );
-        let (requests, queue) = mpsc::channel(QUEUE);
-        let writer = thread::Builder::new()
-            .name("colloquy-eventlog".into())
-            .spawn(move || writer.run(queue))
-            .map_err(|source| StoreError::Io {
-                context: "starting the event log writer thread".into(),
-                source,
-            })?;
+        let writer = WriterThread::spawn(
+            "the event log writer",
+            "colloquy-eventlog",
+            QUEUE,
+            move |queue| writer.run(queue),
+        )?;
         Ok(LogStore {
             shared,
-            requests: Some(requests),
-            writer: Some(writer),
+            writer,
             _lock: lock,
         })
     }
@@ -205,19 +200,6 @@ impl LogStore {
         }
     }
 
-    async fn call<T>(
-        &self,
-        request: impl FnOnce(writer::Reply<T>) -> Request,
-    ) -> Result<T, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let requests = self.requests.as_ref().ok_or_else(writer_gone)?;
-        requests
-            .send(request(reply))
-            .await
-            .map_err(|_| writer_gone())?;
-        answer.await.map_err(|_| writer_gone())?
-    }
-
     /// Run a blocking read of the files off the async threads.
     async fn read<T: Send + 'static>(
         &self,
@@ -227,19 +209,6 @@ impl LogStore {
         tokio::task::spawn_blocking(move || read(&shared))
             .await
             .map_err(|e| StoreError::Unavailable(format!("read task did not finish: {e}")))?
-    }
-}
-
-impl Drop for LogStore {
-    fn drop(&mut self) {
-        // With the channel closed the writer commits what is still queued
-        // and returns; joining it makes that happen before the lock goes.
-        self.requests.take();
-        if let Some(writer) = self.writer.take() {
-            if writer.join().is_err() {
-                tracing::error!("the event log writer thread panicked");
-            }
-        }
     }
 }
 
@@ -329,7 +298,9 @@ impl ConversationStore for LogStore {
             ids: events.iter().map(|e| e.event_id.as_u128()).collect(),
             events: body,
         };
-        self.call(|reply| Request::Append { request, reply }).await
+        self.writer
+            .call(|reply| Request::Append { request, reply })
+            .await
     }
 
     async fn events_after(
@@ -376,7 +347,8 @@ impl ConversationStore for LogStore {
             state: serde_json::to_vec(&snapshot.state)
                 .map_err(|e| invalid(format!("snapshot state: {e}")))?,
         };
-        self.call(|reply| Request::Snapshot { request, reply })
+        self.writer
+            .call(|reply| Request::Snapshot { request, reply })
             .await
     }
 
@@ -404,13 +376,6 @@ impl ConversationStore for LogStore {
             }))
         })
         .await
-    }
-}
-
-fn writer_gone() -> StoreError {
-    StoreError::Backend {
-        message: "the event log writer thread has stopped".into(),
-        retryable: false,
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::format::{self, Body, NONE};
 use super::{create_segment, LogConfig, Shared, UserPos};
+use crate::writer_thread::Reply;
 use crate::StoreError;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -9,9 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
-
-pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+use tokio::sync::mpsc;
 
 pub(super) enum Request {
     Append {
