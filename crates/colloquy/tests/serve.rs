@@ -644,3 +644,57 @@ async fn slow_and_idle_clients_are_cut_off() {
     let r = client().get(s.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// `colloquy bench` against a real server, over both transports: every
+/// counted turn got its replies, the report says so in JSON, and nothing
+/// failed.
+#[test]
+fn the_load_generator_holds_conversations_over_http_and_websocket() {
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start(data.path(), &[]);
+    for transport in ["http", "ws"] {
+        let json = data.path().join(format!("bench-{transport}.json"));
+        let mut out = std::process::Command::new(env!("CARGO_BIN_EXE_colloquy"))
+            .current_dir(server::root())
+            .args([
+                "bench",
+                "--users",
+                "4",
+                "--turns",
+                "40",
+                "--transport",
+                transport,
+            ])
+            .args(["--url", &s.url(""), "--data"])
+            .arg(data.path())
+            .arg("--json")
+            .arg(&json)
+            .env("COLLOQUY_JWT_SECRET", SECRET)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A bench whose turns all fail would never reach --turns.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while out.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                out.kill().unwrap();
+                panic!("{transport}: the bench did not finish 40 turns in 60 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = out.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{transport}: {stdout}");
+        assert!(
+            stdout.contains("errors          none"),
+            "{transport}: {stdout}"
+        );
+        let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert_eq!(report["transport"], transport);
+        assert!(report["turns"].as_u64().unwrap() >= 40, "{report}");
+        assert_eq!(report["errors"], json!({}), "{report}");
+        let p50 = report["latency_ms"]["p50"].as_f64().unwrap();
+        let p99 = report["latency_ms"]["p99"].as_f64().unwrap();
+        assert!(p50 > 0.0 && p99 >= p50, "{report}");
+    }
+}
