@@ -112,6 +112,20 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// False if the event holds a number JSON cannot represent (infinite or
+    /// NaN), which no store may accept.
+    pub fn is_finite(&self) -> bool {
+        match self {
+            EventKind::SlotSet { value, .. } => value.is_finite(),
+            EventKind::IntentRecognised {
+                confidence,
+                entities,
+                ..
+            } => confidence.is_finite() && entities.iter().all(|e| e.value.is_finite()),
+            _ => true,
+        }
+    }
+
     /// Short name of the variant, for metrics and logs.
     pub fn name(&self) -> &'static str {
         match self {

@@ -1,19 +1,42 @@
 //! Slot values: the small set of types a slot can hold.
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::ser::{self, SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// A slot's value. Untagged so that events and snapshots read naturally in
-/// JSON and in SQL rows (`"星云跑鞋"`, `39`, `true`, `["a","b"]`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
+/// A slot's value, written untagged so that events and snapshots read
+/// naturally in JSON and in SQL rows (`"星云跑鞋"`, `39`, `true`,
+/// `["a","b"]`). A `Float` is always finite: JSON has no infinity, and
+/// serde_json would write one as `null` and then fail to read it back.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Bool(bool),
     Int(i64),
     Float(f64),
     Text(String),
     List(Vec<Value>),
+}
+
+/// Refuses a non-finite float instead of writing it as `null`, so a bad
+/// value fails the write that carries it, never the reads after it.
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Bool(b) => serializer.serialize_bool(*b),
+            Value::Int(i) => serializer.serialize_i64(*i),
+            Value::Float(x) if x.is_finite() => serializer.serialize_f64(*x),
+            Value::Float(x) => Err(ser::Error::custom(format!("{x} is not a finite number"))),
+            Value::Text(s) => serializer.serialize_str(s),
+            Value::List(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+        }
+    }
 }
 
 /// What `#[serde(untagged)]` would decode, without its way of getting
@@ -60,6 +83,13 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Text(s))
     }
 
+    /// Before non-finite numbers were refused, serde_json wrote them as
+    /// `null`, and such a log could not be read at all. The number is lost;
+    /// an empty text keeps the rest of the log readable.
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Text(String::new()))
+    }
+
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
         while let Some(item) = seq.next_element()? {
@@ -70,12 +100,24 @@ impl<'de> Visitor<'de> for ValueVisitor {
 }
 
 impl Value {
+    /// The value as a finite number, if it is one.
     pub fn as_f64(&self) -> Option<f64> {
+        let x = match self {
+            Value::Int(i) => *i as f64,
+            Value::Float(f) => *f,
+            Value::Text(s) => s.trim().parse().ok()?,
+            _ => return None,
+        };
+        x.is_finite().then_some(x)
+    }
+
+    /// False for a non-finite float anywhere in the value, which cannot be
+    /// stored.
+    pub fn is_finite(&self) -> bool {
         match self {
-            Value::Int(i) => Some(*i as f64),
-            Value::Float(f) => Some(*f),
-            Value::Text(s) => s.trim().parse().ok(),
-            _ => None,
+            Value::Float(x) => x.is_finite(),
+            Value::List(items) => items.iter().all(Value::is_finite),
+            _ => true,
         }
     }
 
@@ -153,6 +195,31 @@ mod tests {
                 .contains("a boolean, number, string or list"),
             "{err}"
         );
-        assert!(serde_json::from_str::<Value>("null").is_err());
+    }
+
+    #[test]
+    fn non_finite_floats_are_refused_when_written() {
+        for x in [f64::INFINITY, f64::NEG_INFINITY, f64::NAN] {
+            let err = serde_json::to_string(&Value::Float(x)).unwrap_err();
+            assert!(err.to_string().contains("not a finite number"), "{err}");
+            let nested = Value::List(vec![Value::Int(1), Value::Float(x)]);
+            assert!(serde_json::to_string(&nested).is_err());
+            assert!(!nested.is_finite());
+        }
+        assert!(Value::List(vec![Value::Float(1.5)]).is_finite());
+        assert_eq!(Value::Text("1e400".into()).as_f64(), None);
+        assert_eq!(Value::Text(" 39.5 ".into()).as_f64(), Some(39.5));
+    }
+
+    #[test]
+    fn null_written_by_older_versions_reads_as_empty_text() {
+        assert_eq!(
+            serde_json::from_str::<Value>("null").unwrap(),
+            Value::Text(String::new())
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>("[1,null]").unwrap(),
+            Value::List(vec![Value::Int(1), Value::Text(String::new())])
+        );
     }
 }

@@ -18,8 +18,17 @@ use std::sync::Arc;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
     route: String,
-    method: String,
+    method: &'static str,
     status: u16,
+}
+
+/// The method as a label value from a fixed set: a client may send any
+/// token as its method, and an unbounded label is unbounded memory.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("other")
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -133,11 +142,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// `route` must come from a fixed set (the router's patterns), as the
+    /// method label does.
     pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
         self.http
             .get_or_create(&HttpLabels {
                 route: route.to_string(),
-                method: method.to_string(),
+                method: method_label(method),
                 status,
             })
             .observe(seconds);
@@ -294,5 +305,22 @@ mod tests {
         assert!(text.contains("colloquy_dead_letters_total 2"), "{text}");
         assert!(text.ends_with("# EOF\n"));
         assert_eq!(text.matches("# EOF").count(), 1);
+    }
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        let m = Metrics::default();
+        for i in 0..1000 {
+            m.observe_request("unmatched", &format!("X{i}"), 404, 0.001);
+        }
+        m.observe_request("unmatched", "GET", 404, 0.001);
+        let text = m.render(&Sampled::default());
+        assert!(!text.contains("X1"), "{text}");
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("colloquy_http_request_duration_seconds_count"))
+            .count();
+        assert_eq!(series, 2, "{text}");
+        assert!(text.contains("method=\"other\""), "{text}");
     }
 }

@@ -137,7 +137,10 @@ pub fn parse_number(s: &str) -> Option<f64> {
             }
         }
     };
-    Some(if negative { -value } else { value })
+    // A long run of digits or of 亿 overflows to infinity: not a number
+    // anyone meant, and not one JSON (hence the event log) can hold.
+    let value = if negative { -value } else { value };
+    value.is_finite().then_some(value)
 }
 
 fn parse_fraction(s: &str) -> Option<f64> {
@@ -534,6 +537,22 @@ mod tests {
         for &(text, expected) in cases {
             assert_eq!(parse_number(text), Some(expected), "{text}");
         }
+    }
+
+    #[test]
+    fn numbers_too_large_for_a_float_are_not_numbers() {
+        let nines = "9".repeat(400);
+        assert_eq!(parse_number(&nines), None);
+        assert_eq!(parse_number(&format!("-{nines}")), None);
+        assert_eq!(
+            parse_number(&"亿".repeat(40).replacen('亿', "一亿", 1)),
+            None
+        );
+        assert_eq!(parse_number(&format!("{nines}.5")), None);
+        assert!(values(&format!("我脚长{nines}cm")).is_empty());
+        assert!(values(&format!("一{}", "亿".repeat(40))).is_empty());
+        // The largest finite ones still parse.
+        assert!(parse_number(&"9".repeat(300)).is_some_and(|x| x > 9.9e299 && x.is_finite()));
     }
 
     #[test]

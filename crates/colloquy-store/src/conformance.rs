@@ -181,6 +181,32 @@ pub async fn seqs_must_continue_the_log(store: Arc<dyn ConversationStore>) {
         }),
         ("other user's event", events("bob", 2, 1, 0, "x")),
         ("empty", Vec::new()),
+        // A run of 400 nines in a message once parsed to an infinite
+        // float that was stored as `null` and broke every later read.
+        ("infinite slot value", {
+            let mut b = events("alice", 2, 2, 0, "x");
+            b[1].kind = EventKind::SlotSet {
+                slot: "foot_cm".into(),
+                value: Value::Float(f64::INFINITY),
+                sensitive: false,
+            };
+            b
+        }),
+        ("NaN entity value", {
+            let mut b = events("alice", 2, 1, 0, "x");
+            b[0].kind = EventKind::IntentRecognised {
+                intent: None,
+                confidence: 0.1,
+                entities: vec![colloquy_core::EntityMatch {
+                    entity: "number".into(),
+                    value: Value::List(vec![Value::Float(f64::NAN)]),
+                    text: "9".into(),
+                    start: 0,
+                    end: 1,
+                }],
+            };
+            b
+        }),
     ];
     for (what, batch) in bad_batches {
         let err = store.append("alice", 2, &batch).await.expect_err(what);

@@ -107,6 +107,12 @@ pub(crate) fn check_append(
                 e.event_id, e.seq
             )));
         }
+        if !e.kind.is_finite() {
+            return Err(invalid(format!(
+                "event {} holds a number that is not finite",
+                e.event_id
+            )));
+        }
     }
     Ok(())
 }
