@@ -1,17 +1,20 @@
 //! colloquy-core: the dialogue model. Events and the state fold, the bot
-//! model (loaded from YAML and validated), and the pure policy
-//! `(bot, state, nlu, now, seed) → events + replies`.
+//! model (loaded from YAML and validated), the pure policy
+//! `(bot, state, nlu, now, seed) → events + replies`, and the stage
+//! messages ([`wire`]) every role exchanges.
 //!
 //! This crate must not do I/O (callers read a bot's files and hand over
 //! their text), read clocks, draw random numbers or spawn tasks: time and
 //! seeds are inputs.
 
 pub mod bot;
+pub mod duration;
 pub mod event;
 pub mod nlu;
 pub mod policy;
 pub mod state;
 pub mod value;
+pub mod wire;
 
 pub use bot::Bot;
 pub use event::{check_user_id, seal, user_event_id, BotRef, Event, EventKind, FlowEnd};

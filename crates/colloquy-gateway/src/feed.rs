@@ -9,7 +9,7 @@
 
 use crate::hub::Hub;
 use colloquy_bus::{Bus, BusError};
-use colloquy_worker::pipeline::{Outcome, TOPIC_OUT};
+use colloquy_core::wire::{Outcome, TOPIC_OUT};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;

@@ -1,8 +1,7 @@
 //! Reply delivery inside a gateway: requests waiting for the replies to
 //! their message, and WebSocket streams following a user.
 
-use colloquy_bus::runner::HandlerError;
-use colloquy_worker::pipeline::{Deliver, Outcome};
+use colloquy_core::wire::Outcome;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, oneshot};
@@ -56,14 +55,6 @@ impl Hub {
 
     pub fn waiting(&self) -> usize {
         self.waiters.lock().expect("hub lock").len()
-    }
-}
-
-#[async_trait::async_trait]
-impl Deliver for Hub {
-    async fn deliver(&self, outcome: Outcome) -> Result<(), HandlerError> {
-        self.push(outcome);
-        Ok(())
     }
 }
 

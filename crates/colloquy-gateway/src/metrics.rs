@@ -6,7 +6,6 @@
 use colloquy_bus::runner::StageStats;
 use colloquy_bus::Bus;
 use colloquy_store::l1::{HotStates, HotStats};
-use colloquy_worker::pipeline::StageObserver;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -245,14 +244,16 @@ impl Metrics {
     }
 }
 
-impl StageObserver for Metrics {
-    fn message(&self, stage: &'static str, outcome: &'static str) {
+/// What the stages of this process report (through an adapter where the
+/// roles are wired: the gateway knows no stage).
+impl Metrics {
+    pub fn message(&self, stage: &'static str, outcome: &'static str) {
         self.messages
             .get_or_create(&StageLabels { stage, outcome })
             .inc();
     }
 
-    fn intent(&self, intent: Option<&str>) {
+    pub fn intent(&self, intent: Option<&str>) {
         let intent = intent.unwrap_or("none").to_string();
         self.intents.get_or_create(&IntentLabels { intent }).inc();
     }

@@ -10,48 +10,10 @@ use crate::engine::{Engine, EngineError};
 use async_trait::async_trait;
 use colloquy_bus::runner::{Handler, HandlerError};
 use colloquy_bus::{Bus, Record};
-use colloquy_core::{Event, NluResult};
-use serde::{Deserialize, Serialize};
+use colloquy_core::wire::{Inbound, Outcome, Understood, TOPIC_NLU, TOPIC_OUT};
+use colloquy_core::NluResult;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
-
-/// Topic the gateway publishes accepted messages to, keyed by user id.
-pub const TOPIC_IN: &str = "chat.in";
-/// Messages with their NLU result, from the nlu stage to the policy stage.
-pub const TOPIC_NLU: &str = "chat.nlu";
-/// Outcomes of the policy stage, for the gateways to push to clients.
-pub const TOPIC_OUT: &str = "chat.out";
-
-/// A user message as it travels on the bus.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Inbound {
-    pub user: String,
-    pub message_id: String,
-    pub text: String,
-    /// When the gateway accepted it; the policy's notion of "now", so a
-    /// redelivery decides exactly as the first run did.
-    pub ts_ms: i64,
-}
-
-/// A message and what the nlu stage made of it, as it travels on the bus.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Understood {
-    #[serde(flatten)]
-    pub inbound: Inbound,
-    pub nlu: NluResult,
-}
-
-/// What the policy stage produced for one message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Outcome {
-    pub user: String,
-    pub message_id: String,
-    pub replies: Vec<String>,
-    /// Events appended for it (empty when it was a repeat).
-    pub events: Vec<Event>,
-    /// The user's last seq after the turn.
-    pub seq: u64,
-}
 
 /// Where outcomes go: the gateway's waiters and WebSocket streams, in this
 /// process or (through `chat.out`) in another.

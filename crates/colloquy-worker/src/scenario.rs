@@ -3,7 +3,8 @@
 //! bot are run by the test suite against the real engine and store.
 
 use crate::engine::{Engine, EngineError};
-use colloquy_core::bot::{parse_duration_ms, values_equal};
+use colloquy_core::bot::values_equal;
+use colloquy_core::duration::parse_ms;
 use colloquy_core::Value;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -96,7 +97,7 @@ pub async fn run(engine: &Engine, scenario: &Scenario) -> Result<Vec<Failure>, E
     let mut failures = Vec::new();
     for (i, turn) in scenario.turns.iter().enumerate() {
         now += match &turn.after {
-            Some(a) => parse_duration_ms(a).unwrap_or(DEFAULT_GAP_MS),
+            Some(a) => parse_ms(a).unwrap_or(DEFAULT_GAP_MS),
             None => DEFAULT_GAP_MS,
         };
         let message_id = format!("{}-{i}", scenario.name);

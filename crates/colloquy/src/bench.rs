@@ -157,7 +157,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let duration = Duration::from_millis(
-        colloquy_core::bot::parse_duration_ms(&args.duration)
+        colloquy_core::duration::parse_ms(&args.duration)
             .with_context(|| format!("--duration: `{}` is not a duration", args.duration))?
             as u64,
     );

@@ -47,7 +47,7 @@ pub struct ChatArgs {
 }
 
 fn parse_interval(s: &str) -> Result<i64, String> {
-    colloquy_core::bot::parse_duration_ms(s)
+    colloquy_core::duration::parse_ms(s)
         .ok_or_else(|| format!("`{s}` is not a duration (e.g. 30s, 5m)"))
 }
 

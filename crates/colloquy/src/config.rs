@@ -265,7 +265,7 @@ impl Config {
             ("cluster.member_ttl", &self.cluster.member_ttl),
             ("cluster.heartbeat", &self.cluster.heartbeat),
         ] {
-            if colloquy_core::bot::parse_duration_ms(v).is_none() {
+            if colloquy_core::duration::parse_ms(v).is_none() {
                 bail!("{field}: `{v}` is not a duration (e.g. 500ms, 30s, 5m)");
             }
         }
@@ -303,7 +303,7 @@ impl Config {
     }
 
     pub fn ms(v: &str) -> i64 {
-        colloquy_core::bot::parse_duration_ms(v).unwrap_or(0)
+        colloquy_core::duration::parse_ms(v).unwrap_or(0)
     }
 }
 

@@ -6,8 +6,10 @@ use crate::keys;
 use crate::serve::{hs_secret, shutdown_signal, unix_now, ServeArgs};
 use anyhow::Context;
 use colloquy_bus::kafka::KafkaBus;
+use colloquy_bus::runner::HandlerError;
 use colloquy_bus::runner::{Handler, RetryPolicy, StageConfig, StageStats};
 use colloquy_bus::{Bus, EmbeddedBus};
+use colloquy_core::wire::{Outcome, GROUP_IN, GROUP_POLICY, TOPIC_IN, TOPIC_NLU, TOPIC_OUT};
 use colloquy_gateway::api::{metrics_router, router, Gateway};
 use colloquy_gateway::auth::{Algorithm, Issuer, Scope, Verifier};
 use colloquy_gateway::feed::OutcomeFeed;
@@ -21,7 +23,7 @@ use colloquy_store::{
 };
 use colloquy_worker::ownership::{Member, OwnershipConfig, Stage};
 use colloquy_worker::pipeline::{
-    BusDeliver, ChatHandler, NluHandler, PolicyHandler, TOPIC_IN, TOPIC_NLU, TOPIC_OUT,
+    BusDeliver, ChatHandler, Deliver, NluHandler, PolicyHandler, StageObserver,
 };
 use colloquy_worker::{load_bot, Engine, MEMORY_L1_USERS};
 use std::path::Path;
@@ -30,10 +32,30 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Consumer group of the stage reading `chat.in` (nlu, or nlu + policy).
-pub const GROUP_IN: &str = "colloquy-pipeline";
-/// Consumer group of the policy stage on its own, reading `chat.nlu`.
-pub const GROUP_POLICY: &str = "colloquy-policy";
+/// The gateway's hub as the policy stage's delivery when both run in one
+/// process: outcomes go straight to the waiting requests and streams.
+pub struct HubDeliver(pub Arc<Hub>);
+
+#[async_trait::async_trait]
+impl Deliver for HubDeliver {
+    async fn deliver(&self, outcome: Outcome) -> Result<(), HandlerError> {
+        self.0.push(outcome);
+        Ok(())
+    }
+}
+
+/// The process's metrics as what the stages report to.
+pub struct MetricsObserver(pub Arc<Metrics>);
+
+impl StageObserver for MetricsObserver {
+    fn message(&self, stage: &'static str, outcome: &'static str) {
+        self.0.message(stage, outcome);
+    }
+
+    fn intent(&self, intent: Option<&str>) {
+        self.0.intent(intent);
+    }
+}
 
 /// What a role process opens: bus, store, keys and the engine.
 pub struct Parts {
@@ -292,22 +314,23 @@ pub fn worker_role(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         }
         let metrics = Arc::new(Metrics::default());
         let deliver = Arc::new(BusDeliver::new(parts.bus.clone()));
+        let observer: Arc<dyn StageObserver> = Arc::new(MetricsObserver(metrics.clone()));
         let workers = cfg.server.nlu_workers;
         // (topic, group, handler) of each stage this process runs.
         let mut stages: Vec<(&str, &str, Arc<dyn Handler>)> = Vec::new();
         if nlu && policy {
-            let h = ChatHandler::new(parts.engine.clone(), workers, deliver, metrics.clone());
+            let h = ChatHandler::new(parts.engine.clone(), workers, deliver, observer.clone());
             stages.push((TOPIC_IN, GROUP_IN, Arc::new(h)));
         } else if nlu {
             let h = NluHandler::new(
                 parts.engine.clone(),
                 workers,
                 parts.bus.clone(),
-                metrics.clone(),
+                observer.clone(),
             );
             stages.push((TOPIC_IN, GROUP_IN, Arc::new(h)));
         } else {
-            let h = PolicyHandler::new(parts.engine.clone(), deliver, metrics.clone());
+            let h = PolicyHandler::new(parts.engine.clone(), deliver, observer.clone());
             stages.push((TOPIC_NLU, GROUP_POLICY, Arc::new(h)));
         }
         let ownership = OwnershipConfig {

@@ -4,10 +4,11 @@
 use crate::config::Config;
 use crate::{keys, roles};
 use colloquy_bus::runner::StageRunner;
+use colloquy_core::wire::{GROUP_IN, TOPIC_IN};
 use colloquy_gateway::auth::{Algorithm, Issuer, Scope};
 use colloquy_gateway::hub::Hub;
 use colloquy_gateway::metrics::{Metrics, Sources};
-use colloquy_worker::pipeline::{ChatHandler, TOPIC_IN};
+use colloquy_worker::pipeline::ChatHandler;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -70,7 +71,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     let parts = roles::Parts::open(&cfg).await?;
     let bot_id = parts.engine.bot().bot.id.clone();
     parts.bus.ensure_topic(TOPIC_IN, cfg.bus.partitions).await?;
-    let stage = roles::stage_config(&cfg, TOPIC_IN, roles::GROUP_IN);
+    let stage = roles::stage_config(&cfg, TOPIC_IN, GROUP_IN);
     parts
         .bus
         .ensure_topic(&stage.dlq_topic, cfg.bus.partitions)
@@ -80,8 +81,8 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     let handler = ChatHandler::new(
         parts.engine.clone(),
         cfg.server.nlu_workers,
-        hub.clone(),
-        metrics.clone(),
+        Arc::new(roles::HubDeliver(hub.clone())),
+        Arc::new(roles::MetricsObserver(metrics.clone())),
     );
     let runner = StageRunner::spawn(parts.bus.clone(), stage, Arc::new(handler)).await?;
     let sources = Sources {

@@ -44,23 +44,6 @@ pub const DEFAULT_SESSION_TIMEOUT_MS: i64 = 30 * 60 * 1000;
 pub const DEFAULT_THRESHOLD: f32 = 0.4;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
-/// Parse `30m`, `90s`, `2h`, `1d` or `500ms` into milliseconds.
-pub fn parse_duration_ms(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (num, unit) = s.split_at(split);
-    let n: i64 = num.parse().ok()?;
-    let mult = match unit.trim() {
-        "ms" => 1,
-        "s" => 1000,
-        "m" | "min" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    n.checked_mul(mult).filter(|ms| *ms > 0)
-}
-
 /// Where a definition came from: which file, under which YAML path.
 #[derive(Clone)]
 struct At {
@@ -232,7 +215,7 @@ pub fn compile(files: &[SourceFile]) -> Result<Bot, Vec<BotError>> {
     // bot
     let session_timeout_ms = match &bot_spec.session_timeout {
         None => DEFAULT_SESSION_TIMEOUT_MS,
-        Some(s) => parse_duration_ms(s).unwrap_or_else(|| {
+        Some(s) => crate::duration::parse_ms(s).unwrap_or_else(|| {
             ctx.err(
                 &bot_at,
                 "session_timeout",

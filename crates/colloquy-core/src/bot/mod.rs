@@ -6,5 +6,5 @@ mod lines;
 mod model;
 pub mod spec;
 
-pub use compile::{compile, parse_duration_ms, BotError, SourceFile};
+pub use compile::{compile, BotError, SourceFile};
 pub use model::*;

@@ -1,0 +1,52 @@
+//! The stage messages every role exchanges over the bus, and the names of
+//! the topics and consumer groups they travel through. Plain serde types:
+//! the gateway that publishes an [`Inbound`] and the worker that consumes
+//! it share this definition and nothing else.
+
+use crate::event::Event;
+use crate::nlu::NluResult;
+use serde::{Deserialize, Serialize};
+
+/// Topic the gateway publishes accepted messages to, keyed by user id.
+pub const TOPIC_IN: &str = "chat.in";
+/// Messages with their NLU result, from the nlu stage to the policy stage.
+pub const TOPIC_NLU: &str = "chat.nlu";
+/// Outcomes of the policy stage, for the gateways to push to clients.
+pub const TOPIC_OUT: &str = "chat.out";
+
+/// Consumer group of the stage reading [`TOPIC_IN`] (nlu, or nlu + policy
+/// joined in memory); its backlog is the queue depth every role reports.
+pub const GROUP_IN: &str = "colloquy-pipeline";
+/// Consumer group of the policy stage on its own, reading [`TOPIC_NLU`].
+pub const GROUP_POLICY: &str = "colloquy-policy";
+
+/// A user message as it travels on the bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inbound {
+    pub user: String,
+    pub message_id: String,
+    pub text: String,
+    /// When the gateway accepted it; the policy's notion of "now", so a
+    /// redelivery decides exactly as the first run did.
+    pub ts_ms: i64,
+}
+
+/// A message and what the nlu stage made of it, as it travels on the bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Understood {
+    #[serde(flatten)]
+    pub inbound: Inbound,
+    pub nlu: NluResult,
+}
+
+/// What the policy stage produced for one message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub user: String,
+    pub message_id: String,
+    pub replies: Vec<String>,
+    /// Events appended for it (empty when it was a repeat).
+    pub events: Vec<Event>,
+    /// The user's last seq after the turn.
+    pub seq: u64,
+}
