@@ -8,10 +8,10 @@
 //! pre-built from shared buffers) and measurements kept per user, with no
 //! lock on the path of a turn.
 
-use crate::serve::{hs_secret, load_config, ServeArgs};
+use crate::config::{Config, ConfigArgs};
 use anyhow::Context;
 use bytes::Bytes;
-use colloquy_gateway::auth::{Issuer, Scope};
+use colloquy_gateway::auth::Scope;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
@@ -60,7 +60,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "OUT")]
     json: Option<PathBuf>,
     #[command(flatten)]
-    server: ServeArgs,
+    server: ConfigArgs,
 }
 
 /// Conversations the simulated users hold, turn by turn.
@@ -144,16 +144,12 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let token = match &args.token {
         Some(t) => t.clone(),
         None => {
-            let cfg = load_config(&args.server)?;
-            let issuer = Issuer::hs256(
-                &hs_secret(&cfg)?,
-                cfg.auth.issuer.clone(),
-                cfg.auth.audience.clone(),
-            );
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs();
-            issuer.issue("bench", Scope::Admin, Duration::from_secs(24 * 3600), now)?
+            let cfg = Config::from_args(&args.server)?;
+            crate::token::issuer(&cfg)?.issue_now(
+                "bench",
+                Scope::Admin,
+                Duration::from_secs(24 * 3600),
+            )?
         }
     };
     let duration = Duration::from_millis(

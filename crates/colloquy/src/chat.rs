@@ -140,7 +140,8 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
                     None => {
                         let secret =
                             keys::load_or_create(&args.data, "jwt.secret", "COLLOQUY_JWT_SECRET")?;
-                        let issuer = colloquy_gateway::auth::Issuer::hs256(&secret, None, None);
+                        let issuer =
+                            colloquy_gateway::auth::Issuer::hs256(&secret.bytes, None, None);
                         issuer.issue_now(
                             &args.user,
                             colloquy_gateway::auth::Scope::Chat,
@@ -158,8 +159,8 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
                 let loaded = load_bot(&args.bot).map_err(|e| anyhow::anyhow!("{e}"))?;
                 let key =
                     keys::load_or_create(&args.data, "snapshot.key", "COLLOQUY_SNAPSHOT_KEY")?;
-                let key = SnapshotKey::new(key).context("snapshot key")?;
-                let store = crate::roles::open_event_log(&args.data, LogConfig::default())?;
+                let key = SnapshotKey::new(key.bytes).context("snapshot key")?;
+                let store = crate::wiring::open_event_log(&args.data, LogConfig::default())?;
                 let policy = SnapshotPolicy {
                     every_events: args.snapshot_events.max(1),
                     every_ms: args.snapshot_interval,

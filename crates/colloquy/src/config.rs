@@ -12,6 +12,25 @@ use colloquy_store::sql::SqlConfig;
 use colloquy_store::LogConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The options every server role takes: where its settings are, and the
+/// few a developer changes most often.
+#[derive(clap::Args)]
+pub struct ConfigArgs {
+    /// TOML settings file; `COLLOQUY_<SECTION>_<KEY>` variables override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Data directory [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Bot directory [default: bots/shoe-store].
+    #[arg(long, value_name = "DIR")]
+    bot: Option<PathBuf>,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -33,12 +52,15 @@ pub struct Server {
     /// Classifications run at once (per stage; they share the runtime threads).
     pub nlu_workers: usize,
     /// Longest wait for in-flight work on shutdown.
-    pub shutdown_timeout: String,
+    #[serde(with = "colloquy_core::duration::text")]
+    pub shutdown_timeout: Duration,
     /// Longest time a request may take once its headers are in.
-    pub request_timeout: String,
+    #[serde(with = "colloquy_core::duration::text")]
+    pub request_timeout: Duration,
     /// Longest time a client may take to send a request's headers; also
     /// how long an idle keep-alive connection is kept open.
-    pub header_timeout: String,
+    #[serde(with = "colloquy_core::duration::text")]
+    pub header_timeout: Duration,
     /// Connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
 }
@@ -50,9 +72,9 @@ impl Default for Server {
             data_dir: "data".into(),
             bot: "bots/shoe-store".into(),
             nlu_workers: 2,
-            shutdown_timeout: "10s".into(),
-            request_timeout: "30s".into(),
-            header_timeout: "10s".into(),
+            shutdown_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
             max_connections: 10_000,
         }
     }
@@ -103,7 +125,8 @@ pub struct StoreSettings {
     /// (`[store.sql]`).
     pub backend: StoreBackend,
     pub snapshot_every_events: u64,
-    pub snapshot_interval: String,
+    #[serde(with = "colloquy_core::duration::text")]
+    pub snapshot_interval: Duration,
     pub eventlog: LogConfig,
     pub sql: SqlConfig,
     pub l1: L1Settings,
@@ -114,7 +137,7 @@ impl Default for StoreSettings {
         StoreSettings {
             backend: StoreBackend::EventLog,
             snapshot_every_events: 50,
-            snapshot_interval: "30s".into(),
+            snapshot_interval: Duration::from_secs(30),
             eventlog: LogConfig::default(),
             sql: SqlConfig::default(),
             l1: L1Settings::default(),
@@ -158,9 +181,11 @@ pub struct ClusterSettings {
     pub key_prefix: String,
     /// A worker that stopped heartbeating is gone after this long, and its
     /// partitions move to the others.
-    pub member_ttl: String,
+    #[serde(with = "colloquy_core::duration::text")]
+    pub member_ttl: Duration,
     /// How often workers heartbeat and look for ring changes.
-    pub heartbeat: String,
+    #[serde(with = "colloquy_core::duration::text")]
+    pub heartbeat: Duration,
 }
 
 impl Default for ClusterSettings {
@@ -168,8 +193,8 @@ impl Default for ClusterSettings {
         ClusterSettings {
             redis_url: "redis://127.0.0.1:6379".into(),
             key_prefix: "colloquy".into(),
-            member_ttl: "3s".into(),
-            heartbeat: "250ms".into(),
+            member_ttl: Duration::from_secs(3),
+            heartbeat: Duration::from_millis(250),
         }
     }
 }
@@ -185,7 +210,25 @@ const DIRECT_ENV: &[&str] = &[
 ];
 
 impl Config {
+    /// The settings of `args.config` and the environment, with the
+    /// command-line options on top.
+    pub fn from_args(args: &ConfigArgs) -> anyhow::Result<Config> {
+        let mut cfg = Config::load(args.config.as_deref(), std::env::vars())?;
+        if let Some(l) = &args.listen {
+            cfg.server.listen = l.clone();
+        }
+        if let Some(d) = &args.data {
+            cfg.server.data_dir = d.clone();
+        }
+        if let Some(b) = &args.bot {
+            cfg.server.bot = b.clone();
+        }
+        Ok(cfg)
+    }
+
     /// Read `path` (if any), apply the environment, and check the result.
+    /// Every error names where the bad value came from: the file, line and
+    /// key, or the environment variable.
     pub fn load(
         path: Option<&Path>,
         env: impl Iterator<Item = (String, String)>,
@@ -195,19 +238,19 @@ impl Config {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("reading {}", p.display()))?;
                 // Typed first: its errors point at the line of the bad key.
-                toml::from_str::<Config>(&text).map_err(|e| {
-                    let line = e
-                        .span()
-                        .map(|s| text[..s.start].matches('\n').count() + 1)
-                        .or_else(|| unknown_key_line(&text, e.message()));
-                    let at = line.map(|l| format!(":{l}")).unwrap_or_default();
-                    anyhow::anyhow!("{}{at}: {}", p.display(), e.message().trim_end())
+                let typed =
+                    toml::Deserializer::parse(&text).map_err(|e| file_error(p, &text, &e, None))?;
+                serde_path_to_error::deserialize::<_, Config>(typed).map_err(|e| {
+                    let key = e.path().to_string();
+                    file_error(p, &text, e.inner(), Some(&key))
                 })?;
                 toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
             }
             None => toml::Table::new(),
         };
         let defaults = toml::Table::try_from(Config::default()).context("serializing defaults")?;
+        // (section.key, variable) of every setting the environment gave.
+        let mut from_env: Vec<(String, String)> = Vec::new();
         for (name, value) in env {
             let Some(rest) = name.strip_prefix("COLLOQUY_") else {
                 continue;
@@ -222,7 +265,8 @@ impl Config {
                 .parse::<toml::Table>()
                 .ok()
                 .and_then(|mut t| t.remove("v"))
-                .unwrap_or(toml::Value::String(value));
+                .unwrap_or(toml::Value::String(value.clone()));
+            from_env.push((format!("{section}.{key}"), format!("{name}={value}")));
             let section = table
                 .entry(section)
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -233,16 +277,18 @@ impl Config {
                 None => bail!("{name}: the config file has a value where the section should be"),
             }
         }
-        let cfg: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                anyhow::anyhow!(
-                    "{}: {}",
-                    path.map(|p| p.display().to_string())
-                        .unwrap_or_else(|| "environment".into()),
-                    e
-                )
-            })?;
+        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(
+            |e: serde_path_to_error::Error<toml::de::Error>| {
+                let key = e.path().to_string();
+                let source = from_env
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, var)| var.clone())
+                    .or_else(|| path.map(|p| p.display().to_string()))
+                    .unwrap_or_else(|| "environment".into());
+                anyhow::anyhow!("{source}: {key}: {}", e.inner().message().trim_end())
+            },
+        )?;
         cfg.check()?;
         Ok(cfg)
     }
@@ -257,18 +303,6 @@ impl Config {
                     self.server.listen
                 )
             })?;
-        for (field, v) in [
-            ("server.shutdown_timeout", &self.server.shutdown_timeout),
-            ("server.request_timeout", &self.server.request_timeout),
-            ("server.header_timeout", &self.server.header_timeout),
-            ("store.snapshot_interval", &self.store.snapshot_interval),
-            ("cluster.member_ttl", &self.cluster.member_ttl),
-            ("cluster.heartbeat", &self.cluster.heartbeat),
-        ] {
-            if colloquy_core::duration::parse_ms(v).is_none() {
-                bail!("{field}: `{v}` is not a duration (e.g. 500ms, 30s, 5m)");
-            }
-        }
         if self.bus.partitions == 0
             || self.bus.max_in_flight == 0
             || self.bus.max_attempts == 0
@@ -296,15 +330,25 @@ impl Config {
                 .validate()
                 .map_err(|e| anyhow::anyhow!("store.sql: {e}"))?;
         }
-        if Config::ms(&self.cluster.heartbeat) * 2 > Config::ms(&self.cluster.member_ttl) {
+        if self.cluster.heartbeat * 2 > self.cluster.member_ttl {
             bail!("cluster.member_ttl must be at least twice cluster.heartbeat, or live workers expire between heartbeats");
         }
         Ok(())
     }
+}
 
-    pub fn ms(v: &str) -> i64 {
-        colloquy_core::duration::parse_ms(v).unwrap_or(0)
-    }
+/// `FILE:LINE: KEY: problem`, as precise as the error allows.
+fn file_error(path: &Path, text: &str, e: &toml::de::Error, key: Option<&str>) -> anyhow::Error {
+    let line = e
+        .span()
+        .map(|s| text[..s.start].matches('\n').count() + 1)
+        .or_else(|| unknown_key_line(text, e.message()));
+    let at = line.map(|l| format!(":{l}")).unwrap_or_default();
+    let key = key
+        .filter(|k| !k.is_empty() && *k != ".")
+        .map(|k| format!("{k}: "))
+        .unwrap_or_default();
+    anyhow::anyhow!("{}{at}: {key}{}", path.display(), e.message().trim_end())
 }
 
 /// toml does not always carry a span for unknown keys: find the line that
@@ -374,7 +418,10 @@ mod tests {
         let p = dir.path().join("c.toml");
         std::fs::write(&p, "[server]\nlisen = \"127.0.0.1:9000\"\n").unwrap();
         let e = Config::load(Some(&p), env(&[])).unwrap_err().to_string();
-        assert!(e.contains("c.toml:2: unknown field `lisen`"), "{e}");
+        assert!(
+            e.contains("c.toml:2: server.lisen: unknown field `lisen`"),
+            "{e}"
+        );
         let e = Config::load(None, env(&[("COLLOQUY_SERVER_LISEN", "x")]))
             .unwrap_err()
             .to_string();
@@ -383,6 +430,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("server.listen"), "{e}");
+    }
+
+    #[test]
+    fn durations_are_read_as_durations_with_precise_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[server]\nshutdown_timeout = \"2s\"\n[cluster]\nheartbeat = \"100ms\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p), env(&[])).unwrap();
+        assert_eq!(c.server.shutdown_timeout, Duration::from_secs(2));
+        assert_eq!(c.cluster.heartbeat, Duration::from_millis(100));
+
+        std::fs::write(
+            &p,
+            "[server]\nlisten = \"127.0.0.1:1\"\nrequest_timeout = \"soon\"\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(
+            e.contains("c.toml:3: server.request_timeout: `soon` is not a duration"),
+            "{e}"
+        );
+        let e = Config::load(None, env(&[("COLLOQUY_SERVER_HEADER_TIMEOUT", "0s")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "COLLOQUY_SERVER_HEADER_TIMEOUT=0s: server.header_timeout: `0s` is not a duration"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

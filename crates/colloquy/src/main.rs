@@ -8,7 +8,8 @@ mod config;
 mod keys;
 mod nlu_eval;
 mod roles;
-mod serve;
+mod token;
+mod wiring;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -49,18 +50,18 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Run every role in one process on the embedded backends: HTTP and
     /// WebSocket gateway, bus, NLU and policy stages, store.
-    Serve(serve::ServeArgs),
+    Serve(config::ConfigArgs),
     /// Run the HTTP/WebSocket gateway alone (on Kafka): accepts messages onto
     /// the bus and pushes the replies workers publish.
-    Gateway(serve::ServeArgs),
+    Gateway(config::ConfigArgs),
     /// Run stage workers alone (on Kafka, with Redis for membership): they
     /// share the partitions by a consistent-hash ring over the live workers.
-    Worker(roles::WorkerArgs),
+    Worker(roles::worker::WorkerArgs),
     /// Create or upgrade the schema of the configured SQL store (every shard).
-    Migrate(serve::ServeArgs),
+    Migrate(config::ConfigArgs),
     /// Print a development token (HS256) that the server with the same
     /// settings accepts.
-    Token(serve::TokenArgs),
+    Token(token::TokenArgs),
     /// Load generator: simulated users talk to a running server; prints
     /// turns/s and latency percentiles.
     Bench(bench::BenchArgs),
@@ -96,11 +97,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { paths } => check::run(&paths),
         Command::Chat(args) => chat::run(args),
-        Command::Serve(args) => serve::run(args),
-        Command::Gateway(args) => roles::gateway_role(args),
-        Command::Worker(args) => roles::worker_role(args),
-        Command::Migrate(args) => roles::migrate(args),
-        Command::Token(args) => serve::token(args),
+        Command::Serve(args) => roles::serve::run(args),
+        Command::Gateway(args) => roles::gateway::run(args),
+        Command::Worker(args) => roles::worker::run(args),
+        Command::Migrate(args) => roles::migrate::run(args),
+        Command::Token(args) => token::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Nlu {
             command: NluCommand::Eval(args),

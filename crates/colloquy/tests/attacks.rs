@@ -117,3 +117,53 @@ async fn numbers_too_large_for_a_float_do_not_break_a_conversation() {
         "a message was dead-lettered"
     );
 }
+
+/// Runs `colloquy ROLE` on a fresh data directory until it listens, then
+/// stops it with SIGTERM; returns all it printed.
+fn stdout_of_role(role: &str, secret: Option<&str>) -> String {
+    use std::io::{BufRead, BufReader, Read};
+    let data = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_colloquy"));
+    cmd.current_dir(server::root())
+        .args([role, "--listen", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .env_remove("COLLOQUY_JWT_SECRET")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped());
+    if let Some(s) = secret {
+        cmd.env("COLLOQUY_JWT_SECRET", s);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut printed = String::new();
+    while !printed.contains(" on http://") {
+        assert!(
+            out.read_line(&mut printed).unwrap() > 0,
+            "{role} exited: {printed}"
+        );
+    }
+    server::terminate(&mut child, role, std::time::Duration::from_secs(10));
+    out.read_to_string(&mut printed).unwrap();
+    printed
+}
+
+/// Every HS256 gateway used to print a valid 24-hour chat token for
+/// `alice`. Only `serve`, with a secret it generated for a developer,
+/// prints one now.
+#[test]
+fn only_serve_with_its_own_secret_prints_a_development_token() {
+    let printed = stdout_of_role("serve", None);
+    assert!(
+        printed.contains("development token for user alice"),
+        "{printed}"
+    );
+    for (role, secret) in [
+        ("serve", Some(server::SECRET)),
+        ("gateway", None),
+        ("gateway", Some(server::SECRET)),
+    ] {
+        let printed = stdout_of_role(role, secret);
+        assert!(!printed.contains("token"), "{role}: {printed}");
+        assert!(!printed.contains("eyJ"), "{role}: {printed}");
+    }
+}

@@ -115,7 +115,7 @@ fn check_reports_file_line_and_field_and_exits_1() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("bad.toml:3: unknown field `threads`"),
+        text(&out.stderr).contains("bad.toml:3: server.threads: unknown field `threads`"),
         "{}",
         text(&out.stderr)
     );

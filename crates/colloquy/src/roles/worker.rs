@@ -1,0 +1,144 @@
+//! `colloquy worker --stages nlu,policy`: stage workers that own the
+//! partitions a consistent-hash ring over the live workers gives them.
+
+use crate::config::{Config, ConfigArgs};
+use crate::wiring::{self, MetricsObserver};
+use anyhow::Context;
+use colloquy_bus::runner::{Handler, StageStats};
+use colloquy_core::wire::{GROUP_IN, GROUP_POLICY, TOPIC_IN, TOPIC_NLU, TOPIC_OUT};
+use colloquy_gateway::api::metrics_router;
+use colloquy_gateway::metrics::{Metrics, Sources};
+use colloquy_gateway::server::ConnectionLimits;
+use colloquy_worker::ownership::{Member, OwnershipConfig, Stage};
+use colloquy_worker::pipeline::{
+    BusDeliver, ChatHandler, NluHandler, PolicyHandler, StageObserver,
+};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct WorkerArgs {
+    /// Stages to run: `nlu`, `policy`, or both (joined in memory).
+    #[arg(long, value_delimiter = ',', default_value = "nlu,policy", value_parser = ["nlu", "policy"])]
+    stages: Vec<String>,
+    /// This worker's name in the ring [default: host name and process id].
+    #[arg(long)]
+    id: Option<String>,
+    /// Serve Prometheus `/metrics` and `/healthz` on this address.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let cfg = Config::from_args(&args.config)?;
+    let id = args.id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let (nlu, policy) = (
+        args.stages.iter().any(|s| s == "nlu"),
+        args.stages.iter().any(|s| s == "policy"),
+    );
+    wiring::runtime()?.block_on(async {
+        wiring::create_data_dir(&cfg)?;
+        let bus = wiring::open_bus(&cfg)?;
+        let store = wiring::open_store(&cfg).await?;
+        let key = wiring::snapshot_key(&cfg)?;
+        let hot = wiring::hot_states(&cfg, &key)?;
+        let engine = wiring::engine(&cfg, store, key, hot.clone())?;
+        for topic in [TOPIC_IN, TOPIC_NLU, TOPIC_OUT] {
+            bus.ensure_topic(topic, cfg.bus.partitions).await?;
+        }
+        let metrics = Arc::new(Metrics::default());
+        let deliver = Arc::new(BusDeliver::new(bus.clone()));
+        let observer: Arc<dyn StageObserver> = Arc::new(MetricsObserver(metrics.clone()));
+        let workers = cfg.server.nlu_workers;
+        // (topic, group, handler) of each stage this process runs.
+        let mut stages: Vec<(&str, &str, Arc<dyn Handler>)> = Vec::new();
+        if nlu && policy {
+            let h = ChatHandler::new(engine, workers, deliver, observer);
+            stages.push((TOPIC_IN, GROUP_IN, Arc::new(h)));
+        } else if nlu {
+            let h = NluHandler::new(engine, workers, bus.clone(), observer);
+            stages.push((TOPIC_IN, GROUP_IN, Arc::new(h)));
+        } else {
+            let h = PolicyHandler::new(engine, deliver, observer);
+            stages.push((TOPIC_NLU, GROUP_POLICY, Arc::new(h)));
+        }
+        let ownership = OwnershipConfig {
+            prefix: cfg.cluster.key_prefix.clone(),
+            ttl: cfg.cluster.member_ttl,
+            tick: cfg.cluster.heartbeat,
+            ..OwnershipConfig::default()
+        };
+        let mut members = Vec::new();
+        let mut sources = Sources {
+            bus: bus.clone(),
+            queues: Vec::new(),
+            stages: Vec::new(),
+            l1: policy.then_some(hot),
+        };
+        for (topic, group, handler) in stages {
+            let config = wiring::stage_config(&cfg, topic, group);
+            bus.ensure_topic(&config.dlq_topic, cfg.bus.partitions)
+                .await?;
+            let stats = Arc::new(StageStats::default());
+            sources.queues.push((topic.to_string(), group.to_string()));
+            sources.stages.push(stats.clone());
+            let stage = Stage {
+                bus: bus.clone(),
+                config,
+                handler,
+                stats,
+            };
+            members.push(
+                Member::join(&cfg.cluster.redis_url, id.clone(), stage, ownership.clone())
+                    .await
+                    .context("joining the worker group")?,
+            );
+        }
+        println!(
+            "colloquy worker {id} running {} on {}",
+            args.stages.join(","),
+            cfg.cluster.redis_url
+        );
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let metrics_server = match &args.metrics {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("--metrics {addr}"))?;
+                println!("metrics on http://{}/metrics", listener.local_addr()?);
+                let app = metrics_router(metrics.clone(), sources);
+                let mut stopped = stopped.clone();
+                Some(tokio::spawn(async move {
+                    let until = async move {
+                        let _ = stopped.changed().await;
+                    };
+                    let limits = ConnectionLimits::default();
+                    colloquy_gateway::server::serve(
+                        listener,
+                        app,
+                        &limits,
+                        until,
+                        Duration::from_secs(1),
+                    )
+                    .await;
+                }))
+            }
+            None => None,
+        };
+        wiring::shutdown_signal().await;
+        tracing::info!("leaving the group: draining and handing partitions over");
+        futures_util::future::join_all(members.into_iter().map(Member::leave)).await;
+        stop.send_replace(true);
+        if let Some(server) = metrics_server {
+            let _ = server.await;
+        }
+        println!("colloquy worker stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,294 @@
+//! What the roles share: the runtime and shutdown signal, secrets, the
+//! backends the configuration chooses, the adapters between the worker's
+//! traits and the gateway's hub and metrics, and the HTTP listener. Each
+//! role opens only the parts it uses.
+
+use crate::config::{BusBackend, Config, L1Backend, StoreBackend};
+use crate::keys::{self, Secret};
+use anyhow::Context;
+use colloquy_bus::kafka::KafkaBus;
+use colloquy_bus::runner::{HandlerError, RetryPolicy, StageConfig};
+use colloquy_bus::{Bus, EmbeddedBus};
+use colloquy_core::wire::{Outcome, GROUP_IN, TOPIC_IN};
+use colloquy_gateway::api::{router, Gateway};
+use colloquy_gateway::auth::{Algorithm, Issuer, Scope, Verifier};
+use colloquy_gateway::hub::Hub;
+use colloquy_gateway::metrics::{Metrics, Sources};
+use colloquy_gateway::server::ConnectionLimits;
+use colloquy_store::l1::{HotStates, LayeredHotStates, MemoryHotStates, RedisHotStates};
+use colloquy_store::{
+    sqlite::SqliteStore, ConversationStore, Conversations, LogConfig, LogStore, SnapshotKey,
+    SnapshotPolicy,
+};
+use colloquy_worker::pipeline::{Deliver, StageObserver};
+use colloquy_worker::{load_bot, Engine, MEMORY_L1_USERS};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM");
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown requested: no longer accepting connections");
+}
+
+/// The HS256 secret: configured, from `COLLOQUY_JWT_SECRET`, or generated
+/// once and kept in the data directory.
+pub fn hs_secret(cfg: &Config) -> anyhow::Result<Secret> {
+    match &cfg.auth.secret {
+        Some(s) => Ok(Secret {
+            bytes: s.clone().into_bytes(),
+            generated: false,
+        }),
+        None => keys::load_or_create(&cfg.server.data_dir, "jwt.secret", "COLLOQUY_JWT_SECRET"),
+    }
+}
+
+/// The token verifier of the configured algorithm.
+pub fn verifier(cfg: &Config) -> anyhow::Result<(Verifier, Secret)> {
+    let secret = hs_secret(cfg)?;
+    let verifier = Verifier::new(&cfg.auth, Some(&secret.bytes)).context("auth settings")?;
+    Ok((verifier, secret))
+}
+
+/// The key snapshots (and the Redis L1's copies) are signed with.
+pub fn snapshot_key(cfg: &Config) -> anyhow::Result<SnapshotKey> {
+    let secret = keys::load_or_create(
+        &cfg.server.data_dir,
+        "snapshot.key",
+        "COLLOQUY_SNAPSHOT_KEY",
+    )?;
+    SnapshotKey::new(secret.bytes).context("snapshot key")
+}
+
+pub fn create_data_dir(cfg: &Config) -> anyhow::Result<()> {
+    let data = &cfg.server.data_dir;
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))
+}
+
+pub fn open_bus(cfg: &Config) -> anyhow::Result<Arc<dyn Bus>> {
+    Ok(match cfg.bus.backend {
+        BusBackend::Embedded => Arc::new(
+            EmbeddedBus::open(&cfg.server.data_dir.join("bus"), cfg.bus.embedded.clone())
+                .context("opening the embedded bus")?,
+        ),
+        BusBackend::Kafka => Arc::new(KafkaBus::new(cfg.bus.kafka.clone()).context("bus.kafka")?),
+    })
+}
+
+pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn ConversationStore>> {
+    Ok(match cfg.store.backend {
+        StoreBackend::EventLog => Arc::new(open_event_log(
+            &cfg.server.data_dir,
+            cfg.store.eventlog.clone(),
+        )?),
+        StoreBackend::Sqlite => {
+            Arc::new(SqliteStore::open(&cfg.server.data_dir).context("opening the embedded store")?)
+        }
+        StoreBackend::Mysql | StoreBackend::Postgres => {
+            colloquy_store::sql::connect(&cfg.store.sql).await.context(
+                "connecting to store.sql (run `colloquy migrate` first on a new database)",
+            )?
+        }
+    })
+}
+
+/// The embedded event log of the data directory `data` (in `data/events`).
+/// A directory that holds only an SQLite store from an earlier colloquy is
+/// refused rather than served as if it had no conversations.
+pub fn open_event_log(data: &Path, cfg: LogConfig) -> anyhow::Result<LogStore> {
+    let dir = data.join("events");
+    if !dir.exists() && data.join("colloquy.db").exists() {
+        anyhow::bail!(
+            "{} holds an SQLite store (colloquy.db) and no event log; to keep using it set \
+             `[store] backend = \"sqlite\"` (or COLLOQUY_STORE_BACKEND=sqlite)",
+            data.display()
+        );
+    }
+    LogStore::open(&dir, cfg).with_context(|| format!("opening the event log in {}", dir.display()))
+}
+
+pub fn snapshot_policy(cfg: &Config) -> SnapshotPolicy {
+    SnapshotPolicy {
+        every_events: cfg.store.snapshot_every_events.max(1),
+        every_ms: cfg.store.snapshot_interval.as_millis() as i64,
+    }
+}
+
+pub fn conversations(
+    cfg: &Config,
+    store: Arc<dyn ConversationStore>,
+    key: SnapshotKey,
+) -> Arc<Conversations> {
+    Arc::new(Conversations::new(store, key, snapshot_policy(cfg)))
+}
+
+/// The hot states (L1) of a process running the policy stage.
+pub fn hot_states(cfg: &Config, key: &SnapshotKey) -> anyhow::Result<Arc<dyn HotStates>> {
+    Ok(match cfg.store.l1.backend {
+        L1Backend::Memory => Arc::new(MemoryHotStates::new(MEMORY_L1_USERS)),
+        // The worker's own copies first: the ring gives it its users
+        // one at a time, so most turns find the last state here.
+        L1Backend::Redis => Arc::new(LayeredHotStates::new(
+            MEMORY_L1_USERS,
+            Arc::new(
+                RedisHotStates::new(&cfg.store.l1.redis, key.clone()).context("store.l1.redis")?,
+            ),
+        )),
+    })
+}
+
+/// The policy engine: the configured bot, its NLU trained, over the store
+/// and the hot states.
+pub fn engine(
+    cfg: &Config,
+    store: Arc<dyn ConversationStore>,
+    key: SnapshotKey,
+    hot: Arc<dyn HotStates>,
+) -> anyhow::Result<Arc<Engine>> {
+    let bot = load_bot(&cfg.server.bot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Arc::new(Engine::with_hot_states(
+        Arc::new(bot),
+        Conversations::new(store, key, snapshot_policy(cfg)),
+        hot,
+    )))
+}
+
+/// The settings of a stage consuming `topic` as `group`.
+pub fn stage_config(cfg: &Config, topic: &str, group: &str) -> StageConfig {
+    StageConfig {
+        max_in_flight: cfg.bus.max_in_flight,
+        retry: RetryPolicy {
+            max_attempts: cfg.bus.max_attempts,
+            ..RetryPolicy::default()
+        },
+        ..StageConfig::new(topic, group)
+    }
+}
+
+/// The inbound queue, whose backlog is the queue depth everywhere.
+pub fn inbound_queue() -> Vec<(String, String)> {
+    vec![(TOPIC_IN.to_string(), GROUP_IN.to_string())]
+}
+
+/// The gateway's hub as the policy stage's delivery when both run in one
+/// process: outcomes go straight to the waiting requests and streams.
+pub struct HubDeliver(pub Arc<Hub>);
+
+#[async_trait::async_trait]
+impl Deliver for HubDeliver {
+    async fn deliver(&self, outcome: Outcome) -> Result<(), HandlerError> {
+        self.0.push(outcome);
+        Ok(())
+    }
+}
+
+/// The process's metrics as what the stages report to.
+pub struct MetricsObserver(pub Arc<Metrics>);
+
+impl StageObserver for MetricsObserver {
+    fn message(&self, stage: &'static str, outcome: &'static str) {
+        self.0.message(stage, outcome);
+    }
+
+    fn intent(&self, intent: Option<&str>) {
+        self.0.intent(intent);
+    }
+}
+
+/// The HTTP gateway, not yet listening.
+pub fn gateway(
+    cfg: &Config,
+    verifier: Verifier,
+    bus: Arc<dyn Bus>,
+    conversations: Arc<Conversations>,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    sources: Sources,
+) -> anyhow::Result<Arc<Gateway>> {
+    Ok(Arc::new(
+        Gateway::new(
+            verifier,
+            bus,
+            conversations,
+            hub,
+            cfg.limits.clone(),
+            metrics,
+            sources,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?,
+    ))
+}
+
+/// Listen, print where to talk to the server, and serve until SIGTERM or
+/// Ctrl-C; returns once open requests are done. `dev_token`: the secret
+/// to print a ready-made development token with, which only `serve` does,
+/// and only with a secret it generated itself.
+pub async fn serve_http(
+    cfg: &Config,
+    gateway: Arc<Gateway>,
+    what: &str,
+    dev_token: Option<&Secret>,
+) -> anyhow::Result<()> {
+    let app = router(gateway.clone()).layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        cfg.server.request_timeout,
+    ));
+    let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.server.listen))?;
+    let addr = listener.local_addr()?;
+    gateway.ready.store(true, Ordering::Relaxed);
+    tracing::info!(%addr, what, "serving");
+    println!(
+        "colloquy {} serving {what} on http://{addr}",
+        env!("CARGO_PKG_VERSION"),
+    );
+    let hs256 = cfg.auth.algorithm == Algorithm::HS256;
+    if let Some(secret) = dev_token.filter(|s| s.generated && hs256) {
+        let issuer = Issuer::hs256(
+            &secret.bytes,
+            cfg.auth.issuer.clone(),
+            cfg.auth.audience.clone(),
+        );
+        let token = issuer.issue_now("alice", Scope::Chat, Duration::from_secs(24 * 3600))?;
+        println!("development token for user alice (24 h): {token}");
+        println!(
+            "try: curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \
+             -d '{{\"text\":\"星云跑鞋有39码吗\"}}' 'http://{addr}/v1/conversations/alice/messages?wait_ms=2000'"
+        );
+    }
+    let limits = ConnectionLimits {
+        max_connections: cfg.server.max_connections,
+        header_timeout: cfg.server.header_timeout,
+        ..ConnectionLimits::default()
+    };
+    colloquy_gateway::server::serve(
+        listener,
+        app,
+        &limits,
+        shutdown_signal(),
+        cfg.server.shutdown_timeout,
+    )
+    .await;
+    Ok(())
+}
