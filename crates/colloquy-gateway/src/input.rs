@@ -3,6 +3,7 @@
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// Limits on incoming messages (the `[limits]` section of the config).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,7 +81,7 @@ impl InputPolicy {
                     c
                 }
             })
-            .filter(|c| !c.is_control() && !is_format_char(*c))
+            .filter(|c| !c.is_control() && !is_invisible(*c))
             .collect();
         let text = text.trim().to_string();
         if text.is_empty() {
@@ -97,10 +98,28 @@ impl InputPolicy {
     }
 }
 
-/// Invisible formatting characters (zero-width, bidi overrides) that can
-/// hide text from reviewers and patterns.
-fn is_format_char(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+/// Characters that show nothing but can split a word so that a deny
+/// pattern no longer matches it: every format character (Unicode general
+/// category Cf: soft hyphen, zero-width and bidi controls, tags, …) and
+/// the other default-ignorable code points (Unicode's
+/// DerivedCoreProperties.txt: the grapheme joiner, Mongolian and other
+/// variation selectors, Hangul fillers, the reserved ranges).
+fn is_invisible(c: char) -> bool {
+    c.general_category() == GeneralCategory::Format
+        || matches!(
+            c,
+            '\u{034F}'
+                | '\u{115F}'..='\u{1160}'
+                | '\u{17B4}'..='\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{2065}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FFA0}'
+                | '\u{FFF0}'..='\u{FFF8}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0000}'..='\u{E0FFF}'
+        )
 }
 
 #[cfg(test)]
@@ -130,5 +149,40 @@ mod tests {
             ..Limits::default()
         })
         .is_err());
+    }
+
+    #[test]
+    fn invisible_characters_cannot_hide_a_denied_word() {
+        let p = InputPolicy::new(&Limits {
+            deny_patterns: vec!["freemoney".into()],
+            ..Limits::default()
+        })
+        .unwrap();
+        // Each was found to slip past the earlier hand-written list.
+        for hidden in [
+            '\u{00AD}',
+            '\u{2066}',
+            '\u{034F}',
+            '\u{E0020}',
+            '\u{180E}',
+            '\u{061C}',
+            '\u{200D}',
+            '\u{FE0F}',
+            '\u{1D173}',
+            '\u{E0001}',
+            '\u{3164}',
+            '\u{FFF0}',
+        ] {
+            let text = format!("free{hidden}mo{hidden}ney");
+            assert_eq!(
+                p.normalise(&text),
+                Err(InputError::Denied),
+                "U+{:04X}",
+                hidden as u32
+            );
+        }
+        // Visible text around them is kept.
+        assert_eq!(p.normalise("星云\u{00AD}跑鞋").unwrap(), "星云跑鞋");
+        assert_eq!(p.normalise("café ñ").unwrap(), "café ñ");
     }
 }

@@ -167,3 +167,22 @@ fn only_serve_with_its_own_secret_prints_a_development_token() {
         assert!(!printed.contains("eyJ"), "{role}: {printed}");
     }
 }
+
+/// Deny patterns used to be bypassed by splitting a word with invisible
+/// characters the hand-written list did not know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invisible_characters_do_not_bypass_deny_patterns() {
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        data.path(),
+        &[("COLLOQUY_LIMITS_DENY_PATTERNS", r#"["free\\s*money"]"#)],
+    );
+    let c = client();
+    for hidden in ['\u{00AD}', '\u{2066}', '\u{034F}', '\u{E0020}', '\u{180E}'] {
+        let (st, v) = say(&c, &s, "erin", &format!("free{hidden}mo{hidden}ney")).await;
+        assert_eq!(st, 422, "U+{:04X}: {v}", hidden as u32);
+        assert_eq!(v["error"]["code"], "text_denied");
+    }
+    let (st, _) = say(&c, &s, "erin", "星云跑鞋有39码吗").await;
+    assert_eq!(st, 200);
+}
