@@ -181,3 +181,70 @@ async fn queued_appends_of_one_user_apply_in_order() {
         store.stats()
     );
 }
+
+/// Reading a page of a long log used to walk (and load) every append of
+/// the user; now it costs about what the page holds, after a reopen too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_cost_what_they_return_not_the_whole_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (appends, per) = (600u64, 10usize);
+    let mut log = Vec::new();
+    {
+        let store = open(dir.path());
+        for _ in 0..appends {
+            let batch = conformance::events("long", log.len() as u64, per, 0, "m");
+            store
+                .append("long", log.len() as u64, &batch)
+                .await
+                .unwrap();
+            log.extend(batch);
+        }
+        check_cheap_reads(&store, &log).await;
+    }
+    let store = open(dir.path());
+    check_cheap_reads(&store, &log).await;
+
+    // The duplicate check reads the user's ids once, then never again.
+    let before = store.records_read();
+    let repeat = conformance::events("long", log.len() as u64, 1, 0, "m");
+    let mut dup = repeat.clone();
+    dup[0].event_id = log[3].event_id;
+    let err = store
+        .append("long", log.len() as u64, &dup)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DuplicateEvent { .. }), "{err}");
+    assert_eq!(
+        store.records_read() - before,
+        appends,
+        "one read of the chain"
+    );
+    let before = store.records_read();
+    store
+        .append("long", log.len() as u64, &repeat)
+        .await
+        .unwrap();
+    assert_eq!(store.records_read(), before, "ids already cached");
+}
+
+async fn check_cheap_reads(store: &LogStore, log: &[colloquy_core::Event]) {
+    // (after, limit) → appends a page may read: those it returns plus two
+    // stretches of the sparse index (128 seqs = 13 appends of 10 events).
+    for (after, limit) in [(0u64, 1usize), (2_990, 5), (5_990, 10), (1_000, 1000)] {
+        let before = store.records_read();
+        let page = store.events_after("long", after, limit).await.unwrap();
+        let read = store.records_read() - before;
+        let want: Vec<_> = log
+            .iter()
+            .filter(|e| e.seq > after)
+            .take(limit)
+            .cloned()
+            .collect();
+        assert_eq!(page, want, "after {after}, limit {limit}");
+        let bound = (limit as u64).div_ceil(10) + 2 * 13 + 1;
+        assert!(
+            read <= bound,
+            "after {after}, limit {limit}: {read} reads > {bound}"
+        );
+    }
+}

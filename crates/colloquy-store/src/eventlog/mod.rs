@@ -10,9 +10,13 @@
 //! What is kept in memory, per user: the last seq, the position of the
 //! last append and of the newest snapshot (about 70 bytes with the name).
 //! Each append names the position of its user's previous one, so a user's
-//! log is read by following that chain back from the newest append. The
-//! ids of a user's events, which the duplicate check needs, are collected
-//! from the chain on first use and cached up to
+//! log is read by following that chain back from the newest append. So
+//! that a read costs what it returns, not the whole log, users with long
+//! logs also keep a sparse index: the position of one append every
+//! [`STRIDE`] seqs, from which a read walks back only the stretch it needs.
+//! The ids of a user's events, which the duplicate check needs, are
+//! collected from the chain on first use, by the appending caller (never on
+//! the writer thread that every user's commits wait for), and cached up to
 //! [`LogConfig::cached_ids`] ids in all; the least recently used users'
 //! sets go first.
 //!
@@ -32,12 +36,12 @@ use async_trait::async_trait;
 use colloquy_core::{Event, State};
 use format::{Body, NONE};
 use segments::Segments;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use writer::{Request, Writer};
+use std::sync::{Arc, Mutex, RwLock};
+use writer::{IdCache, Request, Writer};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -74,6 +78,20 @@ impl LogConfig {
 /// (backpressure).
 const QUEUE: usize = 4096;
 
+/// Seqs between two entries of a user's sparse index: a read walks back at
+/// most about this many events beyond those it returns.
+pub(crate) const STRIDE: u64 = 128;
+
+/// Bytes of appends one `events_after` reads at most (past the first
+/// stretch): a page may come back shorter than its limit, never costlier.
+const MAX_READ_BYTES: usize = 4 << 20;
+
+/// Whether an append ending at `last_seq`, after a log ending at
+/// `prev_seq`, gets an entry in its user's sparse index.
+pub(crate) fn is_anchor(prev_seq: u64, last_seq: u64) -> bool {
+    last_seq / STRIDE > prev_seq / STRIDE
+}
+
 /// Where a user's log stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct UserPos {
@@ -92,11 +110,21 @@ const EMPTY: UserPos = UserPos {
     snap: NONE,
 };
 
+/// Per user, (last seq, position) of the appends in the sparse index.
+type Anchors = HashMap<Box<str>, Vec<(u64, u64)>>;
+
 /// What the writer and the readers share.
 struct Shared {
     segments: Segments,
     /// Durable state only: the writer updates it after the fsync.
     users: RwLock<HashMap<Box<str>, UserPos>>,
+    /// The sparse index: (last seq, position) of every append that crossed
+    /// a multiple of [`STRIDE`], per user, ascending; durable state only.
+    anchors: RwLock<Anchors>,
+    /// Event ids of users' logs for the duplicate check.
+    ids: Mutex<IdCache>,
+    /// Records read back from the segments, for tests and benchmarks.
+    reads: AtomicU64,
     /// Set after a failed write or fsync: what the files hold is no longer
     /// known, so nothing more is written until a reopen has scanned them.
     failed: AtomicBool,
@@ -112,6 +140,12 @@ impl Shared {
             .get(user)
             .copied()
             .unwrap_or(EMPTY)
+    }
+
+    /// The body of the record at `pos`. Blocking.
+    fn read_record(&self, pos: u64) -> Result<Vec<u8>, StoreError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.segments.read(pos)
     }
 }
 
@@ -141,11 +175,15 @@ impl LogStore {
         let shared = Shared {
             segments: Segments::default(),
             users: RwLock::new(HashMap::new()),
+            anchors: RwLock::new(HashMap::new()),
+            ids: Mutex::new(IdCache::new(cfg.cached_ids)),
+            reads: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             commits: AtomicU64::new(0),
             requests: AtomicU64::new(0),
         };
         let mut users = HashMap::new();
+        let mut anchors = HashMap::new();
         let (mut expected_base, mut active) = (0, None);
         for (i, &base) in bases.iter().enumerate() {
             let path = segments::segment_path(dir, base);
@@ -157,7 +195,7 @@ impl LogStore {
             }
             let last = i + 1 == bases.len();
             let len = segments::scan(&path, base, last, &mut |pos, body| {
-                index(&mut users, pos, body).map_err(|what| {
+                index(&mut users, &mut anchors, pos, body).map_err(|what| {
                     StoreError::Corrupt(format!("{}: record at {pos}: {what}", path.display()))
                 })
             })?;
@@ -172,6 +210,7 @@ impl LogStore {
             active = Some((file, base, len));
         }
         *shared.users.write().expect("user index lock") = users;
+        *shared.anchors.write().expect("sparse index lock") = anchors;
         let shared = Arc::new(shared);
         let (file, base, len) = active.expect("at least one segment");
         let writer = Writer::new(
@@ -200,6 +239,11 @@ impl LogStore {
         }
     }
 
+    /// Records read back from the files since the store opened.
+    pub fn records_read(&self) -> u64 {
+        self.shared.reads.load(Ordering::Relaxed)
+    }
+
     /// Run a blocking read of the files off the async threads.
     async fn read<T: Send + 'static>(
         &self,
@@ -214,7 +258,12 @@ impl LogStore {
 
 /// Fold one scanned record into the user index; the error says why the
 /// record cannot be where it is.
-fn index(users: &mut HashMap<Box<str>, UserPos>, pos: u64, body: &[u8]) -> Result<(), String> {
+fn index(
+    users: &mut HashMap<Box<str>, UserPos>,
+    anchors: &mut Anchors,
+    pos: u64,
+    body: &[u8],
+) -> Result<(), String> {
     let body = format::parse(body).ok_or("checksum matches but the fields do not add up")?;
     let user = users.entry(body.user().into()).or_insert(EMPTY);
     match body {
@@ -224,6 +273,12 @@ fn index(users: &mut HashMap<Box<str>, UserPos>, pos: u64, body: &[u8]) -> Resul
                     "append of seqs {}..={} does not continue user {:?} at seq {}",
                     a.first_seq, a.last_seq, a.user, user.last_seq
                 ));
+            }
+            if is_anchor(user.last_seq, a.last_seq) {
+                anchors
+                    .entry(a.user.into())
+                    .or_default()
+                    .push((a.last_seq, pos));
             }
             user.last_seq = a.last_seq;
             user.last = pos;
@@ -238,18 +293,18 @@ fn index(users: &mut HashMap<Box<str>, UserPos>, pos: u64, body: &[u8]) -> Resul
     Ok(())
 }
 
-/// The appends of `user` holding seqs after `after_seq`, oldest first,
-/// found by following the chain back from the newest. Blocking.
-fn appends_after(
+/// Walk `user`'s chain back from the append at `pos` (ending at seq
+/// `last_seq`) through every append holding seqs after `stop_seq`, newest
+/// first, handing each body to `visit`. Blocking.
+fn walk_back(
     shared: &Shared,
     user: &str,
-    from: UserPos,
-    after_seq: u64,
-) -> Result<Vec<Vec<u8>>, StoreError> {
-    let mut bodies = Vec::new();
-    let (mut pos, mut want_last) = (from.last, from.last_seq);
-    while pos != NONE && want_last > after_seq {
-        let body = shared.segments.read(pos)?;
+    (mut pos, mut want_last): (u64, u64),
+    stop_seq: u64,
+    visit: &mut dyn FnMut(Vec<u8>),
+) -> Result<(), StoreError> {
+    while pos != NONE && want_last > stop_seq {
+        let body = shared.read_record(pos)?;
         let prev = match format::parse(&body) {
             Some(Body::Append(a))
                 if a.user == user && a.last_seq == want_last && (a.prev == NONE || a.prev < pos) =>
@@ -263,10 +318,56 @@ fn appends_after(
                 )))
             }
         };
-        bodies.push(body);
+        visit(body);
         pos = prev;
     }
-    bodies.reverse();
+    Ok(())
+}
+
+/// Where the reads of the seqs after `after_seq` start: the (last seq,
+/// position) of each append to walk back from, oldest first; each stretch
+/// ends where the one before it began (the first, at `after_seq`). At most
+/// `stretches` of them, the newest append closing the list.
+fn stretches(
+    anchors: &[(u64, u64)],
+    newest: UserPos,
+    after_seq: u64,
+    stretches: usize,
+) -> Vec<(u64, u64)> {
+    let first = anchors.partition_point(|(last, _)| *last <= after_seq);
+    let mut out: Vec<(u64, u64)> = anchors[first..].iter().take(stretches).copied().collect();
+    if out.len() < stretches && out.last().is_none_or(|(last, _)| *last < newest.last_seq) {
+        out.push((newest.last_seq, newest.last));
+    }
+    out
+}
+
+/// The appends of `user` holding seqs after `after_seq`, oldest first,
+/// enough for `limit` events unless they pass [`MAX_READ_BYTES`]: read one
+/// stretch of the sparse index at a time. Blocking.
+fn appends_after(
+    shared: &Shared,
+    user: &str,
+    starts: &[(u64, u64)],
+    after_seq: u64,
+    limit: usize,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let (mut bodies, mut events, mut bytes) = (Vec::new(), 0u64, 0usize);
+    let mut stop = after_seq;
+    for &(last, pos) in starts {
+        let mut stretch = Vec::new();
+        walk_back(shared, user, (pos, last), stop, &mut |body| {
+            stretch.push(body)
+        })?;
+        stretch.reverse();
+        bytes += stretch.iter().map(Vec::len).sum::<usize>();
+        events += last - stop;
+        bodies.extend(stretch);
+        stop = last;
+        if events >= limit as u64 || bytes >= MAX_READ_BYTES {
+            break;
+        }
+    }
     Ok(bodies)
 }
 
@@ -291,6 +392,20 @@ impl ConversationStore for LogStore {
         // Encoded here, on the callers' threads, to keep the writer's
         // critical path to the write itself.
         let body = serde_json::to_vec(events).map_err(|e| invalid(e.to_string()))?;
+        // So is the duplicate check's first read of the user's ids (an empty
+        // log has none to read, and appends to it keep their call order).
+        let has_log = self.shared.user(user_id).last != NONE;
+        if has_log
+            && !self
+                .shared
+                .ids
+                .lock()
+                .expect("id cache lock")
+                .holds(user_id)
+        {
+            let user = user_id.to_string();
+            self.read(move |shared| load_ids(shared, &user)).await?;
+        }
         let request = writer::AppendRequest {
             user: user_id.to_string(),
             expected: expected_seq,
@@ -313,9 +428,22 @@ impl ConversationStore for LogStore {
         if from.last_seq <= after_seq || limit == 0 {
             return Ok(Vec::new());
         }
+        // A stretch holds about STRIDE seqs; two more cover the partial
+        // stretches at either end.
+        let wanted = limit.div_ceil(STRIDE as usize).saturating_add(2);
+        let starts = match self
+            .shared
+            .anchors
+            .read()
+            .expect("sparse index lock")
+            .get(user_id)
+        {
+            Some(anchors) => stretches(anchors, from, after_seq, wanted),
+            None => stretches(&[], from, after_seq, wanted),
+        };
         let user = user_id.to_string();
         self.read(move |shared| {
-            let bodies = appends_after(shared, &user, from, after_seq)?;
+            let bodies = appends_after(shared, &user, &starts, after_seq, limit)?;
             let events = bodies.iter().map(|body| match format::parse(body) {
                 Some(Body::Append(a)) => Ok(a.events),
                 _ => Err(StoreError::Corrupt(format!(
@@ -377,6 +505,47 @@ impl ConversationStore for LogStore {
         })
         .await
     }
+}
+
+/// Every event id of `user`'s durable log, read along the chain. Blocking.
+fn collect_ids(
+    shared: &Shared,
+    user: &str,
+    from: UserPos,
+    after_seq: u64,
+) -> Result<Vec<u128>, StoreError> {
+    let mut ids = Vec::new();
+    walk_back(
+        shared,
+        user,
+        (from.last, from.last_seq),
+        after_seq,
+        &mut |body| {
+            if let Some(Body::Append(a)) = format::parse(&body) {
+                ids.extend(a.ids());
+            }
+        },
+    )?;
+    Ok(ids)
+}
+
+/// Put `user`'s ids into the cache, read off the writer thread. Commits
+/// that land meanwhile are caught up under the cache's lock, which the
+/// writer also takes to extend the sets it holds. Blocking.
+fn load_ids(shared: &Shared, user: &str) -> Result<(), StoreError> {
+    let from = shared.user(user);
+    let ids = collect_ids(shared, user, from, 0)?;
+    let mut cache = shared.ids.lock().expect("id cache lock");
+    if cache.holds(user) {
+        return Ok(());
+    }
+    let now = shared.user(user);
+    let mut ids: HashSet<u128> = ids.into_iter().collect();
+    if now.last_seq != from.last_seq {
+        ids.extend(collect_ids(shared, user, now, from.last_seq)?);
+    }
+    cache.insert(user, ids, now.last_seq);
+    Ok(())
 }
 
 /// Create an empty segment durably: its name must survive a crash before

@@ -1,7 +1,7 @@
 //! The writer thread: checks, encodes and group-commits requests.
 
-use super::format::{self, Body, NONE};
-use super::{create_segment, LogConfig, Shared, UserPos};
+use super::format::{self, NONE};
+use super::{create_segment, is_anchor, LogConfig, Shared, UserPos};
 use crate::writer_thread::Reply;
 use crate::StoreError;
 use std::collections::{HashMap, HashSet};
@@ -54,7 +54,6 @@ pub(super) struct Writer {
     base: u64,
     len: u64,
     segment_bytes: u64,
-    ids: IdCache,
 }
 
 impl Writer {
@@ -71,7 +70,6 @@ impl Writer {
             base,
             len,
             segment_bytes: cfg.segment_bytes,
-            ids: IdCache::new(cfg.cached_ids),
         }
     }
 
@@ -106,13 +104,23 @@ impl Writer {
         };
         match &outcome {
             Ok(()) => {
+                // The id cache before the user index, as load_ids takes them.
+                let mut ids = self.shared.ids.lock().expect("id cache lock");
                 let mut users = self.shared.users.write().expect("user index lock");
+                for (user, (prev, new)) in commit.new_ids {
+                    let last = commit.moved.get(&user).map_or(0, |p| p.last_seq);
+                    ids.add(&user, new, prev, last);
+                }
                 for (user, pos) in commit.moved {
                     users.insert(user.into(), pos);
                 }
                 drop(users);
-                for (user, ids) in commit.new_ids {
-                    self.ids.add(&user, ids);
+                drop(ids);
+                if !commit.anchors.is_empty() {
+                    let mut anchors = self.shared.anchors.write().expect("sparse index lock");
+                    for (user, anchor) in commit.anchors {
+                        anchors.entry(user.into()).or_default().push(anchor);
+                    }
                 }
                 self.shared
                     .requests
@@ -187,10 +195,14 @@ impl Writer {
                         ..now
                     },
                 );
+                if is_anchor(now.last_seq, last_seq) {
+                    commit.anchors.push((a.user.clone(), (last_seq, pos)));
+                }
                 commit
                     .new_ids
                     .entry(a.user.clone())
-                    .or_default()
+                    .or_insert_with(|| (durable.last_seq, Vec::new()))
+                    .1
                     .extend(&a.ids);
                 Checked::Written(last_seq)
             }
@@ -248,12 +260,31 @@ impl Writer {
         if commit
             .new_ids
             .get(user)
-            .is_some_and(|batch| batch.iter().any(|id| seen.contains(id)))
+            .is_some_and(|(_, batch)| batch.iter().any(|id| seen.contains(id)))
         {
             return Ok(true);
         }
-        let held = self.ids.get(&self.shared, user, durable)?;
-        Ok(ids.iter().any(|id| held.contains(id)))
+        if let Some(held) = self
+            .shared
+            .ids
+            .lock()
+            .expect("id cache lock")
+            .get(user, durable.last_seq)
+        {
+            return Ok(ids.iter().any(|id| held.contains(id)));
+        }
+        // The appending caller read the ids, but they were evicted since:
+        // rare enough to read them again here.
+        let held: HashSet<u128> = super::collect_ids(&self.shared, user, durable, 0)?
+            .into_iter()
+            .collect();
+        let repeated = ids.iter().any(|id| held.contains(id));
+        self.shared
+            .ids
+            .lock()
+            .expect("id cache lock")
+            .insert(user, held, durable.last_seq);
+        Ok(repeated)
     }
 
     /// The position a record of `size` bytes gets: at the end of the active
@@ -322,8 +353,11 @@ struct Commit {
     buf: Vec<u8>,
     /// Users whose position this batch moves, and where to.
     moved: HashMap<String, UserPos>,
-    /// Ids this batch appends, per user.
-    new_ids: HashMap<String, Vec<u128>>,
+    /// Ids this batch appends, per user, with the user's durable last seq
+    /// before the batch.
+    new_ids: HashMap<String, (u64, Vec<u128>)>,
+    /// Entries of the sparse index this batch adds.
+    anchors: Vec<(String, (u64, u64))>,
 }
 
 enum Checked {
@@ -340,18 +374,20 @@ fn failed() -> StoreError {
 }
 
 /// The event ids of users' durable logs, for the duplicate check. A user's
-/// set, once present, is complete: it is filled from the whole chain on
-/// first use and extended by every commit. Bounded by the number of ids
-/// over all users; the least recently used sets go first.
-struct IdCache {
+/// set, once present, is complete up to the seq it is tagged with: it is
+/// read from the whole chain on first use (by the appending caller) and
+/// extended by every commit. Bounded by the number of ids over all users;
+/// the least recently used sets go first.
+pub(super) struct IdCache {
     budget: usize,
     held: usize,
     tick: u64,
-    users: HashMap<Box<str>, (HashSet<u128>, u64)>,
+    /// user → (ids, the last seq they cover, last use).
+    users: HashMap<Box<str>, (HashSet<u128>, u64, u64)>,
 }
 
 impl IdCache {
-    fn new(budget: usize) -> IdCache {
+    pub fn new(budget: usize) -> IdCache {
         IdCache {
             budget,
             held: 0,
@@ -360,32 +396,47 @@ impl IdCache {
         }
     }
 
-    /// The ids in `user`'s durable log, which ends at `durable`.
-    fn get(
-        &mut self,
-        shared: &Shared,
-        user: &str,
-        durable: UserPos,
-    ) -> Result<&HashSet<u128>, StoreError> {
-        self.tick += 1;
-        if !self.users.contains_key(user) {
-            let ids = collect_ids(shared, user, durable)?;
-            self.held += ids.len();
-            self.users.insert(user.into(), (ids, self.tick));
-            self.evict(user);
-        }
-        let (ids, used) = self.users.get_mut(user).expect("present");
-        *used = self.tick;
-        Ok(ids)
+    pub fn holds(&self, user: &str) -> bool {
+        self.users.contains_key(user)
     }
 
-    /// Record ids a commit made durable. A user without a set is left
-    /// without: the set would be read whole from the log when needed.
-    fn add(&mut self, user: &str, ids: Vec<u128>) {
-        if let Some((held, _)) = self.users.get_mut(user) {
+    /// The ids of `user`'s log if the set covers it up to `last_seq`.
+    pub fn get(&mut self, user: &str, last_seq: u64) -> Option<&HashSet<u128>> {
+        self.tick += 1;
+        let (ids, upto, used) = self.users.get_mut(user)?;
+        if *upto != last_seq {
+            return None;
+        }
+        *used = self.tick;
+        Some(ids)
+    }
+
+    /// Keep `ids`, every id of `user`'s log up to `upto`.
+    pub fn insert(&mut self, user: &str, ids: HashSet<u128>, upto: u64) {
+        self.tick += 1;
+        self.held += ids.len();
+        if let Some((old, _, _)) = self.users.insert(user.into(), (ids, upto, self.tick)) {
+            self.held -= old.len();
+        }
+        self.evict(user);
+    }
+
+    /// Record ids a commit made durable, taking `user`'s log from seq
+    /// `prev` to `last`. A user without a set is left without; a set that
+    /// already covers them (caught up by a caller) is left alone.
+    pub fn add(&mut self, user: &str, ids: Vec<u128>, prev: u64, last: u64) {
+        let Some((held, upto, _)) = self.users.get_mut(user) else {
+            return;
+        };
+        if *upto == prev {
             self.held += ids.len();
             held.extend(ids);
+            *upto = last;
             self.evict(user);
+        } else if *upto < prev {
+            // A gap: the set is no longer complete.
+            let (gone, _, _) = self.users.remove(user).expect("present");
+            self.held -= gone.len();
         }
     }
 
@@ -395,30 +446,16 @@ impl IdCache {
         if self.held <= self.budget {
             return;
         }
-        let mut ticks: Vec<u64> = self.users.values().map(|(_, t)| *t).collect();
+        let mut ticks: Vec<u64> = self.users.values().map(|(_, _, t)| *t).collect();
         let cut = ticks.len() / 4;
         let (_, limit, _) = ticks.select_nth_unstable(cut);
         let limit = *limit;
         let mut held = 0;
-        self.users.retain(|user, (ids, used)| {
+        self.users.retain(|user, (ids, _, used)| {
             let stay = *used > limit || &**user == keep;
             held += if stay { ids.len() } else { 0 };
             stay
         });
         self.held = held;
     }
-}
-
-/// Every event id in `user`'s log, read along the chain. Blocking.
-fn collect_ids(shared: &Shared, user: &str, durable: UserPos) -> Result<HashSet<u128>, StoreError> {
-    let mut ids = HashSet::new();
-    if durable.last == NONE {
-        return Ok(ids);
-    }
-    for body in super::appends_after(shared, user, durable, 0)? {
-        if let Some(Body::Append(a)) = format::parse(&body) {
-            ids.extend(a.ids());
-        }
-    }
-    Ok(ids)
 }
