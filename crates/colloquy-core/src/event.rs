@@ -184,18 +184,24 @@ pub fn user_event_id(user_id: &str, message_id: &str) -> Uuid {
     )
 }
 
-/// The ids of a turn's events: the first is [`user_event_id`], the others
-/// derive from it by their index, in the node field (the last six bytes),
-/// which leaves the version and variant bits alone. One SHA-1 per turn
-/// instead of one per event: the hashing was a twentieth of the server's
-/// work per message. Distinct per index, and per message through the hash.
-fn event_ids(user_id: &str, message_id: &str) -> impl Iterator<Item = Uuid> {
-    let first = user_event_id(user_id, message_id).as_u128();
-    (0u128..).map(move |index| Uuid::from_u128(first ^ (index & 0xffff_ffff_ffff)))
+/// The id of the event at `index` in a turn whose first event has id
+/// `first` (the [`user_event_id`]): the index goes in the node field (the
+/// last six bytes), which leaves the version and variant bits alone. One
+/// SHA-1 per turn instead of one per event: the hashing was a twentieth of
+/// the server's work per message. Distinct per index, and per message
+/// through the hash.
+pub(crate) fn turn_event_id(first: Uuid, index: usize) -> Uuid {
+    Uuid::from_u128(first.as_u128() ^ (index as u128 & 0xffff_ffff_ffff))
 }
 
-/// Wrap the kinds the policy produced for one message into sealed events
-/// numbered after `last_seq`.
+fn event_ids(user_id: &str, message_id: &str) -> impl Iterator<Item = Uuid> {
+    let first = user_event_id(user_id, message_id);
+    (0..).map(move |index| turn_event_id(first, index))
+}
+
+/// Wrap the kinds of one message's turn into sealed events numbered after
+/// `last_seq`, as [`crate::step`] seals the events it makes; for callers
+/// that make events without the policy (store tests, tools).
 pub fn seal(
     kinds: Vec<EventKind>,
     user_id: &str,
