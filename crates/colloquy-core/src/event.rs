@@ -67,8 +67,9 @@ pub enum EventKind {
     SlotSet {
         slot: String,
         value: Value,
-        /// Set for `sensitive: true` slots so that readers mask or encrypt
-        /// the value without needing the bot definition.
+        /// Set for `sensitive: true` slots so that readers (the API) mask
+        /// the value without needing the bot definition. The value itself
+        /// is stored in the clear: encryption at rest is not done yet.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         sensitive: bool,
     },
