@@ -126,24 +126,6 @@ impl EventKind {
             _ => true,
         }
     }
-
-    /// Short name of the variant, for metrics and logs.
-    pub fn name(&self) -> &'static str {
-        match self {
-            EventKind::SessionStarted { .. } => "session_started",
-            EventKind::UserSaid { .. } => "user_said",
-            EventKind::IntentRecognised { .. } => "intent_recognised",
-            EventKind::SlotSet { .. } => "slot_set",
-            EventKind::SlotCleared { .. } => "slot_cleared",
-            EventKind::SlotRejected { .. } => "slot_rejected",
-            EventKind::FlowStarted { .. } => "flow_started",
-            EventKind::FlowStep { .. } => "flow_step",
-            EventKind::FlowEnded { .. } => "flow_ended",
-            EventKind::ActionCalled { .. } => "action_called",
-            EventKind::HandedOff { .. } => "handed_off",
-            EventKind::BotSaid { .. } => "bot_said",
-        }
-    }
 }
 
 /// Longest user id accepted: ids are keys in topics and SQL rows.

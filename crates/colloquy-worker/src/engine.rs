@@ -71,10 +71,6 @@ impl Engine {
         &self.bot
     }
 
-    pub fn conversations(&self) -> &Conversations {
-        &self.conversations
-    }
-
     /// Run the NLU stage on a message's text.
     pub fn understand(&self, text: &str) -> NluResult {
         self.bot.nlu.parse(text)
