@@ -67,8 +67,9 @@ pub enum EventKind {
     SlotSet {
         slot: String,
         value: Value,
-        /// Set for `sensitive: true` slots so that readers mask or encrypt
-        /// the value without needing the bot definition.
+        /// Set for `sensitive: true` slots so that readers (the API) mask
+        /// the value without needing the bot definition. The value itself
+        /// is stored in the clear: encryption at rest is not done yet.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         sensitive: bool,
     },
@@ -125,24 +126,6 @@ impl EventKind {
             _ => true,
         }
     }
-
-    /// Short name of the variant, for metrics and logs.
-    pub fn name(&self) -> &'static str {
-        match self {
-            EventKind::SessionStarted { .. } => "session_started",
-            EventKind::UserSaid { .. } => "user_said",
-            EventKind::IntentRecognised { .. } => "intent_recognised",
-            EventKind::SlotSet { .. } => "slot_set",
-            EventKind::SlotCleared { .. } => "slot_cleared",
-            EventKind::SlotRejected { .. } => "slot_rejected",
-            EventKind::FlowStarted { .. } => "flow_started",
-            EventKind::FlowStep { .. } => "flow_step",
-            EventKind::FlowEnded { .. } => "flow_ended",
-            EventKind::ActionCalled { .. } => "action_called",
-            EventKind::HandedOff { .. } => "handed_off",
-            EventKind::BotSaid { .. } => "bot_said",
-        }
-    }
 }
 
 /// Longest user id accepted: ids are keys in topics and SQL rows.
@@ -184,18 +167,24 @@ pub fn user_event_id(user_id: &str, message_id: &str) -> Uuid {
     )
 }
 
-/// The ids of a turn's events: the first is [`user_event_id`], the others
-/// derive from it by their index, in the node field (the last six bytes),
-/// which leaves the version and variant bits alone. One SHA-1 per turn
-/// instead of one per event: the hashing was a twentieth of the server's
-/// work per message. Distinct per index, and per message through the hash.
-fn event_ids(user_id: &str, message_id: &str) -> impl Iterator<Item = Uuid> {
-    let first = user_event_id(user_id, message_id).as_u128();
-    (0u128..).map(move |index| Uuid::from_u128(first ^ (index & 0xffff_ffff_ffff)))
+/// The id of the event at `index` in a turn whose first event has id
+/// `first` (the [`user_event_id`]): the index goes in the node field (the
+/// last six bytes), which leaves the version and variant bits alone. One
+/// SHA-1 per turn instead of one per event: the hashing was a twentieth of
+/// the server's work per message. Distinct per index, and per message
+/// through the hash.
+pub(crate) fn turn_event_id(first: Uuid, index: usize) -> Uuid {
+    Uuid::from_u128(first.as_u128() ^ (index as u128 & 0xffff_ffff_ffff))
 }
 
-/// Wrap the kinds the policy produced for one message into sealed events
-/// numbered after `last_seq`.
+fn event_ids(user_id: &str, message_id: &str) -> impl Iterator<Item = Uuid> {
+    let first = user_event_id(user_id, message_id);
+    (0..).map(move |index| turn_event_id(first, index))
+}
+
+/// Wrap the kinds of one message's turn into sealed events numbered after
+/// `last_seq`, as [`crate::step`] seals the events it makes; for callers
+/// that make events without the policy (store tests, tools).
 pub fn seal(
     kinds: Vec<EventKind>,
     user_id: &str,

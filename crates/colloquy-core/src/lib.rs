@@ -1,7 +1,7 @@
 //! colloquy-core: the dialogue model. Events and the state fold, the bot
 //! model (loaded from YAML and validated), the pure policy
-//! `(bot, state, nlu, now, seed) → events + replies`, and the stage
-//! messages ([`wire`]) every role exchanges.
+//! `(bot, state, nlu, now, seed) → next state + events + replies`, and the
+//! stage messages ([`wire`]) every role exchanges.
 //!
 //! This crate must not do I/O (callers read a bot's files and hand over
 //! their text), read clocks, draw random numbers or spawn tasks: time and

@@ -1,9 +1,10 @@
-//! The pure policy: `(bot, state, input, now, seed) → events + replies`.
+//! The pure policy:
+//! `(bot, state, input, now, seed) → next state + events + replies`.
 //! No I/O, no clock, no randomness of its own: the same inputs always give
 //! the same outputs, so a redelivered message replays identically.
 
 use crate::bot::{values_equal, Action, Bot, Condition, SetValue, SlotType, Step, Test};
-use crate::event::{BotRef, Event, EventKind, FlowEnd};
+use crate::event::{turn_event_id, user_event_id, Event, EventKind, FlowEnd};
 use crate::nlu::NluResult;
 use crate::state::State;
 use crate::value::Value;
@@ -16,30 +17,48 @@ pub struct Input<'a> {
     pub nlu: &'a NluResult,
 }
 
-/// What one message produced: events to append (in order) and the replies
-/// they contain. A duplicate message produces nothing.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What one message produced: the events to append, sealed (numbered after
+/// the state the turn started from, stamped with its time, with their ids),
+/// the replies they contain, and the state they lead to. A duplicate
+/// message produces no events and leaves the state as it was.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Turn {
-    pub events: Vec<EventKind>,
+    /// The fold of `events` on top of the state given to [`step`]: what a
+    /// replay of the log will rebuild, so callers keep it instead of
+    /// folding the events again.
+    pub state: State,
+    pub events: Vec<Event>,
     pub replies: Vec<String>,
 }
 
 /// A guard against flows that loop without ever asking the user anything.
 const MAX_STEPS_PER_TURN: usize = 256;
 
-/// Run the policy for one message.
-pub fn step(bot: &Bot, state: &State, input: &Input, now_ms: i64, seed: u64) -> Turn {
+/// Run the policy for one message. The state is taken by value: the turn
+/// folds its events into it as it makes them and hands it back.
+pub fn step(bot: &Bot, state: State, input: &Input, now_ms: i64, seed: u64) -> Turn {
     if state.has_seen(input.message_id) {
-        return Turn::default();
+        return Turn {
+            state,
+            events: Vec::new(),
+            replies: Vec::new(),
+        };
     }
     let mut run = Run {
         bot,
-        state: state.clone(),
-        turn: Turn::default(),
+        first_id: user_event_id(&state.user_id, input.message_id),
+        now_ms,
+        state,
+        events: Vec::new(),
+        replies: Vec::new(),
         rng: SplitMix(seed),
     };
-    run.message(input, now_ms);
-    run.turn
+    run.message(input);
+    Turn {
+        state: run.state,
+        events: run.events,
+        replies: run.replies,
+    }
 }
 
 /// splitmix64: a tiny, well-distributed generator, seeded from the input.
@@ -62,10 +81,14 @@ impl SplitMix {
 
 struct Run<'a> {
     bot: &'a Bot,
+    /// Id of the turn's first event; the others derive from it.
+    first_id: uuid::Uuid,
+    now_ms: i64,
     /// The state with this turn's events folded in so far, so every
     /// decision sees exactly what a later fold of the log will see.
     state: State,
-    turn: Turn,
+    events: Vec<Event>,
+    replies: Vec<String>,
     rng: SplitMix,
 }
 
@@ -82,21 +105,18 @@ enum Filled {
 }
 
 impl Run<'_> {
+    /// Seal an event (as [`crate::seal`] would) and fold it in.
     fn emit(&mut self, kind: EventKind) {
-        let seq = self.state.seq + 1;
         let event = Event {
-            event_id: uuid::Uuid::nil(),
-            user_id: String::new(),
-            seq,
-            ts_ms: self.state.last_ts_ms,
-            bot: BotRef {
-                name: String::new(),
-                version: String::new(),
-            },
+            event_id: turn_event_id(self.first_id, self.events.len()),
+            user_id: self.state.user_id.clone(),
+            seq: self.state.seq + 1,
+            ts_ms: self.now_ms,
+            bot: self.bot.id.clone(),
             kind,
         };
         self.state.apply(&event);
-        self.turn.events.push(event.kind);
+        self.events.push(event);
     }
 
     fn say(&mut self, response: &str) {
@@ -108,7 +128,7 @@ impl Run<'_> {
         }
         let pick = (self.rng.next() % variants.len() as u64) as usize;
         let text = variants[pick].render(&self.state.slots);
-        self.turn.replies.push(text.clone());
+        self.replies.push(text.clone());
         self.emit(EventKind::BotSaid {
             text,
             response: Some(response.to_string()),
@@ -135,9 +155,8 @@ impl Run<'_> {
         }
     }
 
-    fn message(&mut self, input: &Input, now_ms: i64) {
-        let expired = now_ms - self.state.last_ts_ms > self.bot.session_timeout_ms;
-        self.state.last_ts_ms = now_ms;
+    fn message(&mut self, input: &Input) {
+        let expired = self.now_ms - self.state.last_ts_ms > self.bot.session_timeout_ms;
         // The user's message is always the first event of its turn, so its
         // event id (index 0) is known before the policy runs: the gateway
         // hands it out when it accepts the message.

@@ -30,7 +30,9 @@ pub struct State {
     /// Session number, 0 before the first session starts.
     pub session: u64,
     pub slots: BTreeMap<String, Value>,
-    /// Slots whose values are sensitive (masked when shown, encrypted at rest).
+    /// Slots whose values are sensitive: the API masks them in the state and
+    /// in events it returns. They are not encrypted at rest yet; the log,
+    /// snapshots and hot states hold them in the clear.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sensitive: Vec<String>,
     pub flow: Option<FlowPosition>,

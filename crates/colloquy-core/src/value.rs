@@ -120,13 +120,6 @@ impl Value {
             _ => true,
         }
     }
-
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Value::Text(s) => Some(s),
-            _ => None,
-        }
-    }
 }
 
 impl fmt::Display for Value {

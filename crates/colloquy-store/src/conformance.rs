@@ -480,7 +480,11 @@ async fn check_policy(
     for c in 0..commits {
         let ts = 1_700_000_000_000 + c as i64 * step_ms;
         let batch = events("alice", state.seq, 3, ts, "m");
-        conv.commit(&mut state, &batch).await.unwrap();
+        // `commit` takes the state after the batch, as the policy hands it over.
+        for e in &batch {
+            state.apply(e);
+        }
+        conv.commit(&state, &batch).await.unwrap();
         log.extend(batch);
         let since = last.unwrap_or((0, *first_ts.get_or_insert(ts)));
         if due(state.seq, ts, since) {
@@ -496,7 +500,7 @@ async fn check_policy(
     assert_eq!(
         state,
         State::from_events("alice", &log),
-        "commit folded differently"
+        "the turn-by-turn states differ from the fold of the log"
     );
     let (loaded, info) = conv.load_with_info("alice").await.unwrap();
     assert_eq!(loaded, state);

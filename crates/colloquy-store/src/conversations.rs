@@ -146,20 +146,29 @@ impl Conversations {
         ))
     }
 
-    /// Append `events` after `state` (failing with
-    /// [`StoreError::Conflict`] if the log moved on since `state` was
-    /// loaded), fold them into `state`, and write a snapshot if the policy
-    /// says it is due. A failed snapshot write is only logged: the events are
-    /// committed and the log alone is the truth.
-    pub async fn commit(&self, state: &mut State, events: &[Event]) -> Result<(), StoreError> {
-        let Some(first) = events.first() else {
+    /// Append `events` to the log (failing with [`StoreError::Conflict`] if
+    /// the log moved on since the state they follow was loaded) and write a
+    /// snapshot of `state` if the policy says it is due. `state` is the
+    /// state after `events`, as [`colloquy_core::step`] returns it; it is
+    /// not folded again here. A failed snapshot write is only logged: the
+    /// events are committed and the log alone is the truth.
+    pub async fn commit(&self, state: &State, events: &[Event]) -> Result<(), StoreError> {
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return Ok(());
         };
-        let was_empty = state.seq == 0;
-        self.store.append(&state.user_id, state.seq, events).await?;
-        for e in events {
-            state.apply(e);
+        // A state that is not the one these events lead to would be
+        // snapshotted as the truth at their seq; refuse before writing.
+        if (state.seq, state.last_ts_ms) != (last.seq, last.ts_ms) {
+            return Err(StoreError::InvalidEvents {
+                user_id: state.user_id.clone(),
+                reason: format!(
+                    "the state is at seq {} (ts {}) but the events end at seq {} (ts {})",
+                    state.seq, state.last_ts_ms, last.seq, last.ts_ms
+                ),
+            });
         }
+        let after_seq = first.seq.saturating_sub(1);
+        self.store.append(&state.user_id, after_seq, events).await?;
         let known = self
             .marks
             .lock()
@@ -168,7 +177,7 @@ impl Conversations {
             .copied();
         let mut mark = match known {
             Some(mark) => mark,
-            None if was_empty => Mark {
+            None if after_seq == 0 => Mark {
                 seq: 0,
                 ts_ms: first.ts_ms,
             },
@@ -262,5 +271,33 @@ impl Conversations {
             marks.clear();
         }
         marks.insert(user_id.to_string(), mark);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+    use colloquy_core::{seal, BotRef, EventKind};
+
+    #[tokio::test]
+    async fn a_state_that_is_not_the_events_outcome_is_refused_before_appending() {
+        let store = Arc::new(MemoryStore::new());
+        let key = SnapshotKey::new(b"conversations-test-key-012345678".to_vec()).unwrap();
+        let conv = Conversations::new(store.clone(), key, SnapshotPolicy::default());
+        let bot = BotRef {
+            name: "b".into(),
+            version: "1".into(),
+        };
+        let kinds = vec![EventKind::SlotCleared { slot: "x".into() }; 2];
+        let events = seal(kinds, "u", 0, 1_000, &bot, "m");
+        let before = State::new("u");
+        let err = conv.commit(&before, &events).await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidEvents { .. }), "{err}");
+        assert_eq!(store.last_seq("u").await.unwrap(), 0);
+
+        let after = State::from_events("u", &events);
+        conv.commit(&after, &events).await.unwrap();
+        assert_eq!(store.last_seq("u").await.unwrap(), 2);
     }
 }

@@ -1,7 +1,7 @@
 //! Handling one message: the policy stage's unit of work.
 
 use crate::loader::LoadedBot;
-use colloquy_core::{seal, step, Event, EventKind, Input, NluResult, State};
+use colloquy_core::{step, Event, EventKind, Input, NluResult, State};
 use colloquy_store::l1::{HotStates, HotStats, MemoryHotStates};
 use colloquy_store::{Conversations, StoreError};
 use std::sync::Arc;
@@ -71,10 +71,6 @@ impl Engine {
         &self.bot
     }
 
-    pub fn conversations(&self) -> &Conversations {
-        &self.conversations
-    }
-
     /// Run the NLU stage on a message's text.
     pub fn understand(&self, text: &str) -> NluResult {
         self.bot.nlu.parse(text)
@@ -105,7 +101,7 @@ impl Engine {
     ) -> Result<Reply, EngineError> {
         let bot = &self.bot.bot;
         for _ in 0..CONFLICT_RETRIES {
-            let mut state = self.take(user).await?;
+            let state = self.take(user).await?;
             if state.has_seen(message_id) {
                 let replies = self.replies_in_log(&state, message_id).await;
                 let state = Arc::new(state);
@@ -121,15 +117,14 @@ impl Engine {
                 text,
                 nlu,
             };
-            let turn = step(bot, &state, &input, now_ms, seed(user, message_id));
-            let events = seal(turn.events, user, state.seq, now_ms, &bot.id, message_id);
-            match self.conversations.commit(&mut state, &events).await {
+            let turn = step(bot, state, &input, now_ms, seed(user, message_id));
+            match self.conversations.commit(&turn.state, &turn.events).await {
                 Ok(()) => {
-                    let state = Arc::new(state);
+                    let state = Arc::new(turn.state);
                     self.hot.put(Arc::clone(&state)).await;
                     return Ok(Reply {
                         replies: turn.replies,
-                        events,
+                        events: turn.events,
                         state,
                     });
                 }

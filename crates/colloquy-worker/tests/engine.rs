@@ -65,3 +65,45 @@ async fn a_stale_cache_loses_the_race_and_retries_on_fresh_state() {
         "b re-ran on the fresh log instead of forking it"
     );
 }
+
+/// The engine keeps the state the policy returns instead of folding the
+/// events again: after every message it must be what the stored log folds
+/// to, through warm and cold caches and a session timeout.
+#[tokio::test]
+async fn every_turns_state_is_the_fold_of_the_stored_log() {
+    let store = Arc::new(MemoryStore::new());
+    let warm = engine(store.clone());
+    let messages = [
+        "查一下库存",
+        "星云",
+        "50码",
+        "三十九码",
+        "疾风板鞋39码呢",
+        "我的订单到哪了",
+        "2026110101",
+        "谢谢",
+    ];
+    let mut now = 1_767_261_600_000;
+    for (i, text) in messages.iter().cycle().take(24).enumerate() {
+        // A fresh engine every fifth message: cold cache, state from the store.
+        let cold;
+        let e = if i % 5 == 4 {
+            cold = engine(store.clone());
+            &cold
+        } else {
+            &warm
+        };
+        now += if i == 12 { 2 * 60 * 60 * 1000 } else { 5_000 };
+        let r = e.handle("u", &format!("m{i}"), text, now).await.unwrap();
+        assert!(!r.events.is_empty(), "message {i} appended nothing");
+        let log =
+            colloquy_store::ConversationStore::events_after(store.as_ref(), "u", 0, usize::MAX)
+                .await
+                .unwrap();
+        assert_eq!(
+            *r.state,
+            colloquy_core::State::from_events("u", &log),
+            "after message {i} ({text})"
+        );
+    }
+}

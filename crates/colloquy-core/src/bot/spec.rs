@@ -90,7 +90,8 @@ pub struct SlotSpec {
     /// Survives the end of a session.
     #[serde(default)]
     pub remember: bool,
-    /// Masked when shown; encrypted at rest.
+    /// Masked in API responses (state and events). Not encrypted at rest
+    /// yet: the log and snapshots hold the value in the clear.
     #[serde(default)]
     pub sensitive: bool,
     /// Allowed values (required for `enum`).
