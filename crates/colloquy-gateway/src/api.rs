@@ -14,8 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use colloquy_bus::{Bus, BusError};
+use colloquy_core::redact::{self, Secrets};
 use colloquy_core::wire::{Inbound, Outcome, TOPIC_IN};
-use colloquy_core::{check_user_id, user_event_id, Event, EventKind, State as DialogueState};
+use colloquy_core::{check_user_id, user_event_id, Event, EventKind};
 use colloquy_store::Conversations;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -432,7 +433,7 @@ async fn get_events(
         ));
     }
     let store = gw.conversations.store();
-    let events = store
+    let mut events = store
         .events_after(&user, page.after, limit)
         .await
         .map_err(internal)?;
@@ -440,68 +441,13 @@ async fn get_events(
     let next = (events.len() == limit)
         .then(|| events.last().map(|e| e.seq))
         .flatten();
-    let masked: Vec<Value> = mask_events(&events, &state);
-    Ok(Json(json!({"events": masked, "next_after": next})))
-}
-
-/// The mask shown instead of a sensitive value.
-pub const MASK: &str = "***";
-
-/// Events as JSON with sensitive slot values masked, also where the user
-/// typed them (their text) or an entity captured them.
-fn mask_events(events: &[Event], state: &DialogueState) -> Vec<Value> {
-    let mut secrets: Vec<String> = state
-        .sensitive
+    let secrets = Secrets::of(&state, &events);
+    redact::mask_events(&mut events, &secrets);
+    let events: Vec<Value> = events
         .iter()
-        .filter_map(|s| state.slots.get(s))
-        .map(|v| v.to_string())
+        .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
         .collect();
-    for e in events {
-        if let EventKind::SlotSet {
-            value,
-            sensitive: true,
-            ..
-        } = &e.kind
-        {
-            secrets.push(value.to_string());
-        }
-    }
-    secrets.retain(|s| !s.is_empty());
-    let hide = |t: &str| {
-        secrets
-            .iter()
-            .fold(t.to_string(), |acc, s| acc.replace(s.as_str(), MASK))
-    };
-    events
-        .iter()
-        .map(|e| {
-            let mut e = e.clone();
-            match &mut e.kind {
-                EventKind::SlotSet {
-                    value,
-                    sensitive: true,
-                    ..
-                } => *value = colloquy_core::Value::Text(MASK.into()),
-                EventKind::UserSaid { text, .. } | EventKind::BotSaid { text, .. } => {
-                    *text = hide(text)
-                }
-                EventKind::SlotRejected { text, .. } => *text = hide(text),
-                EventKind::IntentRecognised { entities, .. } => {
-                    for m in entities.iter_mut() {
-                        if secrets
-                            .iter()
-                            .any(|s| m.text.contains(s.as_str()) || m.value.to_string() == *s)
-                        {
-                            m.text = MASK.into();
-                            m.value = colloquy_core::Value::Text(MASK.into());
-                        }
-                    }
-                }
-                _ => {}
-            }
-            serde_json::to_value(e).unwrap_or(Value::Null)
-        })
-        .collect()
+    Ok(Json(json!({"events": events, "next_after": next})))
 }
 
 async fn get_state(
@@ -511,17 +457,9 @@ async fn get_state(
 ) -> Result<Json<Value>, ApiError> {
     authorise(&gw, bearer(&headers)?, &user)?;
     let s = gw.conversations.load(&user).await.map_err(internal)?;
-    let slots: serde_json::Map<String, Value> = s
-        .slots
-        .iter()
-        .map(|(k, v)| {
-            let v = if s.sensitive.contains(k) {
-                json!(MASK)
-            } else {
-                serde_json::to_value(v).unwrap_or(Value::Null)
-            };
-            (k.clone(), v)
-        })
+    let slots: serde_json::Map<String, Value> = redact::mask_slots(&s)
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::to_value(v).unwrap_or(Value::Null)))
         .collect();
     Ok(Json(json!({
         "user": s.user_id,
