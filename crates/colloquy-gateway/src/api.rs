@@ -196,6 +196,9 @@ async fn observe(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Re
     resp
 }
 
+/// The token of `Authorization: Bearer <token>` (scheme case-insensitive,
+/// RFC 7235 §2.1). Only an absent header is `Missing`: a header that is
+/// there but names no token is malformed.
 fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
     let h = headers
         .get(header::AUTHORIZATION)
@@ -682,4 +685,43 @@ fn reply_frames(events: &[Event], sent: &mut u64, message_id: Option<&str>) -> V
         }
     }
     frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bearer_of(value: Option<&[u8]>) -> Result<String, AuthError> {
+        let mut headers = HeaderMap::new();
+        if let Some(v) = value {
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_bytes(v).unwrap());
+        }
+        bearer(&headers).map(str::to_string)
+    }
+
+    #[test]
+    fn bearer_header_parsing() {
+        assert_eq!(
+            bearer_of(Some(b"Bearer abc.def.ghi")),
+            Ok("abc.def.ghi".into())
+        );
+        assert_eq!(
+            bearer_of(Some(b"bearer  abc.def.ghi ")),
+            Ok("abc.def.ghi".into())
+        );
+        assert_eq!(bearer_of(None), Err(AuthError::Missing));
+        for malformed in [
+            &b""[..],
+            b"Bearer",
+            b"Bearer   ",
+            b"Basic dXNlcjpwYXNz",
+            b"Bearerabc",
+            b"Bearer \xff",
+        ] {
+            assert!(
+                matches!(bearer_of(Some(malformed)), Err(AuthError::Malformed(_))),
+                "{malformed:?}"
+            );
+        }
+    }
 }

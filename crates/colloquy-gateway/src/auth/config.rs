@@ -13,10 +13,6 @@ use super::error::{shown, AuthError};
 /// Environment variable holding the HS256 secret (read by the binary).
 pub const SECRET_ENV: &str = "COLLOQUY_JWT_SECRET";
 
-/// Suggested file name for the generated HS256 secret inside the data
-/// directory, so the server and `colloquy token` agree on where it lives.
-pub const SECRET_FILE_NAME: &str = "jwt-secret";
-
 /// HS256 secrets shorter than this are refused: RFC 7518 §3.2 requires a key
 /// at least as long as the hash output (256 bits), and short secrets make
 /// offline brute force of a captured token practical.
@@ -243,32 +239,16 @@ pub(super) fn short_secret(len: usize) -> AuthError {
     ))
 }
 
-/// A fresh HS256 secret: 32 bytes from the OS RNG as 64 lowercase hex
-/// characters. Hex keeps the file printable and safe to paste into
-/// `COLLOQUY_JWT_SECRET`; the secret is used as the bytes of this string.
-/// The binary should write it once (mode 0600) and, when reading it back,
-/// strip a trailing newline.
-pub fn generate_hs_secret() -> Result<String, AuthError> {
-    let mut bytes = [0u8; 32];
-    getrandom::getrandom(&mut bytes)
-        .map_err(|e| AuthError::Config(format!("cannot read random bytes from the OS: {e}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn generated_secrets_are_long_enough_and_distinct() {
-        let a = generate_hs_secret().unwrap();
-        let b = generate_hs_secret().unwrap();
-        assert_eq!(a.len(), 64);
-        assert!(a
-            .bytes()
-            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
-        assert_ne!(a, b);
-        assert!(check_hs_secret(a.as_bytes()).is_ok());
+    fn hs_secrets_shorter_than_the_minimum_are_refused() {
+        assert!(check_hs_secret(&[7; MIN_HS_SECRET_LEN]).is_ok());
+        let err = check_hs_secret(&[7; MIN_HS_SECRET_LEN - 1]).unwrap_err();
+        assert!(matches!(err, AuthError::Config(_)), "{err:?}");
+        assert!(err.to_string().contains("31 bytes"), "{err}");
     }
 
     #[test]

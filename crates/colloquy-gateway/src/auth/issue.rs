@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::config::{short_secret, Algorithm, AuthConfig, MAX_TTL, MIN_HS_SECRET_LEN};
 use super::error::{shown, AuthError};
 use super::keys::encoding_key_from_pem;
-use super::principal::{is_valid_user_id, Scope, USER_ID_RULE};
+use super::principal::{check_subject, Scope};
 use super::unix_now;
 
 /// Mints tokens the [`Verifier`] with the same settings accepts.
@@ -120,9 +120,7 @@ impl Issuer {
         if let Some(len) = self.weak_secret_len {
             return Err(short_secret(len));
         }
-        if !is_valid_user_id(user_id) {
-            return Err(AuthError::BadSubject(USER_ID_RULE));
-        }
+        check_subject(user_id)?;
         if ttl.as_secs() == 0 {
             return Err(AuthError::BadTtl("ttl must be at least one second".into()));
         }

@@ -32,13 +32,13 @@ mod principal;
 mod verify;
 
 pub use config::{
-    check_hs_secret, generate_hs_secret, Algorithm, AuthConfig, MAX_LEEWAY_SECS, MAX_TOKEN_LEN,
-    MAX_TTL, MIN_HS_SECRET_LEN, MIN_RSA_BITS, SECRET_ENV, SECRET_FILE_NAME,
+    check_hs_secret, Algorithm, AuthConfig, MAX_LEEWAY_SECS, MAX_TOKEN_LEN, MAX_TTL,
+    MIN_HS_SECRET_LEN, MIN_RSA_BITS, SECRET_ENV,
 };
 pub use error::AuthError;
 pub use issue::{parse_ttl, Issuer};
-pub use principal::{is_valid_user_id, Principal, Scope, MAX_USER_ID_LEN};
-pub use verify::{bearer_token, Verifier};
+pub use principal::{Principal, Scope};
+pub use verify::Verifier;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

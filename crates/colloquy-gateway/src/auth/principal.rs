@@ -4,10 +4,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{shown, AuthError};
+use colloquy_core::check_user_id;
 
-/// Longest accepted user id (`sub`).
-pub const MAX_USER_ID_LEN: usize = 128;
+use super::error::{shown, AuthError};
 
 /// Permission carried by a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -75,7 +74,7 @@ impl std::str::FromStr for Scope {
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The `sub` claim, already checked with [`is_valid_user_id`].
+    /// The `sub` claim, already checked with [`check_user_id`].
     pub user_id: String,
     /// Effective scopes: sorted, deduplicated, `Admin` implies `Chat`.
     pub scopes: Vec<Scope>,
@@ -104,15 +103,10 @@ impl Principal {
     }
 }
 
-/// True when `id` is 1–[`MAX_USER_ID_LEN`] characters of
-/// `A-Z a-z 0-9 . _ - @ :`. User ids end up in storage keys, logs and URLs;
-/// this set is safe in all of them without escaping.
-pub fn is_valid_user_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_USER_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b':'))
+/// `sub` becomes the user id, so it must pass core's rule for user ids,
+/// which every store key, topic key and URL relies on.
+pub(super) fn check_subject(sub: &str) -> Result<(), AuthError> {
+    check_user_id(sub).map_err(|_| AuthError::BadSubject(USER_ID_RULE))
 }
 
 pub(super) const USER_ID_RULE: &str =
@@ -167,7 +161,7 @@ mod tests {
             "A.b_c-d",
             &"x".repeat(128),
         ] {
-            assert!(is_valid_user_id(ok), "{ok}");
+            assert_eq!(check_subject(ok), Ok(()), "{ok}");
         }
         for bad in [
             "",
@@ -179,7 +173,11 @@ mod tests {
             "<script>",
             &"x".repeat(129),
         ] {
-            assert!(!is_valid_user_id(bad), "{bad:?}");
+            assert_eq!(
+                check_subject(bad),
+                Err(AuthError::BadSubject(USER_ID_RULE)),
+                "{bad:?}"
+            );
         }
     }
 
