@@ -464,3 +464,30 @@ async fn unknown_routes_and_methods_get_json_errors() {
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(error_code(&r), "method_not_allowed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_posts_with_one_client_id_publish_once() {
+    let h = harness().await;
+    let t = token("alice", Scope::Chat);
+    let body = json!({"text": "抢购", "id": "flash-1"}).to_string();
+    let posts: Vec<_> = (0..50)
+        .map(|_| {
+            let (app, req) = (h.app.clone(), post("alice", Some(&t), body.clone()));
+            tokio::spawn(async move { call(&app, req).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for p in posts {
+        let r = p.await.unwrap();
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        answers.push(r.body);
+    }
+    let records = inbound(h.bus.as_ref()).await;
+    assert_eq!(records.len(), 1, "one message, published once");
+    let expected = json!({
+        "event_id": colloquy_core::user_event_id("alice", "flash-1"),
+        "message_id": "flash-1",
+        "seq": records[0].offset,
+    });
+    assert!(answers.iter().all(|a| *a == expected), "{answers:?}");
+}

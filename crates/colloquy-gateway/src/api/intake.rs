@@ -12,23 +12,136 @@ use colloquy_core::user_event_id;
 use colloquy_core::wire::{Inbound, Outcome, TOPIC_IN};
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use tokio::sync::oneshot;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tokio::sync::{oneshot, watch};
 
 /// How many acknowledgements are remembered for idempotent retries.
 const RECENT_ACKS: usize = 100_000;
 
-/// Recently accepted (user, message id) → position in the inbound queue,
-/// so that a client retrying with the same id gets the same answer.
-#[derive(Default)]
+/// A user and one of their message ids.
+type Key = (String, String);
+
+/// What became of a publish, for the duplicates that waited on it: `None`
+/// until it is over.
+type Published = Option<Result<u64, ApiError>>;
+
+/// The acknowledgements of recent messages, so that a client sending the
+/// same message id again (a retry, or the same message twice at once) gets
+/// the same answer and the message is published once.
+///
+/// A key is reserved before its message is published, not recorded after:
+/// otherwise every concurrent duplicate finds nothing and publishes too.
+/// Reservations in flight are bounded by the requests in flight (the
+/// server bounds connections); finished ones by `capacity`, oldest first.
 pub(super) struct Acks {
+    capacity: usize,
     recent: Mutex<Recent>,
 }
 
 #[derive(Default)]
 struct Recent {
-    map: HashMap<(String, String), u64>,
-    order: VecDeque<(String, String)>,
+    map: HashMap<Key, Entry>,
+    /// Finished keys, oldest first.
+    order: VecDeque<Key>,
+}
+
+enum Entry {
+    /// On the inbound queue at this position.
+    Done(u64),
+    /// Being published by the request that reserved it.
+    Pending(watch::Receiver<Published>),
+}
+
+/// What a request is to do with its key.
+enum Claim<'a> {
+    /// Accepted before, at this position.
+    Known(u64),
+    /// Another request is publishing it; its result comes through here.
+    InFlight(watch::Receiver<Published>),
+    /// This request publishes it and reports how that went.
+    Mine(Reservation<'a>),
+}
+
+/// The right to publish a key. Dropped unfinished (the client went away
+/// mid-publish), it frees the key, and duplicates waiting on it try again.
+struct Reservation<'a> {
+    acks: &'a Acks,
+    key: Option<Key>,
+    result: watch::Sender<Published>,
+}
+
+impl Default for Acks {
+    fn default() -> Self {
+        Acks::new(RECENT_ACKS)
+    }
+}
+
+impl Acks {
+    fn new(capacity: usize) -> Acks {
+        Acks {
+            capacity,
+            recent: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Recent> {
+        // Every critical section leaves the maps consistent before anything
+        // can panic, so a poisoned lock still guards valid data; and a
+        // reservation dropped while unwinding must not panic again.
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn claim(&self, key: &Key) -> Claim<'_> {
+        let mut recent = self.lock();
+        match recent.map.get(key) {
+            Some(Entry::Done(seq)) => Claim::Known(*seq),
+            Some(Entry::Pending(published)) => Claim::InFlight(published.clone()),
+            None => {
+                let (result, published) = watch::channel(None);
+                recent.map.insert(key.clone(), Entry::Pending(published));
+                Claim::Mine(Reservation {
+                    acks: self,
+                    key: Some(key.clone()),
+                    result,
+                })
+            }
+        }
+    }
+}
+
+impl Reservation<'_> {
+    /// Records how the publish went and tells the waiting duplicates. A
+    /// failure frees the key, so that a retry can publish.
+    fn finish(mut self, published: Result<u64, ApiError>) -> Result<u64, ApiError> {
+        let key = self.key.take().expect("a reservation finishes once");
+        {
+            let mut recent = self.acks.lock();
+            match &published {
+                Ok(seq) => {
+                    if recent.order.len() >= self.acks.capacity {
+                        if let Some(old) = recent.order.pop_front() {
+                            recent.map.remove(&old);
+                        }
+                    }
+                    recent.order.push_back(key.clone());
+                    recent.map.insert(key, Entry::Done(*seq));
+                }
+                Err(_) => {
+                    recent.map.remove(&key);
+                }
+            }
+        }
+        self.result.send_replace(Some(published.clone()));
+        published
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.acks.lock().map.remove(&key);
+        }
+    }
 }
 
 /// A message on the inbound queue.
@@ -94,44 +207,51 @@ pub(super) async fn accept(
     }
     let message_id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let event_id = user_event_id(user, &message_id);
+    // Registered before publishing, or the outcome may come first and be
+    // missed.
     let waiter = wait.then(|| gw.hub.wait_for(user, &message_id));
-    let key = (user.to_string(), message_id.clone());
-    let prev = gw
-        .acks
-        .recent
-        .lock()
-        .expect("ack lock")
-        .map
-        .get(&key)
-        .copied();
-    if let Some(prev) = prev {
-        if wait {
-            // It may have been handled already: ask the pipeline again; the
-            // policy answers a repeat from the log without re-running it.
-            publish(gw, user, &message_id, &text).await?;
-        }
-        return Ok(Accepted {
-            message_id,
-            event_id,
-            seq: prev,
-            waiter,
-        });
-    }
-    let pos = publish(gw, user, &message_id, &text).await?;
-    let mut recent = gw.acks.recent.lock().expect("ack lock");
-    if recent.order.len() >= RECENT_ACKS {
-        if let Some(old) = recent.order.pop_front() {
-            recent.map.remove(&old);
-        }
-    }
-    recent.order.push_back(key.clone());
-    recent.map.insert(key, pos);
+    let seq = enqueue(gw, user, &message_id, &text, wait).await?;
     Ok(Accepted {
         message_id,
         event_id,
-        seq: pos,
+        seq,
         waiter,
     })
+}
+
+/// Publishes the message unless its id was accepted before or is being
+/// published right now; either way, its position in the inbound queue.
+async fn enqueue(
+    gw: &Gateway,
+    user: &str,
+    message_id: &str,
+    text: &str,
+    wait: bool,
+) -> Result<u64, ApiError> {
+    let key = (user.to_string(), message_id.to_string());
+    let seq = loop {
+        match gw.acks.claim(&key) {
+            Claim::Mine(reservation) => {
+                return reservation.finish(publish(gw, user, message_id, text).await)
+            }
+            Claim::Known(seq) => break seq,
+            Claim::InFlight(mut published) => {
+                match published.wait_for(Option::is_some).await {
+                    Ok(result) => break (*result).clone().expect("waited for a result")?,
+                    // The publishing request went away unfinished: the key
+                    // is free again, for this request to take.
+                    Err(_) => continue,
+                }
+            }
+        }
+    };
+    if wait {
+        // It may have been handled already, before this request's waiter
+        // was registered: ask the pipeline again; the policy answers a
+        // repeat from the log without re-running it.
+        publish(gw, user, message_id, text).await?;
+    }
+    Ok(seq)
 }
 
 async fn publish(gw: &Gateway, user: &str, message_id: &str, text: &str) -> Result<u64, ApiError> {
@@ -151,5 +271,82 @@ async fn publish(gw: &Gateway, user: &str, message_id: &str, text: &str) -> Resu
         )
         .retry_after(1)),
         Err(e) => Err(internal(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str) -> Key {
+        ("alice".into(), id.into())
+    }
+
+    fn mine(claim: Claim<'_>) -> Reservation<'_> {
+        match claim {
+            Claim::Mine(r) => r,
+            Claim::Known(seq) => panic!("known at {seq}"),
+            Claim::InFlight(_) => panic!("in flight"),
+        }
+    }
+
+    fn in_flight(claim: Claim<'_>) -> watch::Receiver<Published> {
+        match claim {
+            Claim::InFlight(rx) => rx,
+            Claim::Known(seq) => panic!("known at {seq}"),
+            Claim::Mine(_) => panic!("mine"),
+        }
+    }
+
+    #[tokio::test]
+    async fn duplicates_wait_for_the_first_publish_and_then_know_it() {
+        let acks = Acks::default();
+        let first = mine(acks.claim(&key("m")));
+        let mut second = in_flight(acks.claim(&key("m")));
+        assert!(second.borrow().is_none());
+        assert_eq!(first.finish(Ok(7)).unwrap(), 7);
+        let seen = second.wait_for(Option::is_some).await.unwrap().clone();
+        assert_eq!(seen.unwrap().unwrap(), 7);
+        assert!(matches!(acks.claim(&key("m")), Claim::Known(7)));
+        // Another id is another message.
+        drop(mine(acks.claim(&key("n"))));
+    }
+
+    #[tokio::test]
+    async fn a_failed_publish_answers_its_duplicates_and_frees_the_key() {
+        let acks = Acks::default();
+        let first = mine(acks.claim(&key("m")));
+        let mut second = in_flight(acks.claim(&key("m")));
+        let overloaded = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "later");
+        assert!(first.finish(Err(overloaded)).is_err());
+        let seen = second.wait_for(Option::is_some).await.unwrap().clone();
+        let err = seen.unwrap().unwrap_err();
+        assert_eq!(err.frame()["error"]["code"], "overloaded");
+        mine(acks.claim(&key("m"))).finish(Ok(9)).unwrap();
+        assert!(matches!(acks.claim(&key("m")), Claim::Known(9)));
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_reservation_frees_the_key() {
+        let acks = Acks::default();
+        let first = mine(acks.claim(&key("m")));
+        let mut second = in_flight(acks.claim(&key("m")));
+        drop(first);
+        assert!(second.wait_for(Option::is_some).await.is_err());
+        mine(acks.claim(&key("m"))).finish(Ok(3)).unwrap();
+        assert!(matches!(acks.claim(&key("m")), Claim::Known(3)));
+    }
+
+    #[test]
+    fn only_the_most_recent_acknowledgements_are_kept() {
+        let acks = Acks::new(2);
+        for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
+            mine(acks.claim(&key(id))).finish(Ok(i as u64)).unwrap();
+        }
+        assert!(matches!(acks.claim(&key("c")), Claim::Known(2)));
+        assert!(matches!(acks.claim(&key("b")), Claim::Known(1)));
+        drop(mine(acks.claim(&key("a"))));
+        let recent = acks.lock();
+        assert_eq!((recent.map.len(), recent.order.len()), (2, 2));
     }
 }
