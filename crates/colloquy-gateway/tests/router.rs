@@ -34,8 +34,12 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_on(EmbeddedConfig::default()).await
+}
+
+async fn harness_on(bus: EmbeddedConfig) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let bus = Arc::new(EmbeddedBus::open(dir.path(), EmbeddedConfig::default()).unwrap());
+    let bus = Arc::new(EmbeddedBus::open(dir.path(), bus).unwrap());
     bus.ensure_topic(TOPIC_IN, 4).await.unwrap();
     let store = Arc::new(MemoryStore::new());
     let conversations = Conversations::new(
@@ -490,4 +494,37 @@ async fn concurrent_posts_with_one_client_id_publish_once() {
         "seq": records[0].offset,
     });
     assert!(answers.iter().all(|a| *a == expected), "{answers:?}");
+}
+
+#[tokio::test]
+async fn a_full_queue_is_503_with_retry_after_and_leaves_no_waiter() {
+    let h = harness_on(EmbeddedConfig {
+        max_backlog: 0,
+        ..EmbeddedConfig::default()
+    })
+    .await;
+    let t = token("alice", Scope::Chat);
+    let req = Request::post("/v1/conversations/alice/messages?wait_ms=1000")
+        .header(header::AUTHORIZATION, format!("Bearer {t}"))
+        .body(Body::from(
+            json!({"text": "你好", "id": "full-1"}).to_string(),
+        ))
+        .unwrap();
+    let r = call(&h.app, req).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(error_code(&r), "overloaded");
+    assert_eq!(r.headers[header::RETRY_AFTER], "1");
+    assert_eq!(h.gw.hub.waiting(), 0, "nothing will ever answer it");
+    // The id was not taken by the failed attempt: a retry tries again.
+    let r = call(
+        &h.app,
+        post(
+            "alice",
+            Some(&t),
+            json!({"text": "你好", "id": "full-1"}).to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(error_code(&r), "overloaded");
+    assert!(inbound(h.bus.as_ref()).await.is_empty());
 }

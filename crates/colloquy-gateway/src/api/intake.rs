@@ -210,7 +210,18 @@ pub(super) async fn accept(
     // Registered before publishing, or the outcome may come first and be
     // missed.
     let waiter = wait.then(|| gw.hub.wait_for(user, &message_id));
-    let seq = enqueue(gw, user, &message_id, &text, wait).await?;
+    let seq = match enqueue(gw, user, &message_id, &text, wait).await {
+        Ok(seq) => seq,
+        Err(e) => {
+            if let Some(waiter) = waiter {
+                // Nothing will answer a message that was not enqueued: its
+                // waiter would stay in the hub for good.
+                drop(waiter);
+                gw.hub.abandon(user, &message_id);
+            }
+            return Err(e);
+        }
+    };
     Ok(Accepted {
         message_id,
         event_id,
