@@ -29,7 +29,7 @@ pub const MAX_LEEWAY_SECS: u64 = 300;
 /// work, so oversized input cannot cost CPU (RSA verification, base64).
 pub const MAX_TOKEN_LEN: usize = 8192;
 
-/// Upper bound for [`parse_ttl`]; catches typos like `1000d` and keeps
+/// Upper bound for [`parse_ttl`](super::parse_ttl); catches typos like `1000d` and keeps
 /// issued tokens from outliving any reasonable key rotation.
 pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 

@@ -13,7 +13,7 @@ use super::keys::encoding_key_from_pem;
 use super::principal::{check_subject, Scope};
 use super::unix_now;
 
-/// Mints tokens the [`Verifier`] with the same settings accepts.
+/// Mints tokens the [`Verifier`](super::Verifier) with the same settings accepts.
 pub struct Issuer {
     algorithm: Algorithm,
     key: EncodingKey,
@@ -85,7 +85,7 @@ impl Issuer {
     }
 
     /// The issuer `colloquy token` needs: same secret resolution, issuer
-    /// and audience as [`Verifier::new`]. Only HS256 can be issued from the
+    /// and audience as [`Verifier::new`](super::Verifier::new). Only HS256 can be issued from the
     /// server config (RS256/ES256 configs hold only the public key).
     pub fn from_config(cfg: &AuthConfig, hs_secret: Option<&[u8]>) -> Result<Issuer, AuthError> {
         cfg.validate()?;
