@@ -1,7 +1,8 @@
 //! colloquy-core: the dialogue model. Events and the state fold, the bot
 //! model (loaded from YAML and validated), the pure policy
-//! `(bot, state, nlu, now, seed) → next state + events + replies`, and the
-//! stage messages ([`wire`]) every role exchanges.
+//! `(bot, state, nlu, now, seed) → next state + events + replies`, the
+//! stage messages ([`wire`]) every role exchanges, and the masking of
+//! sensitive values ([`redact`]) wherever events are shown.
 //!
 //! This crate must not do I/O (callers read a bot's files and hand over
 //! their text), read clocks, draw random numbers or spawn tasks: time and
@@ -12,6 +13,7 @@ pub mod duration;
 pub mod event;
 pub mod nlu;
 pub mod policy;
+pub mod redact;
 pub mod state;
 pub mod value;
 pub mod wire;

@@ -964,11 +964,12 @@ fn token_command_contract_issuer_from_config_matches_verifier() {
         audience: Some("colloquy-api".into()),
         ..hs_config()
     };
-    let secret = colloquy_gateway::auth::generate_hs_secret().unwrap();
-    let issuer = Issuer::from_config(&cfg, Some(secret.as_bytes())).unwrap();
+    // What the binary draws into data/keys/jwt.secret: 32 random bytes.
+    let secret: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(97) ^ 0xa5);
+    let issuer = Issuer::from_config(&cfg, Some(&secret)).unwrap();
     let ttl = parse_ttl("7d").unwrap();
     let token = issuer.issue("alice", Scope::Admin, ttl, NOW).unwrap();
-    let verifier = Verifier::new(&cfg, Some(secret.as_bytes())).unwrap();
+    let verifier = Verifier::new(&cfg, Some(&secret)).unwrap();
     let p = verifier.verify_at(&token, NOW + 6 * 86_400).unwrap();
     assert!(p.is_admin());
     assert_eq!(p.expires_at, NOW + 7 * 86_400);

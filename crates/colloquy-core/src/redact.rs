@@ -1,0 +1,281 @@
+//! Masking of sensitive slot values in what is shown outside the pipeline
+//! (the event log and state pages of the API). It lives beside the events
+//! it reads so that every reader masks the same way, and a new event kind
+//! that carries user text is masked where it is defined.
+//!
+//! A value is sensitive when its slot is: the `slot_set` event says so
+//! itself, and the state lists the sensitive slots it holds. The value may
+//! also show up elsewhere — in the text the user typed, in the bot's echo
+//! of it, in a rejected attempt, in an entity the NLU captured — so those
+//! are masked wherever they contain one of the [`Secrets`].
+
+use crate::event::{Event, EventKind};
+use crate::nlu::EntityMatch;
+use crate::state::State;
+use crate::value::Value;
+use std::collections::BTreeMap;
+
+/// Shown instead of a sensitive value.
+pub const MASK: &str = "***";
+
+/// The sensitive values to hide wherever they appear in free text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Secrets(Vec<String>);
+
+impl Secrets {
+    /// The given values, in order. An empty value is dropped: it is
+    /// contained in every text and would mask all of them.
+    pub fn new(values: impl IntoIterator<Item = String>) -> Secrets {
+        Secrets(values.into_iter().filter(|s| !s.is_empty()).collect())
+    }
+
+    /// The values of `state`'s sensitive slots, then those of the sensitive
+    /// `slot_set` events among `events`: a page of the log may show values
+    /// the state has since replaced or cleared.
+    pub fn of(state: &State, events: &[Event]) -> Secrets {
+        let current = state
+            .sensitive
+            .iter()
+            .filter_map(|slot| state.slots.get(slot))
+            .map(Value::to_string);
+        let logged = events.iter().filter_map(|e| match &e.kind {
+            EventKind::SlotSet {
+                value,
+                sensitive: true,
+                ..
+            } => Some(value.to_string()),
+            _ => None,
+        });
+        Secrets::new(current.chain(logged))
+    }
+
+    /// `text` with every occurrence of every secret replaced by [`MASK`].
+    pub fn hide(&self, text: &str) -> String {
+        self.0
+            .iter()
+            .fold(text.to_string(), |acc, s| acc.replace(s.as_str(), MASK))
+    }
+
+    fn reveal_in(&self, m: &EntityMatch) -> bool {
+        let value = m.value.to_string();
+        self.0
+            .iter()
+            .any(|s| m.text.contains(s.as_str()) || value == *s)
+    }
+}
+
+/// Masks a page of events in place: the values of sensitive `slot_set`
+/// events, and the user's, the bot's and rejected texts and the entities
+/// that contain one of `secrets`.
+pub fn mask_events(events: &mut [Event], secrets: &Secrets) {
+    for e in events {
+        match &mut e.kind {
+            EventKind::SlotSet {
+                value,
+                sensitive: true,
+                ..
+            } => *value = Value::Text(MASK.into()),
+            EventKind::UserSaid { text, .. }
+            | EventKind::BotSaid { text, .. }
+            | EventKind::SlotRejected { text, .. } => *text = secrets.hide(text),
+            EventKind::IntentRecognised { entities, .. } => {
+                for m in entities.iter_mut().filter(|m| secrets.reveal_in(m)) {
+                    m.text = MASK.into();
+                    m.value = Value::Text(MASK.into());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The state's slots, with the value of each sensitive one replaced by
+/// [`MASK`].
+pub fn mask_slots(state: &State) -> BTreeMap<String, Value> {
+    state
+        .slots
+        .iter()
+        .map(|(slot, value)| {
+            let value = if state.sensitive.contains(slot) {
+                Value::Text(MASK.into())
+            } else {
+                value.clone()
+            };
+            (slot.clone(), value)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{seal, BotRef};
+
+    fn events(kinds: Vec<EventKind>) -> Vec<Event> {
+        let bot = BotRef {
+            name: "b".into(),
+            version: "1".into(),
+        };
+        seal(kinds, "alice", 0, 0, &bot, "m1")
+    }
+
+    fn phone_set() -> EventKind {
+        EventKind::SlotSet {
+            slot: "phone".into(),
+            value: Value::Text("13800138000".into()),
+            sensitive: true,
+        }
+    }
+
+    fn entity(text: &str, value: Value) -> EntityMatch {
+        EntityMatch {
+            entity: "number".into(),
+            value,
+            text: text.into(),
+            start: 0,
+            end: text.chars().count(),
+        }
+    }
+
+    #[test]
+    fn a_sensitive_slot_set_is_masked() {
+        let mut page = events(vec![phone_set()]);
+        let secrets = Secrets::of(&State::new("alice"), &page);
+        mask_events(&mut page, &secrets);
+        let EventKind::SlotSet { value, .. } = &page[0].kind else {
+            panic!("{:?}", page[0].kind)
+        };
+        assert_eq!(value, &Value::Text(MASK.into()));
+    }
+
+    #[test]
+    fn texts_containing_a_secret_are_masked_where_it_appears() {
+        let mut page = events(vec![
+            EventKind::UserSaid {
+                message_id: "m1".into(),
+                text: "我的电话是13800138000".into(),
+            },
+            EventKind::SlotRejected {
+                slot: "phone".into(),
+                text: "13800138000?".into(),
+                reason: "too short".into(),
+            },
+            EventKind::BotSaid {
+                text: "好的, 13800138000".into(),
+                response: None,
+            },
+        ]);
+        // The value is known from the state alone: the slot_set is on
+        // another page.
+        let mut state = State::new("alice");
+        state.apply(&events(vec![phone_set()])[0]);
+        let secrets = Secrets::of(&state, &page);
+        mask_events(&mut page, &secrets);
+        let texts: Vec<&str> = page
+            .iter()
+            .map(|e| match &e.kind {
+                EventKind::UserSaid { text, .. }
+                | EventKind::SlotRejected { text, .. }
+                | EventKind::BotSaid { text, .. } => text.as_str(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(texts, ["我的电话是***", "***?", "好的, ***"]);
+    }
+
+    #[test]
+    fn entities_holding_a_secret_are_masked() {
+        let mut page = events(vec![EventKind::IntentRecognised {
+            intent: Some("give_phone".into()),
+            confidence: 0.9,
+            entities: vec![
+                entity("电话13800138000", Value::Text("x".into())),
+                entity("one three eight", Value::Int(13800138000)),
+                entity("39", Value::Int(39)),
+            ],
+        }]);
+        let secrets = Secrets::new(["13800138000".to_string()]);
+        mask_events(&mut page, &secrets);
+        let EventKind::IntentRecognised { entities, .. } = &page[0].kind else {
+            panic!("{:?}", page[0].kind)
+        };
+        let masked = entity(MASK, Value::Text(MASK.into()));
+        assert_eq!(
+            (&entities[0].text, &entities[0].value),
+            (&masked.text, &masked.value)
+        );
+        assert_eq!(
+            (&entities[1].text, &entities[1].value),
+            (&masked.text, &masked.value)
+        );
+        assert_eq!(entities[2], entity("39", Value::Int(39)));
+    }
+
+    #[test]
+    fn non_sensitive_values_are_untouched() {
+        let original = events(vec![
+            EventKind::SlotSet {
+                slot: "size".into(),
+                value: Value::Int(39),
+                sensitive: false,
+            },
+            EventKind::UserSaid {
+                message_id: "m1".into(),
+                text: "39码".into(),
+            },
+        ]);
+        let mut page = original.clone();
+        let mut state = State::new("alice");
+        state.apply(&original[0]);
+        let secrets = Secrets::of(&state, &page);
+        assert_eq!(secrets, Secrets::default());
+        mask_events(&mut page, &secrets);
+        assert_eq!(page, original);
+        assert_eq!(mask_slots(&state).get("size"), Some(&Value::Int(39)));
+    }
+
+    #[test]
+    fn an_empty_secret_masks_nothing() {
+        let secrets = Secrets::new([String::new()]);
+        assert_eq!(secrets, Secrets::default());
+        assert_eq!(secrets.hide("hello"), "hello");
+        let mut page = events(vec![EventKind::SlotSet {
+            slot: "note".into(),
+            value: Value::Text(String::new()),
+            sensitive: true,
+        }]);
+        let mut state = State::new("alice");
+        state.apply(&page[0]);
+        let secrets = Secrets::of(&state, &page);
+        assert_eq!(secrets, Secrets::default());
+        let mut said = events(vec![EventKind::UserSaid {
+            message_id: "m1".into(),
+            text: "hello".into(),
+        }]);
+        mask_events(&mut said, &secrets);
+        assert!(matches!(&said[0].kind, EventKind::UserSaid { text, .. } if text == "hello"));
+        mask_events(&mut page, &secrets);
+        assert!(
+            matches!(&page[0].kind, EventKind::SlotSet { value, .. } if *value == Value::Text(MASK.into()))
+        );
+    }
+
+    #[test]
+    fn state_slots_are_masked_only_when_sensitive() {
+        let mut state = State::new("alice");
+        for e in events(vec![
+            phone_set(),
+            EventKind::SlotSet {
+                slot: "size".into(),
+                value: Value::Int(39),
+                sensitive: false,
+            },
+        ]) {
+            state.apply(&e);
+        }
+        let slots = mask_slots(&state);
+        assert_eq!(slots.get("phone"), Some(&Value::Text(MASK.into())));
+        assert_eq!(slots.get("size"), Some(&Value::Int(39)));
+        assert_eq!(slots.len(), 2);
+    }
+}

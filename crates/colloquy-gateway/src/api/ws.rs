@@ -1,0 +1,182 @@
+//! The WebSocket session: messages in through the shared intake, replies
+//! pushed as the pipeline produces them, and catch-up from the event log
+//! after a reconnect or when the client fell behind.
+
+use super::authenticated::{bearer, permit};
+use super::error::ApiError;
+use super::intake::accept;
+use super::{Gateway, MAX_PAGE};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use colloquy_core::{Event, EventKind};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StreamQuery {
+    /// For clients that cannot set an Authorization header (browsers).
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    after: Option<u64>,
+}
+
+pub(super) async fn stream(
+    State(gw): State<Arc<Gateway>>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad("invalid_query", e.body_text()))?;
+    let token = match &q.token {
+        Some(t) => t.as_str(),
+        None => bearer(&headers)?,
+    };
+    let principal = gw.verifier.verify(token)?;
+    let user = q.user.clone().unwrap_or_else(|| principal.user_id.clone());
+    permit(&principal, &user)?;
+    Ok(ws
+        .max_message_size(gw.limits.max_body_bytes)
+        .on_upgrade(move |socket| session(gw, socket, user, q.after)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    text: String,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+async fn session(gw: Arc<Gateway>, mut socket: WebSocket, user: String, after: Option<u64>) {
+    // Subscribe before catching up, so nothing falls between the two.
+    let mut live = gw.hub.subscribe(&user);
+    let mut sent = after.unwrap_or(0);
+    if after.is_some() {
+        if let Err(e) = catch_up(&gw, &mut socket, &user, &mut sent).await {
+            tracing::debug!(user, error = %e, "websocket closed during catch-up");
+            return;
+        }
+    } else {
+        sent = gw.conversations.store().last_seq(&user).await.unwrap_or(0);
+    }
+    loop {
+        tokio::select! {
+            frame = socket.recv() => {
+                let Some(Ok(frame)) = frame else { return };
+                let reply = match frame {
+                    WsMessage::Text(t) => client_message(&gw, &user, t.as_str()).await,
+                    WsMessage::Binary(_) => ApiError::bad("invalid_frame", "send JSON text frames").frame(),
+                    WsMessage::Close(_) => return,
+                    _ => continue,
+                };
+                if socket.send(WsMessage::Text(reply.to_string().into())).await.is_err() {
+                    return;
+                }
+            }
+            outcome = live.recv() => {
+                match outcome {
+                    Ok(o) => {
+                        let mut frames = reply_frames(&o.events, &mut sent, Some(&o.message_id));
+                        // Closes the turn: all of its replies, also for a repeated
+                        // message whose replies were streamed the first time.
+                        frames.push(json!({"type": "done", "message_id": o.message_id, "seq": o.seq, "replies": o.replies}));
+                        for frame in frames {
+                            if socket.send(WsMessage::Text(frame.to_string().into())).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        if catch_up(&gw, &mut socket, &user, &mut sent).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+}
+
+async fn client_message(gw: &Gateway, user: &str, frame: &str) -> Value {
+    let f: ClientFrame = match serde_json::from_str(frame) {
+        Ok(f) => f,
+        Err(e) => return ApiError::bad("invalid_json", format!("invalid frame: {e}")).frame(),
+    };
+    if f.kind != "message" {
+        return ApiError::bad(
+            "invalid_frame",
+            format!("unknown frame type `{}` (expected `message`)", f.kind),
+        )
+        .frame();
+    }
+    match accept(gw, user, f.text, f.id, false).await {
+        Ok(ack) => {
+            let mut v = ack.body();
+            v["type"] = json!("accepted");
+            v
+        }
+        Err(e) => e.frame(),
+    }
+}
+
+/// Send the replies the log holds after `sent`.
+async fn catch_up(
+    gw: &Gateway,
+    socket: &mut WebSocket,
+    user: &str,
+    sent: &mut u64,
+) -> Result<(), String> {
+    loop {
+        let events = gw
+            .conversations
+            .store()
+            .events_after(user, *sent, MAX_PAGE)
+            .await
+            .map_err(|e| e.to_string())?;
+        let last = events.last().map(|e| e.seq);
+        for frame in reply_frames(&events, sent, None) {
+            socket
+                .send(WsMessage::Text(frame.to_string().into()))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        match last {
+            Some(l) if events.len() == MAX_PAGE => *sent = l,
+            Some(l) => {
+                *sent = l;
+                return Ok(());
+            }
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Reply frames for the bot's lines among `events` newer than `sent`.
+fn reply_frames(events: &[Event], sent: &mut u64, message_id: Option<&str>) -> Vec<Value> {
+    let mut frames = Vec::new();
+    let mut current = message_id.map(str::to_string);
+    for e in events {
+        if e.seq <= *sent {
+            continue;
+        }
+        *sent = e.seq;
+        match &e.kind {
+            EventKind::UserSaid { message_id, .. } => current = Some(message_id.clone()),
+            EventKind::BotSaid { text, .. } => frames
+                .push(json!({"type": "reply", "seq": e.seq, "message_id": current, "text": text})),
+            _ => {}
+        }
+    }
+    frames
+}
