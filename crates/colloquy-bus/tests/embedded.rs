@@ -1,9 +1,9 @@
 //! The conformance suite on the embedded backend, plus what only it has:
-//! files on disk (torn tails, corruption, retention), its directory lock
-//! and shared writes.
+//! files on disk (torn tails, corruption, retention), its directory lock,
+//! shared writes, and where [`colloquy_bus::open`] puts it.
 
 use colloquy_bus::conformance::{self, Capabilities};
-use colloquy_bus::{Bus, BusError, EmbeddedBus, EmbeddedConfig};
+use colloquy_bus::{Bus, BusConfig, BusError, EmbeddedBus, EmbeddedConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -183,5 +183,40 @@ async fn concurrent_publishes_share_writes() {
     assert!(
         stats.batches < 400,
         "concurrent publishes share batches: {stats:?}"
+    );
+}
+
+#[tokio::test]
+async fn open_keeps_the_bus_in_the_data_directory() {
+    let data = tempfile::tempdir().unwrap();
+    let bus = colloquy_bus::open(&BusConfig::default(), data.path()).unwrap();
+    bus.ensure_topic("t", 2).await.unwrap();
+    let at = bus.publish("t", "k", b"x".to_vec(), vec![]).await.unwrap();
+    drop(bus);
+    assert!(data.path().join("bus/topics/t").is_dir());
+    // The section's embedded settings reach the bus.
+    let small = BusConfig {
+        embedded: EmbeddedConfig {
+            max_record_bytes: 10,
+            ..EmbeddedConfig::default()
+        },
+        ..BusConfig::default()
+    };
+    let bus = colloquy_bus::open(&small, data.path()).unwrap();
+    assert_eq!(bus.end_offset("t", at.partition).await.unwrap(), 1);
+    let big = bus
+        .publish("t", "k", vec![0; 11], vec![])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(big, BusError::RecordTooLarge { max: 10, .. }),
+        "{big}"
+    );
+    // A second process on the same data directory is refused.
+    let second = colloquy_bus::open(&BusConfig::default(), data.path());
+    assert!(
+        matches!(second, Err(BusError::DirInUse { .. })),
+        "{:?}",
+        second.err()
     );
 }

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use colloquy_bus::conformance::{self, fast_stage, unique, wait_until, Capabilities};
 use colloquy_bus::kafka::testing::TestBroker;
 use colloquy_bus::runner::{Handler, HandlerError, StageConfig, StageHandle, StageRunner};
-use colloquy_bus::{Bus, BusError, ErrorKind, KafkaBus, KafkaConfig, Record};
+use colloquy_bus::{
+    Bus, BusBackend, BusConfig, BusError, ErrorKind, KafkaBus, KafkaConfig, Record,
+};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -259,4 +261,29 @@ async fn commits_never_move_back_across_buses() {
     assert_eq!(second.committed("g", &topic, 0).await.unwrap(), 8);
     second.commit("g", &topic, 0, 10).await.unwrap();
     assert_eq!(first.committed("g", &topic, 0).await.unwrap(), 10);
+}
+
+#[tokio::test]
+async fn open_makes_a_kafka_bus_of_the_section() {
+    let broker = TestBroker::start();
+    let config = BusConfig {
+        backend: BusBackend::Kafka,
+        kafka: broker.config(),
+        ..BusConfig::default()
+    };
+    let data = tempfile::tempdir().unwrap();
+    let bus = colloquy_bus::open(&config, data.path()).unwrap();
+    let topic = unique("open");
+    bus.ensure_topic(&topic, 2).await.unwrap();
+    let at = bus
+        .publish(&topic, "k", b"x".to_vec(), vec![])
+        .await
+        .unwrap();
+    let records = bus
+        .fetch(&topic, at.partition, at.offset, 1, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(records[0].payload, b"x");
+    // Nothing of it is kept on this machine.
+    assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 0);
 }

@@ -3,8 +3,8 @@
 //! the environment alike (`COLLOQUY_SECTION_KEY`).
 
 use anyhow::{bail, Context};
-use colloquy_bus::kafka::KafkaConfig;
-use colloquy_bus::EmbeddedConfig;
+// BusBackend is re-exported for the roles, which still match on it.
+pub use colloquy_bus::{BusBackend, BusConfig};
 use colloquy_gateway::auth::AuthConfig;
 use colloquy_gateway::input::Limits;
 use colloquy_store::l1::RedisL1Config;
@@ -19,7 +19,7 @@ pub struct Config {
     pub server: Server,
     pub auth: AuthConfig,
     pub limits: Limits,
-    pub bus: BusSettings,
+    pub bus: BusConfig,
     pub store: StoreSettings,
     pub cluster: ClusterSettings,
 }
@@ -54,42 +54,6 @@ impl Default for Server {
             request_timeout: "30s".into(),
             header_timeout: "10s".into(),
             max_connections: 10_000,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BusSettings {
-    /// `embedded` (one process, on disk in the data directory) or `kafka`.
-    pub backend: BusBackend,
-    /// Partitions of each stage topic created; fixed once it exists.
-    pub partitions: u32,
-    /// Messages handled at once per partition (different users).
-    pub max_in_flight: usize,
-    /// Attempts before a message goes to the dead-letter topic.
-    pub max_attempts: u32,
-    pub embedded: EmbeddedConfig,
-    pub kafka: KafkaConfig,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BusBackend {
-    #[default]
-    Embedded,
-    Kafka,
-}
-
-impl Default for BusSettings {
-    fn default() -> Self {
-        BusSettings {
-            backend: BusBackend::Embedded,
-            partitions: 8,
-            max_in_flight: 256,
-            max_attempts: 3,
-            embedded: EmbeddedConfig::default(),
-            kafka: KafkaConfig::default(),
         }
     }
 }
