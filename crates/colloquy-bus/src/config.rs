@@ -1,7 +1,9 @@
 //! `[bus]` of colloquy's config file, and [`open`], which makes a bus of it.
 //!
-//! Every backend's settings are here, apart from the backend itself, so
-//! that they can be read and checked without opening anything.
+//! Every backend's settings are here whether or not the backend is compiled
+//! in, so a config file means the same to every build: a build without
+//! Kafka refuses `backend = "kafka"` when validating or opening, never the
+//! `[bus.kafka]` section of a file written for another build.
 
 use crate::runner::{RetryPolicy, StageConfig};
 use crate::{Bus, BusError, EmbeddedBus, EmbeddedConfig};
@@ -60,6 +62,7 @@ impl BusConfig {
                 .embedded
                 .problem()
                 .map(|p| format!("bus.embedded: {p}")),
+            BusBackend::Kafka if !cfg!(feature = "kafka") => return Err(kafka_not_built()),
             BusBackend::Kafka => self.kafka.problem().map(|p| format!("bus.kafka: {p}")),
         };
         problem.map_or(Ok(()), |p| Err(BusError::Config(p)))
@@ -88,8 +91,19 @@ pub fn open(config: &BusConfig, data_dir: &Path) -> Result<Arc<dyn Bus>, BusErro
             &data_dir.join("bus"),
             config.embedded.clone(),
         )?),
+        #[cfg(feature = "kafka")]
         BusBackend::Kafka => Arc::new(crate::KafkaBus::new(config.kafka.clone())?),
+        #[cfg(not(feature = "kafka"))]
+        BusBackend::Kafka => return Err(kafka_not_built()),
     })
+}
+
+fn kafka_not_built() -> BusError {
+    BusError::Config(
+        "bus.backend = \"kafka\" needs a colloquy built with the `kafka` cargo feature \
+         (it is on by default)"
+            .into(),
+    )
 }
 
 /// Properties the Kafka backend's guarantees rest on; `properties` may not
@@ -378,6 +392,7 @@ mod tests {
         no_brokers.validate().unwrap();
     }
 
+    #[cfg(feature = "kafka")]
     #[test]
     fn kafka_settings_are_checked_when_kafka_is_chosen() {
         let kafka = BusConfig {
@@ -398,6 +413,23 @@ mod tests {
             open(&no_brokers, Path::new("/nonexistent")),
             Err(BusError::Config(_))
         ));
+    }
+
+    #[cfg(not(feature = "kafka"))]
+    #[test]
+    fn kafka_without_the_feature_is_refused_by_name() {
+        let kafka = BusConfig {
+            backend: BusBackend::Kafka,
+            ..BusConfig::default()
+        };
+        let problem = config_error(kafka.validate());
+        assert!(
+            problem.contains("bus.backend = \"kafka\"")
+                && problem.contains("`kafka` cargo feature"),
+            "{problem}"
+        );
+        let opened = open(&kafka, Path::new("/nonexistent")).map(drop);
+        assert_eq!(config_error(opened), problem);
     }
 
     #[test]

@@ -10,9 +10,9 @@
 //! was not committed. The `conformance` feature holds the one test suite
 //! every backend must pass.
 //!
-//! Backends: [`embedded`] (the default) and [`kafka`]. [`BusConfig`] is the
-//! `[bus]` section of colloquy's config file and [`open()`] makes the bus it
-//! names.
+//! Backends: [`embedded`] (the default) and `kafka`, behind the cargo
+//! feature of that name (on by default). [`BusConfig`] is the `[bus]`
+//! section of colloquy's config file and [`open()`] makes the bus it names.
 //!
 //! [`runner`] turns a topic into a stage: it consumes as a group, runs a
 //! [`runner::Handler`] per record (per-key order, bounded concurrency,
@@ -27,6 +27,7 @@ mod config;
 pub mod conformance;
 pub mod embedded;
 mod error;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 mod partitioner;
 pub mod ring;
@@ -35,6 +36,7 @@ pub mod runner;
 pub use config::{open, BusBackend, BusConfig, KafkaConfig};
 pub use embedded::{EmbeddedBus, EmbeddedConfig};
 pub use error::{BusError, ErrorKind};
+#[cfg(feature = "kafka")]
 pub use kafka::{KafkaBus, PartitionLag};
 pub use partitioner::{murmur2, partition_for};
 

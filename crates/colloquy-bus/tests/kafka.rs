@@ -2,6 +2,7 @@
 //! case and each test starts its own tansu (memory storage, a free port)
 //! and kills it at the end. Without tansu the tests fail, saying how to
 //! install it.
+#![cfg(feature = "kafka")]
 
 use async_trait::async_trait;
 use colloquy_bus::conformance::{self, fast_stage, unique, wait_until, Capabilities};
