@@ -65,6 +65,7 @@ pub enum BusError {
     /// (broker unreachable, leader moving, timeout) or not (authorization,
     /// configuration). After a failed publish the record may still have
     /// been stored, so a retry may store it twice (consumers are idempotent).
+    #[cfg(feature = "kafka")]
     #[error("{context}: {source}")]
     Kafka {
         context: String,
@@ -89,6 +90,7 @@ impl BusError {
             | BusError::Io { .. }
             | BusError::Failed { .. }
             | BusError::Closed => ErrorKind::Fatal,
+            #[cfg(feature = "kafka")]
             BusError::Kafka { kind, .. } => *kind,
         }
     }

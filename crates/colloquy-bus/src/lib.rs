@@ -10,7 +10,9 @@
 //! was not committed. The `conformance` feature holds the one test suite
 //! every backend must pass.
 //!
-//! Backends: [`embedded`] (the default) and [`kafka`].
+//! Backends: [`embedded`] (the default) and `kafka`, behind the cargo
+//! feature of that name (on by default). [`BusConfig`] is the `[bus]`
+//! section of colloquy's config file and [`open()`] makes the bus it names.
 //!
 //! [`runner`] turns a topic into a stage: it consumes as a group, runs a
 //! [`runner::Handler`] per record (per-key order, bounded concurrency,
@@ -20,18 +22,22 @@
 //! This crate must not know about dialogue (no dependency on colloquy-core):
 //! payloads are opaque bytes, keys are opaque strings.
 
+mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod embedded;
 mod error;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 mod partitioner;
 pub mod ring;
 pub mod runner;
 
+pub use config::{open, BusBackend, BusConfig, KafkaConfig};
 pub use embedded::{EmbeddedBus, EmbeddedConfig};
 pub use error::{BusError, ErrorKind};
-pub use kafka::{KafkaBus, KafkaConfig, PartitionLag};
+#[cfg(feature = "kafka")]
+pub use kafka::{KafkaBus, PartitionLag};
 pub use partitioner::{murmur2, partition_for};
 
 use async_trait::async_trait;

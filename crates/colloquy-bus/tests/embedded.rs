@@ -1,11 +1,22 @@
 //! The conformance suite on the embedded backend, plus what only it has:
-//! files on disk (torn tails, corruption, retention) and its directory lock.
+//! files on disk (torn tails, corruption, retention), its directory lock,
+//! shared writes, and where [`colloquy_bus::open`] puts it.
 
-use colloquy_bus::{conformance, Bus, BusError, EmbeddedBus, EmbeddedConfig};
+use colloquy_bus::conformance::{self, Capabilities};
+use colloquy_bus::{Bus, BusConfig, BusError, EmbeddedBus, EmbeddedConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-const MAX_BACKLOG: u64 = 50;
+/// Above the backlog any other case builds on one topic, so that only the
+/// case about it reaches it.
+const MAX_BACKLOG: u64 = 1_000;
+
+fn config() -> EmbeddedConfig {
+    EmbeddedConfig {
+        max_backlog: MAX_BACKLOG,
+        ..EmbeddedConfig::default()
+    }
+}
 
 fn open(dir: &Path) -> Arc<dyn Bus> {
     Arc::new(EmbeddedBus::open(dir, EmbeddedConfig::default()).unwrap())
@@ -17,103 +28,19 @@ fn fresh() -> (tempfile::TempDir, Arc<dyn Bus>) {
     (dir, bus)
 }
 
-#[tokio::test]
-async fn topics_are_created_once() {
-    let (_dir, bus) = fresh();
-    conformance::topics_are_created_once(&*bus).await;
-}
-
-#[tokio::test]
-async fn publish_fetch_round_trip() {
-    let (_dir, bus) = fresh();
-    conformance::publish_fetch_round_trip(&*bus).await;
-}
-
-#[tokio::test]
-async fn same_key_same_partition_in_order() {
-    let (_dir, bus) = fresh();
-    conformance::same_key_same_partition_in_order(&*bus).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offsets_contiguous_per_partition() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = EmbeddedBus::open(dir.path(), EmbeddedConfig::default()).unwrap();
-    conformance::offsets_contiguous_per_partition(&bus).await;
-    let stats = bus.write_stats();
-    assert_eq!(stats.records, 400);
-    assert!(
-        stats.batches < 400,
-        "concurrent publishes share batches: {stats:?}"
-    );
-}
-
-#[tokio::test]
-async fn commit_is_monotonic() {
-    let (_dir, bus) = fresh();
-    conformance::commit_is_monotonic(&*bus).await;
-}
-
-#[tokio::test]
-async fn reopen_keeps_records_and_offsets() {
-    let dir = tempfile::tempdir().unwrap();
-    conformance::reopen_keeps_records_and_offsets(async || open(dir.path())).await;
-}
-
-#[tokio::test]
-async fn full_when_backlog_exceeded() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = EmbeddedBus::open(
-        dir.path(),
-        EmbeddedConfig {
-            max_backlog: MAX_BACKLOG,
-            ..EmbeddedConfig::default()
+async fn conformance() {
+    conformance::run_all(
+        || tempfile::tempdir().unwrap(),
+        async |dir: &tempfile::TempDir| {
+            Arc::new(EmbeddedBus::open(dir.path(), config()).unwrap()) as Arc<dyn Bus>
+        },
+        Capabilities {
+            max_backlog: Some(MAX_BACKLOG),
+            max_record_bytes: config().max_record_bytes,
         },
     )
-    .unwrap();
-    conformance::full_when_backlog_exceeded(&bus, MAX_BACKLOG).await;
-}
-
-#[tokio::test]
-async fn long_poll_wakes_on_publish() {
-    let (_dir, bus) = fresh();
-    conformance::long_poll_wakes_on_publish(bus).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runner_keeps_key_order_and_runs_keys_concurrently() {
-    let (_dir, bus) = fresh();
-    conformance::runner_keeps_key_order_and_runs_keys_concurrently(bus).await;
-}
-
-#[tokio::test]
-async fn runner_retries_then_succeeds() {
-    let (_dir, bus) = fresh();
-    conformance::runner_retries_then_succeeds(bus).await;
-}
-
-#[tokio::test]
-async fn runner_waits_out_an_unavailable_dependency() {
-    let (_dir, bus) = fresh();
-    conformance::runner_waits_out_an_unavailable_dependency(bus).await;
-}
-
-#[tokio::test]
-async fn runner_dead_letters_after_max_attempts() {
-    let (_dir, bus) = fresh();
-    conformance::runner_dead_letters_after_max_attempts(bus).await;
-}
-
-#[tokio::test]
-async fn runner_commit_never_passes_unfinished() {
-    let (_dir, bus) = fresh();
-    conformance::runner_commit_never_passes_unfinished(bus).await;
-}
-
-#[tokio::test]
-async fn runner_redelivers_uncommitted() {
-    let dir = tempfile::tempdir().unwrap();
-    conformance::runner_redelivers_uncommitted(async || open(dir.path())).await;
+    .await;
 }
 
 // ---- the embedded backend's own ----
@@ -246,39 +173,50 @@ async fn consumed_segments_are_deleted() {
     assert_eq!(bus.committed("b", "t", 0).await.unwrap(), 20);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishes_share_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Arc::new(EmbeddedBus::open(dir.path(), EmbeddedConfig::default()).unwrap());
+    conformance::offsets_contiguous_per_partition(Arc::clone(&bus) as _).await;
+    let stats = bus.write_stats();
+    assert_eq!(stats.records, 400);
+    assert!(
+        stats.batches < 400,
+        "concurrent publishes share batches: {stats:?}"
+    );
+}
+
 #[tokio::test]
-async fn limits_and_names_are_checked() {
-    let (_dir, bus) = fresh();
-    assert!(matches!(
-        bus.ensure_topic("../escape", 1).await,
-        Err(BusError::InvalidName { .. })
-    ));
-    bus.ensure_topic("t", 1).await.unwrap();
-    assert!(matches!(
-        bus.commit("a/b", "t", 0, 0).await,
-        Err(BusError::InvalidName { .. })
-    ));
-    let huge = bus
-        .publish("t", "k", vec![0; 2 << 20], vec![])
+async fn open_keeps_the_bus_in_the_data_directory() {
+    let data = tempfile::tempdir().unwrap();
+    let bus = colloquy_bus::open(&BusConfig::default(), data.path()).unwrap();
+    bus.ensure_topic("t", 2).await.unwrap();
+    let at = bus.publish("t", "k", b"x".to_vec(), vec![]).await.unwrap();
+    drop(bus);
+    assert!(data.path().join("bus/topics/t").is_dir());
+    // The section's embedded settings reach the bus.
+    let small = BusConfig {
+        embedded: EmbeddedConfig {
+            max_record_bytes: 10,
+            ..EmbeddedConfig::default()
+        },
+        ..BusConfig::default()
+    };
+    let bus = colloquy_bus::open(&small, data.path()).unwrap();
+    assert_eq!(bus.end_offset("t", at.partition).await.unwrap(), 1);
+    let big = bus
+        .publish("t", "k", vec![0; 11], vec![])
         .await
         .unwrap_err();
-    assert!(matches!(huge, BusError::RecordTooLarge { .. }), "{huge}");
-}
-
-#[tokio::test]
-async fn runner_consumes_only_its_partitions() {
-    let (_dir, bus) = fresh();
-    conformance::runner_consumes_only_its_partitions(bus).await;
-}
-
-#[tokio::test]
-async fn runner_dead_letters_panics() {
-    let (_dir, bus) = fresh();
-    conformance::runner_dead_letters_panics(bus).await;
-}
-
-#[tokio::test]
-async fn runner_shutdown_abandons_stuck_handlers() {
-    let (_dir, bus) = fresh();
-    conformance::runner_shutdown_abandons_stuck_handlers(bus).await;
+    assert!(
+        matches!(big, BusError::RecordTooLarge { max: 10, .. }),
+        "{big}"
+    );
+    // A second process on the same data directory is refused.
+    let second = colloquy_bus::open(&BusConfig::default(), data.path());
+    assert!(
+        matches!(second, Err(BusError::DirInUse { .. })),
+        "{:?}",
+        second.err()
+    );
 }

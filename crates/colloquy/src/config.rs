@@ -3,8 +3,7 @@
 //! the environment alike (`COLLOQUY_SECTION_KEY`).
 
 use anyhow::{bail, Context};
-use colloquy_bus::kafka::KafkaConfig;
-use colloquy_bus::EmbeddedConfig;
+use colloquy_bus::BusConfig;
 use colloquy_gateway::auth::AuthConfig;
 use colloquy_gateway::input::Limits;
 use colloquy_store::l1::RedisL1Config;
@@ -38,7 +37,7 @@ pub struct Config {
     pub server: Server,
     pub auth: AuthConfig,
     pub limits: Limits,
-    pub bus: BusSettings,
+    pub bus: BusConfig,
     pub store: StoreSettings,
     pub cluster: ClusterSettings,
 }
@@ -76,42 +75,6 @@ impl Default for Server {
             request_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             max_connections: 10_000,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BusSettings {
-    /// `embedded` (one process, on disk in the data directory) or `kafka`.
-    pub backend: BusBackend,
-    /// Partitions of each stage topic created; fixed once it exists.
-    pub partitions: u32,
-    /// Messages handled at once per partition (different users).
-    pub max_in_flight: usize,
-    /// Attempts before a message goes to the dead-letter topic.
-    pub max_attempts: u32,
-    pub embedded: EmbeddedConfig,
-    pub kafka: KafkaConfig,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BusBackend {
-    #[default]
-    Embedded,
-    Kafka,
-}
-
-impl Default for BusSettings {
-    fn default() -> Self {
-        BusSettings {
-            backend: BusBackend::Embedded,
-            partitions: 8,
-            max_in_flight: 256,
-            max_attempts: 3,
-            embedded: EmbeddedConfig::default(),
-            kafka: KafkaConfig::default(),
         }
     }
 }
@@ -303,14 +266,10 @@ impl Config {
                     self.server.listen
                 )
             })?;
-        if self.bus.partitions == 0
-            || self.bus.max_in_flight == 0
-            || self.bus.max_attempts == 0
-            || self.server.nlu_workers == 0
-            || self.server.max_connections == 0
-        {
-            bail!("bus.partitions, bus.max_in_flight, bus.max_attempts, server.nlu_workers and server.max_connections must be at least 1");
+        if self.server.nlu_workers == 0 || self.server.max_connections == 0 {
+            bail!("server.nlu_workers and server.max_connections must be at least 1");
         }
+        self.bus.validate()?;
         if self.limits.max_wait_ms > 10_000 {
             bail!("limits.max_wait_ms: at most 10000");
         }

@@ -3,12 +3,11 @@
 //! traits and the gateway's hub and metrics, and the HTTP listener. Each
 //! role opens only the parts it uses.
 
-use crate::config::{BusBackend, Config, L1Backend, StoreBackend};
+use crate::config::{Config, L1Backend, StoreBackend};
 use crate::keys::{self, Secret};
 use anyhow::Context;
-use colloquy_bus::kafka::KafkaBus;
-use colloquy_bus::runner::{HandlerError, RetryPolicy, StageConfig};
-use colloquy_bus::{Bus, EmbeddedBus};
+use colloquy_bus::runner::HandlerError;
+use colloquy_bus::Bus;
 use colloquy_core::wire::{Outcome, GROUP_IN, TOPIC_IN};
 use colloquy_gateway::api::{router, Gateway};
 use colloquy_gateway::auth::{Algorithm, Issuer, Scope, Verifier};
@@ -86,13 +85,7 @@ pub fn create_data_dir(cfg: &Config) -> anyhow::Result<()> {
 }
 
 pub fn open_bus(cfg: &Config) -> anyhow::Result<Arc<dyn Bus>> {
-    Ok(match cfg.bus.backend {
-        BusBackend::Embedded => Arc::new(
-            EmbeddedBus::open(&cfg.server.data_dir.join("bus"), cfg.bus.embedded.clone())
-                .context("opening the embedded bus")?,
-        ),
-        BusBackend::Kafka => Arc::new(KafkaBus::new(cfg.bus.kafka.clone()).context("bus.kafka")?),
-    })
+    colloquy_bus::open(&cfg.bus, &cfg.server.data_dir).context("opening the bus")
 }
 
 pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn ConversationStore>> {
@@ -171,18 +164,6 @@ pub fn engine(
         Conversations::new(store, key, snapshot_policy(cfg)),
         hot,
     )))
-}
-
-/// The settings of a stage consuming `topic` as `group`.
-pub fn stage_config(cfg: &Config, topic: &str, group: &str) -> StageConfig {
-    StageConfig {
-        max_in_flight: cfg.bus.max_in_flight,
-        retry: RetryPolicy {
-            max_attempts: cfg.bus.max_attempts,
-            ..RetryPolicy::default()
-        },
-        ..StageConfig::new(topic, group)
-    }
 }
 
 /// The inbound queue, whose backlog is the queue depth everywhere.

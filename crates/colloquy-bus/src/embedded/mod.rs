@@ -74,6 +74,15 @@ impl Default for EmbeddedConfig {
     }
 }
 
+impl EmbeddedConfig {
+    /// What is wrong with these settings, if anything.
+    pub(crate) fn problem(&self) -> Option<String> {
+        let fits = (1..=1 << 30).contains(&self.segment_bytes)
+            && (1..=log::MAX_BODY).contains(&self.max_record_bytes);
+        (!fits).then(|| "segment_bytes must be 1..=1 GiB and max_record_bytes 1..=64 MiB".into())
+    }
+}
+
 /// See the [module docs](self).
 pub struct EmbeddedBus {
     dir: PathBuf,
@@ -110,12 +119,8 @@ impl EmbeddedBus {
     /// Open (or create) the bus stored under `dir`. Only one process may
     /// have a directory open at a time.
     pub fn open(dir: &Path, cfg: EmbeddedConfig) -> Result<EmbeddedBus, BusError> {
-        if !(1..=1 << 30).contains(&cfg.segment_bytes)
-            || !(1..=log::MAX_BODY).contains(&cfg.max_record_bytes)
-        {
-            return Err(BusError::Config(
-                "segment_bytes must be 1..=1 GiB and max_record_bytes 1..=64 MiB".into(),
-            ));
+        if let Some(problem) = cfg.problem() {
+            return Err(BusError::Config(problem));
         }
         let topics_dir = dir.join("topics");
         std::fs::create_dir_all(&topics_dir)

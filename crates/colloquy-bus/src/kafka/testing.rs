@@ -51,12 +51,12 @@ impl TestBroker {
         panic!("tansu at {} did not start; {INSTALL}", binary.display());
     }
 
-    /// `host:port` of the broker.
     /// The broker's process id, to read its CPU time.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// `host:port` of the broker.
     pub fn address(&self) -> &str {
         &self.address
     }

@@ -30,7 +30,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     let bot_id = engine.bot().bot.id.clone();
 
     bus.ensure_topic(TOPIC_IN, cfg.bus.partitions).await?;
-    let stage = wiring::stage_config(&cfg, TOPIC_IN, GROUP_IN);
+    let stage = cfg.bus.stage(TOPIC_IN, GROUP_IN);
     bus.ensure_topic(&stage.dlq_topic, cfg.bus.partitions)
         .await?;
     let hub = Arc::new(Hub::default());

@@ -82,7 +82,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             l1: policy.then_some(hot),
         };
         for (topic, group, handler) in stages {
-            let config = wiring::stage_config(&cfg, topic, group);
+            let config = cfg.bus.stage(topic, group);
             bus.ensure_topic(&config.dlq_topic, cfg.bus.partitions)
                 .await?;
             let stats = Arc::new(StageStats::default());
