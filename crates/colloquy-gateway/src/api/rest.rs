@@ -101,9 +101,9 @@ pub(super) async fn get_events(
         .await
         .map_err(internal)?;
     let state = gw.conversations.load(&user).await.map_err(internal)?;
-    let next = (events.len() == limit)
-        .then(|| events.last().map(|e| e.seq))
-        .flatten();
+    // More to read whenever the page ends before the log does: a store may
+    // return fewer events than asked (the event log bounds a read's bytes).
+    let next = events.last().map(|e| e.seq).filter(|&seq| seq < state.seq);
     let secrets = Secrets::of(&state, &events);
     redact::mask_events(&mut events, &secrets);
     let events: Vec<Value> = events

@@ -130,14 +130,22 @@ async fn client_message(gw: &Gateway, user: &str, frame: &str) -> Value {
     }
 }
 
-/// Send the replies the log holds after `sent`.
+/// Send the replies the log holds after `sent`, page by page up to where
+/// the log ended when the catch-up began (a store may return a short page
+/// before the end).
 async fn catch_up(
     gw: &Gateway,
     socket: &mut WebSocket,
     user: &str,
     sent: &mut u64,
 ) -> Result<(), String> {
-    loop {
+    let end = gw
+        .conversations
+        .store()
+        .last_seq(user)
+        .await
+        .map_err(|e| e.to_string())?;
+    while *sent < end {
         let events = gw
             .conversations
             .store()
@@ -152,14 +160,11 @@ async fn catch_up(
                 .map_err(|e| e.to_string())?;
         }
         match last {
-            Some(l) if events.len() == MAX_PAGE => *sent = l,
-            Some(l) => {
-                *sent = l;
-                return Ok(());
-            }
+            Some(l) => *sent = l,
             None => return Ok(()),
         }
     }
+    Ok(())
 }
 
 /// Reply frames for the bot's lines among `events` newer than `sent`.

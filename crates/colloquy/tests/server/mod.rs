@@ -182,11 +182,10 @@ pub async fn events_after(
             .unwrap();
         assert_eq!(r.status(), 200);
         let v: Value = r.json().await.unwrap();
-        let page = v["events"].as_array().unwrap();
-        events.extend(page.iter().cloned());
-        match page.last() {
-            Some(last) if page.len() == 1000 => after = last["seq"].as_u64().unwrap(),
-            _ => return events,
+        events.extend(v["events"].as_array().unwrap().iter().cloned());
+        match v["next_after"].as_u64() {
+            Some(next) => after = next,
+            None => return events,
         }
     }
 }
