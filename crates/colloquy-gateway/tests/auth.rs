@@ -149,6 +149,57 @@ fn expired_token_is_rejected_after_the_leeway() {
     assert!(strict.verify_at(&token, exp - 1).is_ok());
 }
 
+/// A token with `exp: 1e300` used to be accepted: a leaked one would have
+/// worked for ever.
+#[test]
+fn lifetimes_past_the_maximum_are_refused() {
+    let v = hs_verifier();
+    let day = 24 * 3600;
+    let token = |claims: Value| sign_hs(SECRET, &claims);
+    for (what, claims) in [
+        (
+            "exp 1e300",
+            json!({"sub": "alice", "scope": "chat", "exp": 1e300}),
+        ),
+        (
+            "31 days from now, no iat",
+            json!({"sub": "alice", "scope": "chat", "exp": NOW + 31 * day}),
+        ),
+        (
+            "issued 40 days ago, one hour left",
+            json!({"sub": "alice", "scope": "chat", "iat": NOW - 40 * day, "exp": NOW + 3600}),
+        ),
+    ] {
+        let err = v.verify_at(&token(claims), NOW).unwrap_err();
+        assert!(
+            matches!(err, AuthError::LifetimeTooLong { max_secs, .. } if max_secs == 30 * day),
+            "{what}: {err:?}"
+        );
+        assert_eq!((err.status(), err.code()), (401, "token_lifetime_too_long"));
+    }
+    let ok = json!({"sub": "alice", "scope": "chat", "iat": NOW, "exp": NOW + 29 * day});
+    assert!(v.verify_at(&token(ok), NOW).is_ok());
+
+    let short = Verifier::new(
+        &AuthConfig {
+            max_token_lifetime: HOUR,
+            ..hs_config()
+        },
+        Some(SECRET),
+    )
+    .unwrap();
+    assert!(short
+        .verify_at(&token(claims("alice", "chat")), NOW)
+        .is_ok());
+    let two_hours = json!({"sub": "alice", "scope": "chat", "iat": NOW, "exp": NOW + 7200});
+    assert!(short.verify_at(&token(two_hours), NOW).is_err());
+    let too_long = AuthConfig {
+        max_token_lifetime: Duration::from_secs(400 * day),
+        ..hs_config()
+    };
+    assert!(too_long.validate().is_err());
+}
+
 #[test]
 fn missing_exp_is_rejected() {
     let token = sign_hs(

@@ -29,6 +29,13 @@ pub fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
     }
     let ttl =
         colloquy_gateway::auth::parse_ttl(&args.ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+    if ttl > cfg.auth.max_token_lifetime {
+        anyhow::bail!(
+            "--ttl: {} is longer than auth.max_token_lifetime ({}); the server would refuse the token",
+            args.ttl,
+            colloquy_core::duration::format(cfg.auth.max_token_lifetime)
+        );
+    }
     let scope = if args.scope == "admin" {
         Scope::Admin
     } else {

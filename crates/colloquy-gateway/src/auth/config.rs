@@ -109,7 +109,15 @@ pub struct AuthConfig {
     pub audience: Option<String>,
     /// Clock skew tolerated for `exp` and `nbf`, at most [`MAX_LEEWAY_SECS`].
     pub leeway_secs: u64,
+    /// The longest lifetime a token may claim (`exp` − `iat`, or `exp` −
+    /// now without `iat`): a leaked token with `exp` far in the future is
+    /// refused instead of working for ever.
+    #[serde(with = "colloquy_core::duration::text")]
+    pub max_token_lifetime: Duration,
 }
+
+/// Default of [`AuthConfig::max_token_lifetime`].
+pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl Default for AuthConfig {
     fn default() -> Self {
@@ -120,6 +128,7 @@ impl Default for AuthConfig {
             issuer: None,
             audience: None,
             leeway_secs: 30,
+            max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
         }
     }
 }
@@ -133,6 +142,7 @@ impl fmt::Debug for AuthConfig {
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("leeway_secs", &self.leeway_secs)
+            .field("max_token_lifetime", &self.max_token_lifetime)
             .finish()
     }
 }
@@ -184,6 +194,13 @@ impl AuthConfig {
             return Err(AuthError::Config(
                 "auth.audience is empty; remove it to disable the audience check".into(),
             ));
+        }
+        if self.max_token_lifetime > MAX_TTL {
+            return Err(AuthError::Config(format!(
+                "auth.max_token_lifetime is {}; at most {} is allowed",
+                colloquy_core::duration::format(self.max_token_lifetime),
+                colloquy_core::duration::format(MAX_TTL)
+            )));
         }
         if self.leeway_secs > MAX_LEEWAY_SECS {
             return Err(AuthError::Config(format!(

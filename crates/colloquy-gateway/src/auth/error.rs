@@ -13,6 +13,10 @@ pub enum AuthError {
     Malformed(String),
     #[error("token has expired")]
     Expired,
+    #[error(
+        "token claims a lifetime of {claimed_secs} s; this server accepts at most {max_secs} s"
+    )]
+    LifetimeTooLong { claimed_secs: u64, max_secs: u64 },
     #[error("token is not valid yet (nbf is in the future)")]
     NotYetValid,
     #[error("token signature does not verify")]
@@ -73,6 +77,7 @@ impl AuthError {
             AuthError::Missing => "token_missing",
             AuthError::Malformed(_) => "invalid_token",
             AuthError::Expired => "token_expired",
+            AuthError::LifetimeTooLong { .. } => "token_lifetime_too_long",
             AuthError::NotYetValid => "token_not_yet_valid",
             AuthError::BadSignature => "invalid_signature",
             AuthError::WrongAlgorithm { .. } => "wrong_algorithm",

@@ -33,6 +33,7 @@ struct VerifierInner {
     issuer: Option<String>,
     audience: Option<String>,
     leeway_secs: u64,
+    max_lifetime_secs: u64,
     verified: Mutex<Verified>,
 }
 
@@ -142,6 +143,7 @@ impl Verifier {
                 issuer: cfg.issuer.clone(),
                 audience: cfg.audience.clone(),
                 leeway_secs: cfg.leeway_secs,
+                max_lifetime_secs: cfg.max_token_lifetime.as_secs(),
                 verified: Mutex::default(),
             }),
         })
@@ -149,6 +151,12 @@ impl Verifier {
 
     pub fn algorithm(&self) -> Algorithm {
         self.inner.algorithm
+    }
+
+    /// The Unix second from which `principal`'s token is refused: its
+    /// `exp` plus the tolerated clock skew. A WebSocket session ends then.
+    pub fn refused_from(&self, principal: &Principal) -> u64 {
+        principal.expires_at.saturating_add(self.inner.leeway_secs)
     }
 
     /// Verifies `token` against the current system time.
@@ -189,6 +197,14 @@ impl VerifierInner {
         // RFC 7519 §4.1.4: the current time must be before `exp`.
         if now >= exp.saturating_add(self.leeway_secs) {
             return Err(AuthError::Expired);
+        }
+        let issued = numeric_date(claims, "iat", Rounding::Down)?.unwrap_or(now);
+        let claimed_secs = exp.saturating_sub(issued.min(now));
+        if claimed_secs > self.max_lifetime_secs.saturating_add(self.leeway_secs) {
+            return Err(AuthError::LifetimeTooLong {
+                claimed_secs,
+                max_secs: self.max_lifetime_secs,
+            });
         }
         if let Some(nbf) = numeric_date(claims, "nbf", Rounding::Up)? {
             if nbf > now.saturating_add(self.leeway_secs) {
