@@ -14,6 +14,7 @@
 //! This crate must not know about HTTP or the message bus: it stores and
 //! returns events and snapshots, nothing more.
 
+mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod conversations;

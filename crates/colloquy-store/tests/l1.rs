@@ -147,7 +147,7 @@ fn config(url: &str, prefix: &str) -> RedisL1Config {
         key_prefix: prefix.into(),
         // Generous for the shared server: a loaded CI box must not turn the
         // behaviour tests into timeouts. The fault test uses the default.
-        timeout_ms: 2_000,
+        timeout: Duration::from_secs(2),
         // Test entries of a shared server should not outlive the run long.
         ttl_secs: 300,
     }
@@ -371,7 +371,7 @@ async fn redis_outage_is_a_fast_miss_and_hits_resume_when_it_returns() {
         key_prefix: unique_prefix("fault"),
         ..RedisL1Config::default()
     };
-    let timeout = Duration::from_millis(cfg.timeout_ms);
+    let timeout = cfg.timeout;
     let hot = RedisHotStates::new(&cfg, key()).unwrap();
     hot.put(Arc::new(state("u", 1))).await;
     assert_eq!(hot.get("u").await, Some(state("u", 1)), "warm: a hit");
@@ -440,7 +440,7 @@ async fn a_hung_redis_costs_at_most_the_timeout_per_call() {
         key_prefix: unique_prefix("hung"),
         ..RedisL1Config::default()
     };
-    let timeout = Duration::from_millis(cfg.timeout_ms);
+    let timeout = cfg.timeout;
     let hot = RedisHotStates::new(&cfg, key()).unwrap();
     hot.put(Arc::new(state("u", 1))).await;
     assert_eq!(hot.get("u").await, Some(state("u", 1)));

@@ -81,8 +81,10 @@ pub struct RedisL1Config {
     pub key_prefix: String,
     /// Lifetime of an entry, restarted by every put.
     pub ttl_secs: u64,
-    /// Bound on each Redis call (get, put, forget).
-    pub timeout_ms: u64,
+    /// Bound on each Redis call (get, put, forget). Written `timeout_ms`,
+    /// in milliseconds.
+    #[serde(rename = "timeout_ms", with = "crate::config::millis")]
+    pub timeout: Duration,
 }
 
 impl Default for RedisL1Config {
@@ -91,7 +93,7 @@ impl Default for RedisL1Config {
             url: "redis://127.0.0.1:6379".into(),
             key_prefix: "colloquy:state:".into(),
             ttl_secs: 3600,
-            timeout_ms: 50,
+            timeout: Duration::from_millis(50),
         }
     }
 }
@@ -140,10 +142,10 @@ impl RedisHotStates {
         if config.ttl_secs == 0 {
             return Err(RedisL1ConfigError::ZeroTtl);
         }
-        if config.timeout_ms == 0 {
+        if config.timeout.is_zero() {
             return Err(RedisL1ConfigError::ZeroTimeout);
         }
-        let timeout = Duration::from_millis(config.timeout_ms);
+        let timeout = config.timeout;
         let client = ::redis::Client::open(config.url.as_str()).map_err(RedisL1ConfigError::Url)?;
         let manager_config = ConnectionManagerConfig::new()
             // One attempt per reconnect: `Health` decides when to try again,
@@ -443,8 +445,16 @@ mod tests {
         let c: RedisL1Config = serde_json::from_str(r#"{"url":"redis://h:1"}"#).unwrap();
         assert_eq!(c.url, "redis://h:1");
         assert_eq!(c.key_prefix, "colloquy:state:");
-        assert_eq!((c.ttl_secs, c.timeout_ms), (3600, 50));
+        assert_eq!((c.ttl_secs, c.timeout), (3600, Duration::from_millis(50)));
         assert!(serde_json::from_str::<RedisL1Config>(r#"{"ttl":5}"#).is_err());
+    }
+
+    #[test]
+    fn the_timeout_keeps_its_millisecond_key() {
+        let c: RedisL1Config = serde_json::from_str(r#"{"timeout_ms":120}"#).unwrap();
+        assert_eq!(c.timeout, Duration::from_millis(120));
+        assert_eq!(serde_json::to_value(&c).unwrap()["timeout_ms"], 120);
+        assert!(serde_json::from_str::<RedisL1Config>(r#"{"timeout":120}"#).is_err());
     }
 
     #[test]

@@ -142,13 +142,22 @@ pub struct SqlConfig {
     /// Writer tasks (concurrent group commits) per database.
     #[serde(default = "default_writers")]
     pub writers: u32,
-    /// How long to wait for a connection, including opening one.
-    #[serde(default = "default_connect_timeout_ms")]
-    pub connect_timeout_ms: u64,
+    /// How long to wait for a connection, including opening one. Written
+    /// `connect_timeout_ms`, in milliseconds.
+    #[serde(
+        rename = "connect_timeout_ms",
+        with = "crate::config::millis",
+        default = "default_connect_timeout"
+    )]
+    pub connect_timeout: Duration,
     /// How long one read or one group commit may take before it is given up
-    /// as a transient failure.
-    #[serde(default = "default_query_timeout_ms")]
-    pub query_timeout_ms: u64,
+    /// as a transient failure. Written `query_timeout_ms`, in milliseconds.
+    #[serde(
+        rename = "query_timeout_ms",
+        with = "crate::config::millis",
+        default = "default_query_timeout"
+    )]
+    pub query_timeout: Duration,
 }
 
 /// `range` is `"A-B"` (inclusive) or a single shard `"N"`.
@@ -165,11 +174,11 @@ fn default_max_connections() -> u32 {
 fn default_writers() -> u32 {
     2
 }
-fn default_connect_timeout_ms() -> u64 {
-    5_000
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
 }
-fn default_query_timeout_ms() -> u64 {
-    10_000
+fn default_query_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// No database yet, default limits: what the binary's config holds until
@@ -191,8 +200,8 @@ impl SqlConfig {
             shards: Vec::new(),
             max_connections: default_max_connections(),
             writers: default_writers(),
-            connect_timeout_ms: default_connect_timeout_ms(),
-            query_timeout_ms: default_query_timeout_ms(),
+            connect_timeout: default_connect_timeout(),
+            query_timeout: default_query_timeout(),
         }
     }
 
@@ -705,7 +714,7 @@ where
         Ok(Link {
             pool: PoolOptions::<DB>::new()
                 .max_connections(max_connections)
-                .acquire_timeout(Duration::from_millis(config.connect_timeout_ms))
+                .acquire_timeout(config.connect_timeout)
                 .after_connect(|conn, _| {
                     Box::pin(async move {
                         for statement in DB::SESSION_SETUP {
@@ -717,7 +726,7 @@ where
                 .connect_lazy_with(options),
             label,
             shards,
-            timeout: Duration::from_millis(config.query_timeout_ms),
+            timeout: config.query_timeout,
             commits: AtomicU64::new(0),
             requests: AtomicU64::new(0),
         })
@@ -1431,8 +1440,8 @@ impl fmt::Debug for SqlConfig {
             .field("shards", &self.shards)
             .field("max_connections", &self.max_connections)
             .field("writers", &self.writers)
-            .field("connect_timeout_ms", &self.connect_timeout_ms)
-            .field("query_timeout_ms", &self.query_timeout_ms)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("query_timeout", &self.query_timeout)
             .finish()
     }
 }
@@ -1548,5 +1557,24 @@ mod tests {
     #[test]
     fn shard_lists_read_as_ranges() {
         assert_eq!(ranges(&[0, 1, 2, 5, 7, 8]), "0-2, 5, 7-8");
+    }
+
+    #[test]
+    fn timeouts_keep_their_millisecond_keys() {
+        let config: SqlConfig = serde_json::from_str(
+            r#"{"url": "mysql://a/x", "connect_timeout_ms": 250, "query_timeout_ms": 1500}"#,
+        )
+        .unwrap();
+        assert_eq!(config.connect_timeout, Duration::from_millis(250));
+        assert_eq!(config.query_timeout, Duration::from_millis(1500));
+        let written = serde_json::to_value(&config).unwrap();
+        assert_eq!(written["connect_timeout_ms"], 250);
+        assert_eq!(written["query_timeout_ms"], 1500);
+        let defaults = SqlConfig::default();
+        assert_eq!(
+            (defaults.connect_timeout, defaults.query_timeout),
+            (Duration::from_secs(5), Duration::from_secs(10))
+        );
+        assert!(serde_json::from_str::<SqlConfig>(r#"{"connect_timeout": 5}"#).is_err());
     }
 }

@@ -578,8 +578,8 @@ pub async fn lost_server_is_transient_and_comes_back(server: &Server) {
         &format!("127.0.0.1:{}", proxy.port),
     );
     let config = SqlConfig {
-        connect_timeout_ms: 500,
-        query_timeout_ms: 2_000,
+        connect_timeout: Duration::from_millis(500),
+        query_timeout: Duration::from_secs(2),
         ..SqlConfig::single(through)
     };
     let store = sql::connect(&config).await.unwrap();
