@@ -11,6 +11,10 @@
 //! [`Conversations`] is what workers use: load = verified snapshot + replay,
 //! commit = optimistic append + occasional snapshot.
 //!
+//! The backends on servers are behind cargo features of their names, all on
+//! by default: `mysql`, `postgres` and `redis`; a configuration picking one
+//! a build left out is refused with the feature's name.
+//!
 //! This crate must not know about HTTP or the message bus: it stores and
 //! returns events and snapshots, nothing more.
 
@@ -30,10 +34,16 @@ mod writer_thread;
 pub use conversations::{Conversations, LoadInfo, SnapshotPolicy};
 pub use error::{ErrorKind, StoreError};
 pub use eventlog::{LogConfig, LogStore};
-pub use l1::{HotStates, HotStats, MemoryHotStates, RedisHotStates, RedisL1Config};
+#[cfg(feature = "redis")]
+pub use l1::RedisHotStates;
+pub use l1::{HotStates, HotStats, MemoryHotStates, RedisL1Config};
 pub use memory::MemoryStore;
 pub use snapshot::{Snapshot, SnapshotError, SnapshotKey};
-pub use sql::{MySqlStore, PgStore, SqlConfig};
+#[cfg(feature = "mysql")]
+pub use sql::MySqlStore;
+#[cfg(feature = "postgres")]
+pub use sql::PgStore;
+pub use sql::SqlConfig;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;

@@ -8,6 +8,7 @@
 //! unreachable Redis fails these tests: it is never a reason to skip them.
 //! The fault test starts a private `redis-server` (on `PATH`, or
 //! `COLLOQUY_TEST_REDIS_SERVER`) and never touches the shared one.
+#![cfg(feature = "redis")]
 
 use colloquy_core::{State, Value};
 use colloquy_store::l1::{HotStates, MemoryHotStates, RedisHotStates, RedisL1Config};

@@ -1,6 +1,7 @@
 //! The MySQL/MariaDB backend against a real server: `COLLOQUY_TEST_MYSQL_URL`
 //! (default `mysql://root@127.0.0.1:3306`). Each test works in scratch databases of its
 //! own and drops them at the end.
+#![cfg(feature = "mysql")]
 
 mod sql_common;
 

@@ -1,6 +1,7 @@
 //! The PostgreSQL backend against a real server: `COLLOQUY_TEST_POSTGRES_URL`
 //! (default `postgres://postgres@127.0.0.1:5432`). Each test works in scratch databases of its
 //! own and drops them at the end.
+#![cfg(feature = "postgres")]
 
 mod sql_common;
 

@@ -5,18 +5,23 @@
 //! because the append's expected-seq check rejects it (the caller then
 //! forgets the entry and reloads from L2).
 //!
-//! Backends: [`memory`] (in-process LRU, the default) and [`redis`] (shared
-//! by several workers, signed entries with a TTL), which workers use behind
-//! an in-process copy ([`layered`]). An L1 failure never
-//! fails a caller: it is a miss, counted in [`HotStats::errors`].
+//! Backends: [`memory`] (in-process LRU, the default) and `redis` (shared
+//! by several workers, signed entries with a TTL; behind the cargo feature
+//! of that name), which workers use behind an in-process copy
+//! ([`layered`]). An L1 failure never fails a caller: it is a miss, counted
+//! in [`HotStats::errors`].
 
+mod config;
 pub mod layered;
 pub mod memory;
+#[cfg(feature = "redis")]
 pub mod redis;
 
+pub use self::config::RedisL1Config;
 pub use self::layered::LayeredHotStates;
 pub use self::memory::MemoryHotStates;
-pub use self::redis::{RedisHotStates, RedisL1Config, RedisL1ConfigError};
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisHotStates, RedisL1ConfigError};
 
 use async_trait::async_trait;
 use colloquy_core::State;
@@ -101,10 +106,13 @@ impl Counters {
         found
     }
 
+    // Only a backend outside the process fails or holds untrusted entries.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn error(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn rejected(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
     }

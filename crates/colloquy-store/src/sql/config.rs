@@ -1,5 +1,7 @@
 //! Where the shards live: [`SqlConfig`] as the configuration file holds
-//! it, the shard of a user, and the shard map the two resolve to.
+//! it, the shard of a user, and the shard map the two resolve to. Part of
+//! every build, so that a file naming a server whose backend was left out
+//! still reads, and is refused with the feature to build in.
 
 use crate::StoreError;
 use serde::{Deserialize, Serialize};
@@ -107,9 +109,10 @@ impl SqlConfig {
         }
     }
 
-    /// Check the configuration without connecting (for `colloquy check`).
+    /// Check the configuration without connecting (for `colloquy check`),
+    /// including that this build has the backend of the URLs' server.
     pub fn validate(&self) -> Result<(), StoreError> {
-        self.layout().map(drop)
+        self.dialect()?.built()
     }
 
     /// Which dialect the URLs speak; all must speak the same one.
@@ -210,16 +213,54 @@ impl DialectKind {
             _ => None,
         }
     }
+
+    /// The cargo feature that builds this server's backend.
+    pub fn feature(self) -> &'static str {
+        match self {
+            DialectKind::MySql => "mysql",
+            DialectKind::Postgres => "postgres",
+        }
+    }
+
+    /// Whether this build has the server's backend.
+    pub fn is_built(self) -> bool {
+        match self {
+            DialectKind::MySql => cfg!(feature = "mysql"),
+            DialectKind::Postgres => cfg!(feature = "postgres"),
+        }
+    }
+
+    pub(super) fn built(self) -> Result<(), StoreError> {
+        if self.is_built() {
+            Ok(())
+        } else {
+            Err(self.not_built())
+        }
+    }
+
+    pub(super) fn not_built(self) -> StoreError {
+        let server = match self {
+            DialectKind::MySql => "MySQL",
+            DialectKind::Postgres => "PostgreSQL",
+        };
+        StoreError::not_built(
+            &format!("sql store: the URLs are for {server}, which"),
+            self.feature(),
+        )
+    }
 }
 
 /// The shard map resolved: distinct database URLs and each shard's index
 /// into them.
+// A build without SQL backends only checks a layout, never uses it.
+#[cfg_attr(not(any(feature = "mysql", feature = "postgres")), allow(dead_code))]
 pub(super) struct Layout {
     pub(super) kind: DialectKind,
     pub(super) urls: Vec<String>,
     pub(super) route: [usize; SHARDS as usize],
 }
 
+#[cfg_attr(not(any(feature = "mysql", feature = "postgres")), allow(dead_code))]
 impl Layout {
     pub(super) fn shards_of(&self, db: usize) -> Vec<u8> {
         (0..SHARDS)
@@ -424,5 +465,44 @@ mod tests {
             (Duration::from_secs(5), Duration::from_secs(10))
         );
         assert!(serde_json::from_str::<SqlConfig>(r#"{"connect_timeout": 5}"#).is_err());
+    }
+
+    #[test]
+    fn a_server_left_out_of_the_build_is_named_with_its_feature() {
+        let err = DialectKind::Postgres.not_built().to_string();
+        assert_eq!(
+            err,
+            "invalid configuration: sql store: the URLs are for PostgreSQL, which needs a \
+             colloquy built with the `postgres` cargo feature (it is on by default)"
+        );
+        assert_eq!(
+            DialectKind::MySql.is_built(),
+            cfg!(feature = "mysql"),
+            "MySQL"
+        );
+        assert_eq!(
+            DialectKind::Postgres.is_built(),
+            cfg!(feature = "postgres"),
+            "PostgreSQL"
+        );
+    }
+
+    #[cfg(not(feature = "mysql"))]
+    #[test]
+    fn without_the_mysql_feature_mysql_urls_are_refused() {
+        let err = parse(&[], Some("mysql://a/x")).validate().unwrap_err();
+        assert!(matches!(err, StoreError::Config(_)), "{err:?}");
+        assert!(err.to_string().contains("`mysql` cargo feature"), "{err}");
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    #[test]
+    fn without_the_postgres_feature_postgres_urls_are_refused() {
+        let err = parse(&[], Some("postgres://a/x")).validate().unwrap_err();
+        assert!(matches!(err, StoreError::Config(_)), "{err:?}");
+        assert!(
+            err.to_string().contains("`postgres` cargo feature"),
+            "{err}"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The one trait through which the shared SQL code meets a server: its
 //! DDL, upserts, literals, locks and error codes. [`super::mysql`] and
-//! [`super::postgres`] implement it.
+//! [`super::postgres`] implement it, each behind its cargo feature.
 
 use super::{DialectKind, SCHEMA_VERSION};
 use sqlx::database::HasStatementCache;
@@ -9,7 +9,9 @@ use sqlx::Connection;
 
 mod sealed {
     pub trait Sealed {}
+    #[cfg(feature = "mysql")]
     impl Sealed for sqlx::MySql {}
+    #[cfg(feature = "postgres")]
     impl Sealed for sqlx::Postgres {}
 }
 
@@ -53,5 +55,7 @@ pub trait Dialect: sqlx::Database + HasStatementCache + sealed::Sealed {
 }
 
 // The compile-time check that every dialect knows every schema version.
+#[cfg(feature = "mysql")]
 const _: () = assert!(<sqlx::MySql as Dialect>::MIGRATIONS.len() as i64 == SCHEMA_VERSION);
+#[cfg(feature = "postgres")]
 const _: () = assert!(<sqlx::Postgres as Dialect>::MIGRATIONS.len() as i64 == SCHEMA_VERSION);

@@ -2,14 +2,19 @@
 //! `colloquy migrate` runs), and a store refuses to serve shards that are
 //! not at this build's [`SCHEMA_VERSION`].
 
-use super::config::ranges;
-use super::store::{Link, SqlStore};
-use super::{Dialect, DialectKind, MySqlStore, PgStore, SqlConfig};
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+use {
+    super::config::ranges,
+    super::store::{Link, SqlStore},
+    super::Dialect,
+    sqlx::query_builder::QueryBuilder,
+    sqlx::{ColumnIndex, Connection, Decode, Encode, Executor, IntoArguments, Row, Type},
+    std::collections::HashMap,
+    std::path::PathBuf,
+};
+
+use super::SqlConfig;
 use crate::StoreError;
-use sqlx::query_builder::QueryBuilder;
-use sqlx::{ColumnIndex, Connection, Decode, Encode, Executor, IntoArguments, Row, Type};
-use std::collections::HashMap;
-use std::path::PathBuf;
 
 /// Schema version this build writes (the same for both dialects: entry `i`
 /// of each dialect's migrations means the same change).
@@ -19,8 +24,12 @@ pub const SCHEMA_VERSION: i64 = 2;
 /// `config` (what `colloquy migrate` runs). Idempotent.
 pub async fn migrate(config: &SqlConfig) -> Result<MigrationReport, StoreError> {
     match config.dialect()? {
-        DialectKind::MySql => MySqlStore::migrate(config).await,
-        DialectKind::Postgres => PgStore::migrate(config).await,
+        #[cfg(feature = "mysql")]
+        super::DialectKind::MySql => super::MySqlStore::migrate(config).await,
+        #[cfg(feature = "postgres")]
+        super::DialectKind::Postgres => super::PgStore::migrate(config).await,
+        #[cfg(not(all(feature = "mysql", feature = "postgres")))]
+        kind => Err(kind.not_built()),
     }
 }
 
@@ -41,6 +50,7 @@ pub struct ShardUpgrade {
     pub to: i64,
 }
 
+#[cfg(any(feature = "mysql", feature = "postgres"))]
 impl<DB> SqlStore<DB>
 where
     DB: Dialect,
@@ -66,6 +76,7 @@ where
     }
 }
 
+#[cfg(any(feature = "mysql", feature = "postgres"))]
 impl<DB> Link<DB>
 where
     DB: Dialect,

@@ -1,7 +1,8 @@
-//! L2 backends on SQL servers: MySQL/MariaDB ([`mysql`]) and PostgreSQL
-//! ([`postgres`]), through sqlx. Everything but the SQL dialect is shared,
-//! one concern a file: the configuration and shard map (`config`), the
-//! [`Dialect`] trait, the migrations (`migrate`), the group-commit writer (`writer`),
+//! L2 backends on SQL servers: MySQL/MariaDB (`mysql`, behind the cargo
+//! feature of that name) and PostgreSQL (`postgres`, likewise), through
+//! sqlx. Everything but the SQL dialect is shared, one concern a file: the
+//! configuration and shard map (`config`, in every build), the `Dialect`
+//! trait, the migrations (`migrate`), the group-commit writer (`writer`),
 //! the statement builder (`statement`) and the [`ConversationStore`] impl
 //! (`store`).
 //!
@@ -51,20 +52,31 @@
 //! then meets a conflict, and the reloaded log shows which it was.
 
 mod config;
-mod dialect;
 mod migrate;
+
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+mod dialect;
+#[cfg(any(feature = "mysql", feature = "postgres"))]
 mod statement;
+#[cfg(any(feature = "mysql", feature = "postgres"))]
 mod store;
+#[cfg(any(feature = "mysql", feature = "postgres"))]
 mod writer;
 
+#[cfg(feature = "mysql")]
 pub mod mysql;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 
 pub use config::{shard_of, DialectKind, ShardRoute, SqlConfig, SHARDS};
+#[cfg(any(feature = "mysql", feature = "postgres"))]
 pub use dialect::Dialect;
 pub use migrate::{migrate, MigrationReport, ShardUpgrade, SCHEMA_VERSION};
+#[cfg(feature = "mysql")]
 pub use mysql::MySqlStore;
+#[cfg(feature = "postgres")]
 pub use postgres::PgStore;
+#[cfg(any(feature = "mysql", feature = "postgres"))]
 pub use store::{SqlStore, MAX_USER_ID_BYTES};
 
 use crate::{ConversationStore, StoreError};
@@ -73,8 +85,12 @@ use std::sync::Arc;
 /// Open every database of `config` and check that it is migrated; the
 /// backend is chosen by the URLs' scheme.
 pub async fn connect(config: &SqlConfig) -> Result<Arc<dyn ConversationStore>, StoreError> {
-    Ok(match config.dialect()? {
-        DialectKind::MySql => Arc::new(MySqlStore::connect(config).await?),
-        DialectKind::Postgres => Arc::new(PgStore::connect(config).await?),
-    })
+    match config.dialect()? {
+        #[cfg(feature = "mysql")]
+        DialectKind::MySql => Ok(Arc::new(MySqlStore::connect(config).await?)),
+        #[cfg(feature = "postgres")]
+        DialectKind::Postgres => Ok(Arc::new(PgStore::connect(config).await?)),
+        #[cfg(not(all(feature = "mysql", feature = "postgres")))]
+        kind => Err(kind.not_built()),
+    }
 }

@@ -28,8 +28,8 @@ pub(super) fn snapshots_table(shard: u8) -> String {
     format!("snapshots_{shard:02}")
 }
 
-/// A store on one kind of SQL server: [`MySqlStore`](super::MySqlStore) or
-/// [`PgStore`](super::PgStore).
+/// A store on one kind of SQL server: `MySqlStore` (feature `mysql`) or
+/// `PgStore` (feature `postgres`).
 pub struct SqlStore<DB: sqlx::Database> {
     databases: Vec<Database<DB>>,
     /// Index into `databases` per shard.

@@ -4,7 +4,11 @@
 
 use colloquy_store::sql::{self, Dialect, ShardRoute, SqlConfig, SHARDS};
 use colloquy_store::{conformance, ErrorKind, StoreError};
-use sqlx::{Connection, MySqlConnection, PgConnection};
+use sqlx::Connection;
+#[cfg(feature = "mysql")]
+use sqlx::MySqlConnection;
+#[cfg(feature = "postgres")]
+use sqlx::PgConnection;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +19,9 @@ use tokio::task::JoinHandle;
 #[allow(dead_code)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    #[cfg(feature = "mysql")]
     MySql,
+    #[cfg(feature = "postgres")]
     Postgres,
 }
 
@@ -43,9 +49,11 @@ impl Server {
             created: Mutex::new(Vec::new()),
         };
         let start = match kind {
+            #[cfg(feature = "mysql")]
             Kind::MySql => {
                 "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd"
             }
+            #[cfg(feature = "postgres")]
             Kind::Postgres => {
                 "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
             }
@@ -71,6 +79,7 @@ impl Server {
     /// A statement on the server's maintenance database.
     async fn admin(&self, sql: String) -> Result<(), sqlx::Error> {
         match self.kind {
+            #[cfg(feature = "mysql")]
             Kind::MySql => {
                 let mut conn = MySqlConnection::connect(&self.base).await?;
                 sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
@@ -78,6 +87,7 @@ impl Server {
                     .await?;
                 conn.close().await
             }
+            #[cfg(feature = "postgres")]
             Kind::Postgres => {
                 let mut conn = PgConnection::connect(&self.url("postgres")).await?;
                 sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
@@ -106,7 +116,9 @@ impl Server {
         let names = std::mem::take(&mut *self.created.lock().unwrap());
         for name in names {
             let sql = match self.kind {
+                #[cfg(feature = "mysql")]
                 Kind::MySql => format!("DROP DATABASE IF EXISTS {name}"),
+                #[cfg(feature = "postgres")]
                 Kind::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
             };
             self.admin(sql).await.expect("drop a scratch database");
@@ -117,6 +129,7 @@ impl Server {
     pub async fn run(&self, database: &str, sql: &str) -> i64 {
         let sql = sqlx::AssertSqlSafe(sql.to_string());
         match self.kind {
+            #[cfg(feature = "mysql")]
             Kind::MySql => {
                 let mut conn = MySqlConnection::connect(&self.url(database)).await.unwrap();
                 let n: Option<i64> = sqlx::query_scalar(sql)
@@ -125,6 +138,7 @@ impl Server {
                     .unwrap();
                 n.unwrap_or(0)
             }
+            #[cfg(feature = "postgres")]
             Kind::Postgres => {
                 let mut conn = PgConnection::connect(&self.url(database)).await.unwrap();
                 let n: Option<i64> = sqlx::query_scalar(sql)
@@ -150,10 +164,12 @@ impl Server {
             }
         }
         match self.kind {
+            #[cfg(feature = "mysql")]
             Kind::MySql => {
                 let mut conn = MySqlConnection::connect(&self.url(database)).await.unwrap();
                 each(&mut conn, statements).await;
             }
+            #[cfg(feature = "postgres")]
             Kind::Postgres => {
                 let mut conn = PgConnection::connect(&self.url(database)).await.unwrap();
                 each(&mut conn, statements).await;
@@ -163,7 +179,9 @@ impl Server {
 
     pub async fn has_table(&self, database: &str, table: &str) -> bool {
         let current = match self.kind {
+            #[cfg(feature = "mysql")]
             Kind::MySql => "table_schema = DATABASE()",
+            #[cfg(feature = "postgres")]
             Kind::Postgres => "table_catalog = current_database()",
         };
         let sql = format!(
@@ -286,11 +304,13 @@ pub async fn migrating_twice_changes_nothing(server: &Server) {
 pub async fn a_version_1_database_is_upgraded(server: &Server) {
     let name = server.scratch().await;
     let (create_schema, v1, v2) = match server.kind {
+        #[cfg(feature = "mysql")]
         Kind::MySql => (
             <sqlx::MySql as Dialect>::CREATE_SCHEMA_TABLE,
             <sqlx::MySql as Dialect>::MIGRATIONS[0],
             <sqlx::MySql as Dialect>::MIGRATIONS[1],
         ),
+        #[cfg(feature = "postgres")]
         Kind::Postgres => (
             <sqlx::Postgres as Dialect>::CREATE_SCHEMA_TABLE,
             <sqlx::Postgres as Dialect>::MIGRATIONS[0],
