@@ -11,9 +11,11 @@
 //! [`Conversations`] is what workers use: load = verified snapshot + replay,
 //! commit = optimistic append + occasional snapshot.
 //!
-//! The backends on servers are behind cargo features of their names, all on
-//! by default: `mysql`, `postgres` and `redis`; a configuration picking one
-//! a build left out is refused with the feature's name.
+//! `[store]` of the configuration file is a [`StoreConfig`]: [`open`]
+//! builds the L2 it picks, [`l1::open`] the L1. The backends on servers are
+//! behind cargo features of their names, all on by default: `mysql`,
+//! `postgres` and `redis`; a configuration picking one a build left out is
+//! refused with the feature's name.
 //!
 //! This crate must not know about HTTP or the message bus: it stores and
 //! returns events and snapshots, nothing more.
@@ -31,6 +33,7 @@ pub mod sql;
 pub mod sqlite;
 mod writer_thread;
 
+pub use config::{open, StoreBackend, StoreConfig};
 pub use conversations::{Conversations, LoadInfo, SnapshotPolicy};
 pub use error::{ErrorKind, StoreError};
 pub use eventlog::{LogConfig, LogStore};

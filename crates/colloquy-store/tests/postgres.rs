@@ -60,3 +60,8 @@ async fn postgres_awkward_user_ids_stay_apart() {
 async fn postgres_one_bad_append_spares_its_group() {
     sql_common::one_bad_append_spares_its_group(&server().await).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_opens_from_the_store_config() {
+    sql_common::opens_from_the_store_config(&server().await).await;
+}

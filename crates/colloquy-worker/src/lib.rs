@@ -11,5 +11,7 @@ pub mod ownership;
 pub mod pipeline;
 pub mod scenario;
 
-pub use engine::{Engine, EngineError, Reply, MEMORY_L1_USERS};
+// Where the binary has found it; the store's L1 module owns it now.
+pub use colloquy_store::l1::MEMORY_L1_USERS;
+pub use engine::{Engine, EngineError, Reply};
 pub use loader::{load_bot, read_sources, LoadError, LoadedBot};

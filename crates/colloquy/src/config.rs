@@ -7,11 +7,12 @@ use colloquy_bus::kafka::KafkaConfig;
 use colloquy_bus::EmbeddedConfig;
 use colloquy_gateway::auth::AuthConfig;
 use colloquy_gateway::input::Limits;
-use colloquy_store::l1::RedisL1Config;
-use colloquy_store::sql::SqlConfig;
-use colloquy_store::LogConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+// `[store]` is the store crate's, which also opens what it picks.
+pub use colloquy_store::l1::L1Backend;
+pub use colloquy_store::{StoreBackend, StoreConfig};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -20,7 +21,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub limits: Limits,
     pub bus: BusSettings,
-    pub store: StoreSettings,
+    pub store: StoreConfig,
     pub cluster: ClusterSettings,
 }
 
@@ -92,60 +93,6 @@ impl Default for BusSettings {
             kafka: KafkaConfig::default(),
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoreSettings {
-    /// Where the event logs and snapshots (L2) live: `eventlog` (embedded,
-    /// append-only segment files in `DATA/events`), `sqlite` (embedded, one
-    /// SQLite file `DATA/colloquy.db`), `mysql` or `postgres`
-    /// (`[store.sql]`).
-    pub backend: StoreBackend,
-    pub snapshot_every_events: u64,
-    pub snapshot_interval: String,
-    pub eventlog: LogConfig,
-    pub sql: SqlConfig,
-    pub l1: L1Settings,
-}
-
-impl Default for StoreSettings {
-    fn default() -> Self {
-        StoreSettings {
-            backend: StoreBackend::EventLog,
-            snapshot_every_events: 50,
-            snapshot_interval: "30s".into(),
-            eventlog: LogConfig::default(),
-            sql: SqlConfig::default(),
-            l1: L1Settings::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreBackend {
-    #[default]
-    EventLog,
-    Sqlite,
-    Mysql,
-    Postgres,
-}
-
-/// Hot states (L1): each worker's memory, or Redis shared by all workers.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct L1Settings {
-    pub backend: L1Backend,
-    pub redis: RedisL1Config,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum L1Backend {
-    #[default]
-    Memory,
-    Redis,
 }
 
 /// Membership of separate worker processes (`colloquy worker`).
@@ -261,7 +208,6 @@ impl Config {
             ("server.shutdown_timeout", &self.server.shutdown_timeout),
             ("server.request_timeout", &self.server.request_timeout),
             ("server.header_timeout", &self.server.header_timeout),
-            ("store.snapshot_interval", &self.store.snapshot_interval),
             ("cluster.member_ttl", &self.cluster.member_ttl),
             ("cluster.heartbeat", &self.cluster.heartbeat),
         ] {
@@ -281,21 +227,7 @@ impl Config {
             bail!("limits.max_wait_ms: at most 10000");
         }
         colloquy_gateway::input::InputPolicy::new(&self.limits).map_err(|e| anyhow::anyhow!(e))?;
-        if self.store.backend == StoreBackend::EventLog {
-            self.store
-                .eventlog
-                .validate()
-                .map_err(|e| anyhow::anyhow!("store.eventlog: {e}"))?;
-        }
-        if matches!(
-            self.store.backend,
-            StoreBackend::Mysql | StoreBackend::Postgres
-        ) {
-            self.store
-                .sql
-                .validate()
-                .map_err(|e| anyhow::anyhow!("store.sql: {e}"))?;
-        }
+        self.store.validate()?;
         if Config::ms(&self.cluster.heartbeat) * 2 > Config::ms(&self.cluster.member_ttl) {
             bail!("cluster.member_ttl must be at least twice cluster.heartbeat, or live workers expire between heartbeats");
         }

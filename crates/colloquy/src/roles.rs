@@ -86,10 +86,7 @@ impl Parts {
             "COLLOQUY_SNAPSHOT_KEY",
         )?)
         .context("snapshot key")?;
-        let policy = SnapshotPolicy {
-            every_events: cfg.store.snapshot_every_events.max(1),
-            every_ms: Config::ms(&cfg.store.snapshot_interval),
-        };
+        let policy = cfg.store.snapshot_policy();
         let conversations = Conversations::new(store.clone(), key.clone(), policy);
         let hot: Arc<dyn HotStates> = match cfg.store.l1.backend {
             L1Backend::Memory => Arc::new(MemoryHotStates::new(MEMORY_L1_USERS)),

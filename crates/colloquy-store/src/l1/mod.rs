@@ -8,8 +8,8 @@
 //! Backends: [`memory`] (in-process LRU, the default) and `redis` (shared
 //! by several workers, signed entries with a TTL; behind the cargo feature
 //! of that name), which workers use behind an in-process copy
-//! ([`layered`]). An L1 failure never fails a caller: it is a miss, counted
-//! in [`HotStats::errors`].
+//! ([`layered`]); [`open`] builds the one `[store.l1]` picks. An L1 failure
+//! never fails a caller: it is a miss, counted in [`HotStats::errors`].
 
 mod config;
 pub mod layered;
@@ -17,7 +17,7 @@ pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
 
-pub use self::config::RedisL1Config;
+pub use self::config::{open, L1Backend, L1Config, RedisL1Config, MEMORY_L1_USERS};
 pub use self::layered::LayeredHotStates;
 pub use self::memory::MemoryHotStates;
 #[cfg(feature = "redis")]

@@ -4,6 +4,7 @@
 
 use colloquy_store::sql::{self, Dialect, ShardRoute, SqlConfig, SHARDS};
 use colloquy_store::{conformance, ErrorKind, StoreError};
+use colloquy_store::{StoreBackend, StoreConfig};
 use sqlx::Connection;
 #[cfg(feature = "mysql")]
 use sqlx::MySqlConnection;
@@ -635,6 +636,42 @@ pub async fn lost_server_is_transient_and_comes_back(server: &Server) {
         last + 2
     );
     proxy.stop();
+    drop(store);
+    server.cleanup().await;
+}
+
+/// `colloquy_store::open` picks this server's backend from a `[store]`
+/// section naming it, refuses a database that was not migrated, and serves
+/// one that was, leaving the data directory alone.
+pub async fn opens_from_the_store_config(server: &Server) {
+    let backend = match server.kind {
+        #[cfg(feature = "mysql")]
+        Kind::MySql => StoreBackend::Mysql,
+        #[cfg(feature = "postgres")]
+        Kind::Postgres => StoreBackend::Postgres,
+    };
+    let data = tempfile::tempdir().unwrap();
+    let name = server.scratch().await;
+    let config = StoreConfig {
+        backend,
+        sql: SqlConfig::single(server.url(&name)),
+        ..StoreConfig::default()
+    };
+    config.validate().unwrap();
+    let err = colloquy_store::open(&config, data.path())
+        .await
+        .err()
+        .expect("a database that was not migrated");
+    assert!(matches!(err, StoreError::NotMigrated { .. }), "{err}");
+    sql::migrate(&config.sql).await.unwrap();
+    let store = colloquy_store::open(&config, data.path()).await.unwrap();
+    let events = conformance::events("alice", 0, 2, 1, "m");
+    assert_eq!(store.append("alice", 0, &events).await.unwrap(), 2);
+    assert_eq!(store.events_after("alice", 0, 10).await.unwrap(), events);
+    assert!(
+        std::fs::read_dir(data.path()).unwrap().next().is_none(),
+        "nothing written to the data directory"
+    );
     drop(store);
     server.cleanup().await;
 }
