@@ -7,7 +7,8 @@
 //! [`eventlog`], the default of `colloquy serve`; the embedded [`sqlite`]
 //! one; [`memory`]; MySQL/MariaDB and PostgreSQL in [`sql`]); the
 //! `conformance` feature holds the one test suite they all must pass.
-//! [`l1`] keeps hot copies of states in front of them (memory or Redis).
+//! [`l1`] keeps hot copies of states in front of them (memory or Redis),
+//! with a conformance suite of its own.
 //! [`Conversations`] is what workers use: load = verified snapshot + replay,
 //! commit = optimistic append + occasional snapshot.
 //!
