@@ -84,7 +84,7 @@ fn main() {
         "url_host": url.rsplit('@').next(),
         "users": USERS,
         "entry_bytes": entry_bytes,
-        "timeout_ms": config.timeout_ms,
+        "timeout_ms": config.timeout.as_millis() as u64,
         "seconds_per_run": RUN_FOR.as_secs_f64(),
         "results": results,
         "codec_per_s": codec,

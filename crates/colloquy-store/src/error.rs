@@ -81,4 +81,29 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         self.kind() == ErrorKind::Transient
     }
+
+    /// A configuration that picks a backend this build left out: `what`
+    /// names the choice (`store.backend = "mysql"`), `feature` the cargo
+    /// feature that builds the backend in.
+    pub(crate) fn not_built(what: &str, feature: &str) -> StoreError {
+        StoreError::Config(format!(
+            "{what} needs a colloquy built with the `{feature}` cargo feature (it is on by default)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_left_out_is_a_configuration_error_naming_its_feature() {
+        let e = StoreError::not_built("store.backend = \"mysql\"", "mysql");
+        assert_eq!(e.kind(), ErrorKind::Fatal);
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: store.backend = \"mysql\" needs a colloquy built with the \
+             `mysql` cargo feature (it is on by default)"
+        );
+    }
 }

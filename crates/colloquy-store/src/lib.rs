@@ -7,13 +7,21 @@
 //! [`eventlog`], the default of `colloquy serve`; the embedded [`sqlite`]
 //! one; [`memory`]; MySQL/MariaDB and PostgreSQL in [`sql`]); the
 //! `conformance` feature holds the one test suite they all must pass.
-//! [`l1`] keeps hot copies of states in front of them (memory or Redis).
+//! [`l1`] keeps hot copies of states in front of them (memory or Redis),
+//! with a conformance suite of its own.
 //! [`Conversations`] is what workers use: load = verified snapshot + replay,
 //! commit = optimistic append + occasional snapshot.
+//!
+//! `[store]` of the configuration file is a [`StoreConfig`]: [`open`]
+//! builds the L2 it picks, [`l1::open`] the L1. The backends on servers are
+//! behind cargo features of their names, all on by default: `mysql`,
+//! `postgres` and `redis`; a configuration picking one a build left out is
+//! refused with the feature's name.
 //!
 //! This crate must not know about HTTP or the message bus: it stores and
 //! returns events and snapshots, nothing more.
 
+mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod conversations;
@@ -26,13 +34,20 @@ pub mod sql;
 pub mod sqlite;
 mod writer_thread;
 
+pub use config::{open, StoreBackend, StoreConfig};
 pub use conversations::{Conversations, LoadInfo, SnapshotPolicy};
 pub use error::{ErrorKind, StoreError};
 pub use eventlog::{LogConfig, LogStore};
-pub use l1::{HotStates, HotStats, MemoryHotStates, RedisHotStates, RedisL1Config};
+#[cfg(feature = "redis")]
+pub use l1::RedisHotStates;
+pub use l1::{HotStates, HotStats, MemoryHotStates, RedisL1Config};
 pub use memory::MemoryStore;
 pub use snapshot::{Snapshot, SnapshotError, SnapshotKey};
-pub use sql::{MySqlStore, PgStore, SqlConfig};
+#[cfg(feature = "mysql")]
+pub use sql::MySqlStore;
+#[cfg(feature = "postgres")]
+pub use sql::PgStore;
+pub use sql::SqlConfig;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;

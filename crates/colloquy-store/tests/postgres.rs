@@ -1,6 +1,7 @@
 //! The PostgreSQL backend against a real server: `COLLOQUY_TEST_POSTGRES_URL`
 //! (default `postgres://postgres@127.0.0.1:5432`). Each test works in scratch databases of its
 //! own and drops them at the end.
+#![cfg(feature = "postgres")]
 
 mod sql_common;
 
@@ -58,4 +59,9 @@ async fn postgres_awkward_user_ids_stay_apart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_one_bad_append_spares_its_group() {
     sql_common::one_bad_append_spares_its_group(&server().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_opens_from_the_store_config() {
+    sql_common::opens_from_the_store_config(&server().await).await;
 }

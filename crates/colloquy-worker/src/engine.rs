@@ -2,7 +2,7 @@
 
 use crate::loader::LoadedBot;
 use colloquy_core::{step, Event, EventKind, Input, NluResult, State};
-use colloquy_store::l1::{HotStates, HotStats, MemoryHotStates};
+use colloquy_store::l1::{HotStates, HotStats, MemoryHotStates, MEMORY_L1_USERS};
 use colloquy_store::{Conversations, StoreError};
 use std::sync::Arc;
 
@@ -27,10 +27,6 @@ pub enum EngineError {
 /// How often a message is re-run after losing an expected-seq race to
 /// another writer of the same user before the error goes to the caller.
 const CONFLICT_RETRIES: u32 = 3;
-
-/// Hot states kept by the default in-memory L1; beyond this the least
-/// recently used go.
-pub const MEMORY_L1_USERS: usize = 100_000;
 
 pub struct Engine {
     bot: Arc<LoadedBot>,

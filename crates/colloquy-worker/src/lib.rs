@@ -7,9 +7,11 @@
 
 mod engine;
 mod loader;
+#[cfg(feature = "redis")]
 pub mod ownership;
 pub mod pipeline;
 pub mod scenario;
 
-pub use engine::{Engine, EngineError, Reply, MEMORY_L1_USERS};
+// Where the binary has found it; the store's L1 module owns it now.
+pub use engine::{Engine, EngineError, Reply};
 pub use loader::{load_bot, read_sources, LoadError, LoadedBot};

@@ -3,6 +3,8 @@
 //! the embedded bus: joins, graceful leaves and crashes hand partitions
 //! over, and no record is left unhandled.
 
+#![cfg(feature = "redis")]
+
 use async_trait::async_trait;
 use colloquy_bus::runner::{Handler, HandlerError, StageConfig, StageStats};
 use colloquy_bus::{Bus, EmbeddedBus, EmbeddedConfig, Record};

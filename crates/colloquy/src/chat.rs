@@ -3,7 +3,7 @@
 
 use crate::keys;
 use anyhow::Context;
-use colloquy_store::{Conversations, LogConfig, SnapshotKey, SnapshotPolicy};
+use colloquy_store::{Conversations, SnapshotKey, SnapshotPolicy, StoreConfig};
 use colloquy_worker::{load_bot, Engine};
 use futures_util::{SinkExt, StreamExt};
 use std::io::{BufRead, IsTerminal, Write};
@@ -160,16 +160,15 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
                 let key =
                     keys::load_or_create(&args.data, "snapshot.key", "COLLOQUY_SNAPSHOT_KEY")?;
                 let key = SnapshotKey::new(key.bytes).context("snapshot key")?;
-                let store = crate::wiring::open_event_log(&args.data, LogConfig::default())?;
+                let store = colloquy_store::open(&StoreConfig::default(), &args.data)
+                    .await
+                    .context("opening the event log")?;
                 let policy = SnapshotPolicy {
                     every_events: args.snapshot_events.max(1),
                     every_ms: args.snapshot_interval,
                 };
                 let bot = loaded.bot.id.clone();
-                let engine = Engine::new(
-                    Arc::new(loaded),
-                    Conversations::new(Arc::new(store), key, policy),
-                );
+                let engine = Engine::new(Arc::new(loaded), Conversations::new(store, key, policy));
                 let banner = format!(
                     "colloquy chat with {} {} as {} (data in {})",
                     bot.name,

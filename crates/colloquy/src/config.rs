@@ -6,9 +6,7 @@ use anyhow::{bail, Context};
 use colloquy_bus::BusConfig;
 use colloquy_gateway::auth::AuthConfig;
 use colloquy_gateway::input::Limits;
-use colloquy_store::l1::RedisL1Config;
-use colloquy_store::sql::SqlConfig;
-use colloquy_store::LogConfig;
+use colloquy_store::StoreConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,7 +36,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub limits: Limits,
     pub bus: BusConfig,
-    pub store: StoreSettings,
+    pub store: StoreConfig,
     pub cluster: ClusterSettings,
 }
 
@@ -77,61 +75,6 @@ impl Default for Server {
             max_connections: 10_000,
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoreSettings {
-    /// Where the event logs and snapshots (L2) live: `eventlog` (embedded,
-    /// append-only segment files in `DATA/events`), `sqlite` (embedded, one
-    /// SQLite file `DATA/colloquy.db`), `mysql` or `postgres`
-    /// (`[store.sql]`).
-    pub backend: StoreBackend,
-    pub snapshot_every_events: u64,
-    #[serde(with = "colloquy_core::duration::text")]
-    pub snapshot_interval: Duration,
-    pub eventlog: LogConfig,
-    pub sql: SqlConfig,
-    pub l1: L1Settings,
-}
-
-impl Default for StoreSettings {
-    fn default() -> Self {
-        StoreSettings {
-            backend: StoreBackend::EventLog,
-            snapshot_every_events: 50,
-            snapshot_interval: Duration::from_secs(30),
-            eventlog: LogConfig::default(),
-            sql: SqlConfig::default(),
-            l1: L1Settings::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreBackend {
-    #[default]
-    EventLog,
-    Sqlite,
-    Mysql,
-    Postgres,
-}
-
-/// Hot states (L1): each worker's memory, or Redis shared by all workers.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct L1Settings {
-    pub backend: L1Backend,
-    pub redis: RedisL1Config,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum L1Backend {
-    #[default]
-    Memory,
-    Redis,
 }
 
 /// Membership of separate worker processes (`colloquy worker`).
@@ -274,21 +217,7 @@ impl Config {
             bail!("limits.max_wait_ms: at most 10000");
         }
         colloquy_gateway::input::InputPolicy::new(&self.limits).map_err(|e| anyhow::anyhow!(e))?;
-        if self.store.backend == StoreBackend::EventLog {
-            self.store
-                .eventlog
-                .validate()
-                .map_err(|e| anyhow::anyhow!("store.eventlog: {e}"))?;
-        }
-        if matches!(
-            self.store.backend,
-            StoreBackend::Mysql | StoreBackend::Postgres
-        ) {
-            self.store
-                .sql
-                .validate()
-                .map_err(|e| anyhow::anyhow!("store.sql: {e}"))?;
-        }
+        self.store.validate()?;
         if self.cluster.heartbeat * 2 > self.cluster.member_ttl {
             bail!("cluster.member_ttl must be at least twice cluster.heartbeat, or live workers expire between heartbeats");
         }

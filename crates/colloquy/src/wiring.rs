@@ -3,7 +3,7 @@
 //! traits and the gateway's hub and metrics, and the HTTP listener. Each
 //! role opens only the parts it uses.
 
-use crate::config::{Config, L1Backend, StoreBackend};
+use crate::config::Config;
 use crate::keys::{self, Secret};
 use anyhow::Context;
 use colloquy_bus::runner::HandlerError;
@@ -14,14 +14,10 @@ use colloquy_gateway::auth::{Algorithm, Issuer, Scope, Verifier};
 use colloquy_gateway::hub::Hub;
 use colloquy_gateway::metrics::{Metrics, Sources};
 use colloquy_gateway::server::ConnectionLimits;
-use colloquy_store::l1::{HotStates, LayeredHotStates, MemoryHotStates, RedisHotStates};
-use colloquy_store::{
-    sqlite::SqliteStore, ConversationStore, Conversations, LogConfig, LogStore, SnapshotKey,
-    SnapshotPolicy,
-};
+use colloquy_store::l1::HotStates;
+use colloquy_store::{ConversationStore, Conversations, SnapshotKey};
 use colloquy_worker::pipeline::{Deliver, StageObserver};
-use colloquy_worker::{load_bot, Engine, MEMORY_L1_USERS};
-use std::path::Path;
+use colloquy_worker::{load_bot, Engine};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,42 +85,9 @@ pub fn open_bus(cfg: &Config) -> anyhow::Result<Arc<dyn Bus>> {
 }
 
 pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn ConversationStore>> {
-    Ok(match cfg.store.backend {
-        StoreBackend::EventLog => Arc::new(open_event_log(
-            &cfg.server.data_dir,
-            cfg.store.eventlog.clone(),
-        )?),
-        StoreBackend::Sqlite => {
-            Arc::new(SqliteStore::open(&cfg.server.data_dir).context("opening the embedded store")?)
-        }
-        StoreBackend::Mysql | StoreBackend::Postgres => {
-            colloquy_store::sql::connect(&cfg.store.sql).await.context(
-                "connecting to store.sql (run `colloquy migrate` first on a new database)",
-            )?
-        }
-    })
-}
-
-/// The embedded event log of the data directory `data` (in `data/events`).
-/// A directory that holds only an SQLite store from an earlier colloquy is
-/// refused rather than served as if it had no conversations.
-pub fn open_event_log(data: &Path, cfg: LogConfig) -> anyhow::Result<LogStore> {
-    let dir = data.join("events");
-    if !dir.exists() && data.join("colloquy.db").exists() {
-        anyhow::bail!(
-            "{} holds an SQLite store (colloquy.db) and no event log; to keep using it set \
-             `[store] backend = \"sqlite\"` (or COLLOQUY_STORE_BACKEND=sqlite)",
-            data.display()
-        );
-    }
-    LogStore::open(&dir, cfg).with_context(|| format!("opening the event log in {}", dir.display()))
-}
-
-pub fn snapshot_policy(cfg: &Config) -> SnapshotPolicy {
-    SnapshotPolicy {
-        every_events: cfg.store.snapshot_every_events.max(1),
-        every_ms: cfg.store.snapshot_interval.as_millis() as i64,
-    }
+    colloquy_store::open(&cfg.store, &cfg.server.data_dir)
+        .await
+        .context("opening the store (for a new SQL database, run `colloquy migrate` first)")
 }
 
 pub fn conversations(
@@ -132,22 +95,12 @@ pub fn conversations(
     store: Arc<dyn ConversationStore>,
     key: SnapshotKey,
 ) -> Arc<Conversations> {
-    Arc::new(Conversations::new(store, key, snapshot_policy(cfg)))
+    Arc::new(Conversations::new(store, key, cfg.store.snapshot_policy()))
 }
 
 /// The hot states (L1) of a process running the policy stage.
 pub fn hot_states(cfg: &Config, key: &SnapshotKey) -> anyhow::Result<Arc<dyn HotStates>> {
-    Ok(match cfg.store.l1.backend {
-        L1Backend::Memory => Arc::new(MemoryHotStates::new(MEMORY_L1_USERS)),
-        // The worker's own copies first: the ring gives it its users
-        // one at a time, so most turns find the last state here.
-        L1Backend::Redis => Arc::new(LayeredHotStates::new(
-            MEMORY_L1_USERS,
-            Arc::new(
-                RedisHotStates::new(&cfg.store.l1.redis, key.clone()).context("store.l1.redis")?,
-            ),
-        )),
-    })
+    colloquy_store::l1::open(&cfg.store.l1, key.clone()).context("store.l1")
 }
 
 /// The policy engine: the configured bot, its NLU trained, over the store
@@ -161,7 +114,7 @@ pub fn engine(
     let bot = load_bot(&cfg.server.bot).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Arc::new(Engine::with_hot_states(
         Arc::new(bot),
-        Conversations::new(store, key, snapshot_policy(cfg)),
+        Conversations::new(store, key, cfg.store.snapshot_policy()),
         hot,
     )))
 }

@@ -6,6 +6,9 @@
 //! restarted. After each, every message that got a 202 has exactly one user
 //! event and its replies in the log, with no manual action.
 
+// The distributed topology runs on Kafka, Redis and MariaDB.
+#![cfg(all(feature = "kafka", feature = "redis", feature = "mysql"))]
+
 mod cluster;
 mod server;
 

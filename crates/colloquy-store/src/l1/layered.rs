@@ -7,7 +7,9 @@
 //!
 //! A copy left behind when the user moved away and back is stale: the
 //! append's expected-seq check refuses it, and the caller forgets the entry
-//! (here and in Redis) and reloads from L2, as with any stale L1 entry.
+//! (here and in Redis) and reloads from L2, as with any stale L1 entry. What
+//! exactly a get may then return is in the [`HotStates`] docs ("One copy or
+//! near copies").
 
 use super::{HotStates, HotStats, MemoryHotStates};
 use async_trait::async_trait;
@@ -41,7 +43,9 @@ impl HotStates for LayeredHotStates {
     async fn take(&self, user: &str) -> Option<State> {
         match self.near.take(user).await {
             Some(state) => Some(state),
-            None => self.far.take(user).await,
+            // The shared copy stays whatever the far backend's take would
+            // do: it is there for the other processes too.
+            None => self.far.get(user).await,
         }
     }
 

@@ -17,13 +17,12 @@
 //! [`ConnectionManager`], which reconnects on the next call after the
 //! connection broke: when Redis is back, hits resume without a restart.
 
-use super::{Counters, HotStates, HotStats};
+use super::{Counters, HotStates, HotStats, RedisL1Config};
 use crate::{Snapshot, SnapshotError, SnapshotKey};
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisResult, Script};
 use async_trait::async_trait;
 use colloquy_core::State;
-use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -70,32 +69,6 @@ end
 return 0
 ";
 
-/// `[l1.redis]` in the configuration file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RedisL1Config {
-    /// `redis://[:password@]host:port[/db]`.
-    pub url: String,
-    /// Prepended to the user id to make an entry's key; lets deployments
-    /// (or test runs) share one Redis without seeing each other's entries.
-    pub key_prefix: String,
-    /// Lifetime of an entry, restarted by every put.
-    pub ttl_secs: u64,
-    /// Bound on each Redis call (get, put, forget).
-    pub timeout_ms: u64,
-}
-
-impl Default for RedisL1Config {
-    fn default() -> Self {
-        RedisL1Config {
-            url: "redis://127.0.0.1:6379".into(),
-            key_prefix: "colloquy:state:".into(),
-            ttl_secs: 3600,
-            timeout_ms: 50,
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum RedisL1ConfigError {
     // The URL itself is left out: it may hold a password.
@@ -140,10 +113,10 @@ impl RedisHotStates {
         if config.ttl_secs == 0 {
             return Err(RedisL1ConfigError::ZeroTtl);
         }
-        if config.timeout_ms == 0 {
+        if config.timeout.is_zero() {
             return Err(RedisL1ConfigError::ZeroTimeout);
         }
-        let timeout = Duration::from_millis(config.timeout_ms);
+        let timeout = config.timeout;
         let client = ::redis::Client::open(config.url.as_str()).map_err(RedisL1ConfigError::Url)?;
         let manager_config = ConnectionManagerConfig::new()
             // One attempt per reconnect: `Health` decides when to try again,
@@ -437,15 +410,6 @@ fn backoff_ms(failures: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn config_defaults_and_unknown_keys() {
-        let c: RedisL1Config = serde_json::from_str(r#"{"url":"redis://h:1"}"#).unwrap();
-        assert_eq!(c.url, "redis://h:1");
-        assert_eq!(c.key_prefix, "colloquy:state:");
-        assert_eq!((c.ttl_secs, c.timeout_ms), (3600, 50));
-        assert!(serde_json::from_str::<RedisL1Config>(r#"{"ttl":5}"#).is_err());
-    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

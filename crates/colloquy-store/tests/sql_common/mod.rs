@@ -4,7 +4,12 @@
 
 use colloquy_store::sql::{self, Dialect, ShardRoute, SqlConfig, SHARDS};
 use colloquy_store::{conformance, ErrorKind, StoreError};
-use sqlx::{Connection, MySqlConnection, PgConnection};
+use colloquy_store::{StoreBackend, StoreConfig};
+use sqlx::Connection;
+#[cfg(feature = "mysql")]
+use sqlx::MySqlConnection;
+#[cfg(feature = "postgres")]
+use sqlx::PgConnection;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +20,9 @@ use tokio::task::JoinHandle;
 #[allow(dead_code)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    #[cfg(feature = "mysql")]
     MySql,
+    #[cfg(feature = "postgres")]
     Postgres,
 }
 
@@ -43,9 +50,11 @@ impl Server {
             created: Mutex::new(Vec::new()),
         };
         let start = match kind {
+            #[cfg(feature = "mysql")]
             Kind::MySql => {
                 "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd"
             }
+            #[cfg(feature = "postgres")]
             Kind::Postgres => {
                 "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
             }
@@ -71,6 +80,7 @@ impl Server {
     /// A statement on the server's maintenance database.
     async fn admin(&self, sql: String) -> Result<(), sqlx::Error> {
         match self.kind {
+            #[cfg(feature = "mysql")]
             Kind::MySql => {
                 let mut conn = MySqlConnection::connect(&self.base).await?;
                 sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
@@ -78,6 +88,7 @@ impl Server {
                     .await?;
                 conn.close().await
             }
+            #[cfg(feature = "postgres")]
             Kind::Postgres => {
                 let mut conn = PgConnection::connect(&self.url("postgres")).await?;
                 sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
@@ -106,7 +117,9 @@ impl Server {
         let names = std::mem::take(&mut *self.created.lock().unwrap());
         for name in names {
             let sql = match self.kind {
+                #[cfg(feature = "mysql")]
                 Kind::MySql => format!("DROP DATABASE IF EXISTS {name}"),
+                #[cfg(feature = "postgres")]
                 Kind::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
             };
             self.admin(sql).await.expect("drop a scratch database");
@@ -117,6 +130,7 @@ impl Server {
     pub async fn run(&self, database: &str, sql: &str) -> i64 {
         let sql = sqlx::AssertSqlSafe(sql.to_string());
         match self.kind {
+            #[cfg(feature = "mysql")]
             Kind::MySql => {
                 let mut conn = MySqlConnection::connect(&self.url(database)).await.unwrap();
                 let n: Option<i64> = sqlx::query_scalar(sql)
@@ -125,6 +139,7 @@ impl Server {
                     .unwrap();
                 n.unwrap_or(0)
             }
+            #[cfg(feature = "postgres")]
             Kind::Postgres => {
                 let mut conn = PgConnection::connect(&self.url(database)).await.unwrap();
                 let n: Option<i64> = sqlx::query_scalar(sql)
@@ -150,10 +165,12 @@ impl Server {
             }
         }
         match self.kind {
+            #[cfg(feature = "mysql")]
             Kind::MySql => {
                 let mut conn = MySqlConnection::connect(&self.url(database)).await.unwrap();
                 each(&mut conn, statements).await;
             }
+            #[cfg(feature = "postgres")]
             Kind::Postgres => {
                 let mut conn = PgConnection::connect(&self.url(database)).await.unwrap();
                 each(&mut conn, statements).await;
@@ -163,7 +180,9 @@ impl Server {
 
     pub async fn has_table(&self, database: &str, table: &str) -> bool {
         let current = match self.kind {
+            #[cfg(feature = "mysql")]
             Kind::MySql => "table_schema = DATABASE()",
+            #[cfg(feature = "postgres")]
             Kind::Postgres => "table_catalog = current_database()",
         };
         let sql = format!(
@@ -286,11 +305,13 @@ pub async fn migrating_twice_changes_nothing(server: &Server) {
 pub async fn a_version_1_database_is_upgraded(server: &Server) {
     let name = server.scratch().await;
     let (create_schema, v1, v2) = match server.kind {
+        #[cfg(feature = "mysql")]
         Kind::MySql => (
             <sqlx::MySql as Dialect>::CREATE_SCHEMA_TABLE,
             <sqlx::MySql as Dialect>::MIGRATIONS[0],
             <sqlx::MySql as Dialect>::MIGRATIONS[1],
         ),
+        #[cfg(feature = "postgres")]
         Kind::Postgres => (
             <sqlx::Postgres as Dialect>::CREATE_SCHEMA_TABLE,
             <sqlx::Postgres as Dialect>::MIGRATIONS[0],
@@ -578,8 +599,8 @@ pub async fn lost_server_is_transient_and_comes_back(server: &Server) {
         &format!("127.0.0.1:{}", proxy.port),
     );
     let config = SqlConfig {
-        connect_timeout_ms: 500,
-        query_timeout_ms: 2_000,
+        connect_timeout: Duration::from_millis(500),
+        query_timeout: Duration::from_secs(2),
         ..SqlConfig::single(through)
     };
     let store = sql::connect(&config).await.unwrap();
@@ -615,6 +636,42 @@ pub async fn lost_server_is_transient_and_comes_back(server: &Server) {
         last + 2
     );
     proxy.stop();
+    drop(store);
+    server.cleanup().await;
+}
+
+/// `colloquy_store::open` picks this server's backend from a `[store]`
+/// section naming it, refuses a database that was not migrated, and serves
+/// one that was, leaving the data directory alone.
+pub async fn opens_from_the_store_config(server: &Server) {
+    let backend = match server.kind {
+        #[cfg(feature = "mysql")]
+        Kind::MySql => StoreBackend::Mysql,
+        #[cfg(feature = "postgres")]
+        Kind::Postgres => StoreBackend::Postgres,
+    };
+    let data = tempfile::tempdir().unwrap();
+    let name = server.scratch().await;
+    let config = StoreConfig {
+        backend,
+        sql: SqlConfig::single(server.url(&name)),
+        ..StoreConfig::default()
+    };
+    config.validate().unwrap();
+    let err = colloquy_store::open(&config, data.path())
+        .await
+        .err()
+        .expect("a database that was not migrated");
+    assert!(matches!(err, StoreError::NotMigrated { .. }), "{err}");
+    sql::migrate(&config.sql).await.unwrap();
+    let store = colloquy_store::open(&config, data.path()).await.unwrap();
+    let events = conformance::events("alice", 0, 2, 1, "m");
+    assert_eq!(store.append("alice", 0, &events).await.unwrap(), 2);
+    assert_eq!(store.events_after("alice", 0, 10).await.unwrap(), events);
+    assert!(
+        std::fs::read_dir(data.path()).unwrap().next().is_none(),
+        "nothing written to the data directory"
+    );
     drop(store);
     server.cleanup().await;
 }

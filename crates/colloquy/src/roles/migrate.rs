@@ -1,9 +1,10 @@
 //! `colloquy migrate`: create or upgrade the schema of every shard of the
 //! configured SQL store.
 
-use crate::config::{Config, ConfigArgs, StoreBackend};
+use crate::config::{Config, ConfigArgs};
 use crate::wiring;
 use anyhow::Context;
+use colloquy_store::StoreBackend;
 use std::process::ExitCode;
 
 pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {

@@ -1,21 +1,9 @@
 //! `colloquy worker --stages nlu,policy`: stage workers that own the
 //! partitions a consistent-hash ring over the live workers gives them.
+//! Membership lives in Redis, so the role needs the `redis` feature.
 
-use crate::config::{Config, ConfigArgs};
-use crate::wiring::{self, MetricsObserver};
-use anyhow::Context;
-use colloquy_bus::runner::{Handler, StageStats};
-use colloquy_core::wire::{GROUP_IN, GROUP_POLICY, TOPIC_IN, TOPIC_NLU, TOPIC_OUT};
-use colloquy_gateway::api::metrics_router;
-use colloquy_gateway::metrics::{Metrics, Sources};
-use colloquy_gateway::server::ConnectionLimits;
-use colloquy_worker::ownership::{Member, OwnershipConfig, Stage};
-use colloquy_worker::pipeline::{
-    BusDeliver, ChatHandler, NluHandler, PolicyHandler, StageObserver,
-};
+use crate::config::ConfigArgs;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct WorkerArgs {
@@ -33,6 +21,35 @@ pub struct WorkerArgs {
 }
 
 pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    #[cfg(feature = "redis")]
+    return run_member(args);
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = args;
+        anyhow::bail!(
+            "colloquy worker keeps its group membership in Redis: it needs a colloquy built \
+             with the `redis` cargo feature (it is on by default)"
+        )
+    }
+}
+
+#[cfg(feature = "redis")]
+fn run_member(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    use crate::config::Config;
+    use crate::wiring::{self, MetricsObserver};
+    use anyhow::Context;
+    use colloquy_bus::runner::{Handler, StageStats};
+    use colloquy_core::wire::{GROUP_IN, GROUP_POLICY, TOPIC_IN, TOPIC_NLU, TOPIC_OUT};
+    use colloquy_gateway::api::metrics_router;
+    use colloquy_gateway::metrics::{Metrics, Sources};
+    use colloquy_gateway::server::ConnectionLimits;
+    use colloquy_worker::ownership::{Member, OwnershipConfig, Stage};
+    use colloquy_worker::pipeline::{
+        BusDeliver, ChatHandler, NluHandler, PolicyHandler, StageObserver,
+    };
+    use std::sync::Arc;
+    use std::time::Duration;
+
     let cfg = Config::from_args(&args.config)?;
     let id = args.id.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
