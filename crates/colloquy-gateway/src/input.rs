@@ -2,10 +2,12 @@
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 use unicode_normalization::UnicodeNormalization;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
-/// Limits on incoming messages (the `[limits]` section of the config).
+/// Limits on incoming messages and sessions (the `[limits]` section of
+/// the config).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -14,6 +16,17 @@ pub struct Limits {
     pub max_wait_ms: u64,
     /// Patterns (regular expressions) that reject a message outright.
     pub deny_patterns: Vec<String>,
+    /// WebSocket sessions one user may hold open at once; more are refused
+    /// with 429. Every session also holds one of `server.max_connections`.
+    pub max_sessions_per_user: usize,
+    /// A WebSocket session is pinged this often; a peer that has not
+    /// answered (or sent anything) by the next ping is gone and closed.
+    #[serde(with = "colloquy_core::duration::text")]
+    pub ws_ping_interval: Duration,
+    /// A WebSocket session in which the client sent no message for this
+    /// long is closed (code 1000, reason `idle`).
+    #[serde(with = "colloquy_core::duration::text")]
+    pub ws_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -23,6 +36,9 @@ impl Default for Limits {
             max_text_chars: 4000,
             max_wait_ms: 10_000,
             deny_patterns: Vec::new(),
+            max_sessions_per_user: 8,
+            ws_ping_interval: Duration::from_secs(30),
+            ws_idle_timeout: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -55,6 +71,9 @@ pub struct InputPolicy {
 
 impl InputPolicy {
     pub fn new(limits: &Limits) -> Result<InputPolicy, String> {
+        if limits.max_sessions_per_user == 0 {
+            return Err("limits.max_sessions_per_user must be at least 1".into());
+        }
         let deny = limits
             .deny_patterns
             .iter()

@@ -17,8 +17,29 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
+
+/// A request's share of `max_connections`, for a WebSocket session to keep
+/// after its upgrade takes the socket out of the connection (which then
+/// ends and would otherwise give its slot back while the session lives on).
+#[derive(Clone)]
+pub struct ConnectionSlot {
+    /// The connection's own permit, until one upgraded request takes it.
+    permit: Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>,
+    /// For further sessions of one HTTP/2 connection (RFC 8441 multiplexes
+    /// them): each takes a slot of its own.
+    slots: Arc<Semaphore>,
+}
+
+impl ConnectionSlot {
+    /// A slot for a session: the connection's own, or another one while
+    /// any is free; `None` when all are taken.
+    pub fn take(&self) -> Option<OwnedSemaphorePermit> {
+        let own = self.permit.lock().expect("connection slot lock").take();
+        own.or_else(|| self.slots.clone().try_acquire_owned().ok())
+    }
+}
 
 /// Bounds on the connections the gateway holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,8 +67,9 @@ impl Default for ConnectionLimits {
 
 /// Serve `app` on `listener` until `shutdown` resolves, then stop
 /// accepting and wait up to `drain` for open requests to finish.
-/// WebSocket sessions are upgraded out of the connection and end on their
-/// own (the caller stops the hub that feeds them).
+/// WebSocket sessions are upgraded out of the connection, keep its slot
+/// ([`ConnectionSlot`]) and end on their own (the caller stops the hub that
+/// feeds them).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -92,10 +114,16 @@ pub async fn serve(
         };
         // Replies are small; do not let Nagle hold them back.
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(
-            app.clone()
-                .map_request(|req: Request<Incoming>| req.map(axum::body::Body::new)),
-        );
+        let slot = ConnectionSlot {
+            permit: Arc::new(std::sync::Mutex::new(Some(permit))),
+            slots: permits.clone(),
+        };
+        let service =
+            TowerToHyperService::new(app.clone().map_request(move |req: Request<Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(slot.clone());
+                req
+            }));
         let (builder, watcher, header_timeout) =
             (builder.clone(), graceful.watcher(), limits.header_timeout);
         let mut stopping = stopping.clone();
@@ -113,7 +141,8 @@ pub async fn serve(
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
-            drop(permit);
+            // The permit goes back with the last clone of the slot, unless
+            // a WebSocket session took it.
         });
     }
     drop(listener);

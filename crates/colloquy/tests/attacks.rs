@@ -186,3 +186,163 @@ async fn invisible_characters_do_not_bypass_deny_patterns() {
     let (st, _) = say(&c, &s, "erin", "星云跑鞋有39码吗").await;
     assert_eq!(st, 200);
 }
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open_ws(s: &Server, token: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let url = format!("ws://{}/v1/stream?token={token}", s.addr);
+    tokio_tungstenite::connect_async(url)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// The close frame the server ends `ws` with, waiting at most `within`.
+async fn closed_with(ws: &mut Ws, within: std::time::Duration) -> (u16, String) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let next = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("the server did not close the session in time");
+        match next {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (frame.code.into(), frame.reason.to_string())
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("session ended without a close frame: {other:?}"),
+        }
+    }
+}
+
+/// Sessions used to give their connection slot back at the upgrade and had
+/// no per-user cap: one chat token held 1,500 sockets past a limit of 20.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_sessions_hold_connection_slots_and_are_capped_per_user() {
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        data.path(),
+        &[
+            ("COLLOQUY_SERVER_MAX_CONNECTIONS", "4"),
+            ("COLLOQUY_LIMITS_MAX_SESSIONS_PER_USER", "2"),
+        ],
+    );
+    let alice = token("alice", "chat");
+    let mut held = vec![
+        open_ws(&s, &alice).await.unwrap(),
+        open_ws(&s, &alice).await.unwrap(),
+    ];
+    match open_ws(&s, &alice).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!("a third session of alice: {other:?}"),
+    }
+    let bob = token("bob", "chat");
+    held.push(open_ws(&s, &bob).await.unwrap());
+    held.push(open_ws(&s, &bob).await.unwrap());
+    // Four sessions hold all four slots: a new client waits in the backlog.
+    let quick = reqwest::Client::builder()
+        .http1_only()
+        .timeout(std::time::Duration::from_millis(800))
+        .build()
+        .unwrap();
+    assert!(
+        quick.get(s.url("/healthz")).send().await.is_err(),
+        "a fifth connection was served while four sessions were open"
+    );
+    let mut gone = held.pop().unwrap();
+    gone.close(None).await.unwrap();
+    drop(gone);
+    let mut served = false;
+    for _ in 0..20 {
+        if quick.get(s.url("/healthz")).send().await.is_ok() {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "a closed session never gave its slot back");
+}
+
+/// Idle sockets lived past every timeout, and a session outlived its token:
+/// 8 s after the token expired it still took messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_sessions_end_when_idle_and_when_their_token_expires() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        data.path(),
+        &[
+            ("COLLOQUY_LIMITS_WS_IDLE_TIMEOUT", "1s"),
+            ("COLLOQUY_AUTH_LEEWAY_SECS", "0"),
+        ],
+    );
+    let mut idle = open_ws(&s, &token("ivy", "chat")).await.unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        closed_with(&mut idle, std::time::Duration::from_secs(5)).await,
+        (1000, "idle".to_string())
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let short = server::jwt(
+        "HS256",
+        server::SECRET,
+        json!({"sub": "tom", "scope": "chat", "iat": now, "exp": now + 3}),
+    );
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start(data.path(), &[("COLLOQUY_AUTH_LEEWAY_SECS", "0")]);
+    let mut ws = open_ws(&s, &short).await.unwrap();
+    ws.send(Message::text(r#"{"type":"message","text":"你好"}"#))
+        .await
+        .unwrap();
+    assert_eq!(
+        closed_with(&mut ws, std::time::Duration::from_secs(8)).await,
+        (1008, "token expired".to_string())
+    );
+}
+
+/// A peer that stops answering pings is dropped, without waiting for the
+/// idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_peer_that_stops_answering_pings_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        data.path(),
+        &[
+            ("COLLOQUY_LIMITS_WS_PING_INTERVAL", "500ms"),
+            ("COLLOQUY_LIMITS_WS_IDLE_TIMEOUT", "1h"),
+        ],
+    );
+    // A hand-made handshake, then silence: this client never answers.
+    let mut tcp = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    let request = format!(
+        "GET /v1/stream?token={} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        token("pat", "chat"),
+        s.addr
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    assert!(ended.is_ok(), "the silent peer was never dropped");
+}

@@ -48,6 +48,8 @@ pub struct Gateway {
     pub ready: AtomicBool,
     /// Acknowledgements of recent messages, for idempotent retries.
     acks: Acks,
+    /// Open WebSocket sessions per user, for the per-user cap.
+    sessions: ws::Sessions,
     pub clock: fn() -> i64,
 }
 
@@ -74,6 +76,7 @@ impl Gateway {
             sources,
             ready: AtomicBool::new(false),
             acks: Acks::default(),
+            sessions: ws::Sessions::default(),
             clock: now_ms,
         })
     }

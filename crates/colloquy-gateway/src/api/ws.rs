@@ -6,15 +6,60 @@ use super::authenticated::{bearer, permit};
 use super::error::ApiError;
 use super::intake::accept;
 use super::{Gateway, MAX_PAGE};
+use crate::server::ConnectionSlot;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Extension, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use colloquy_core::{Event, EventKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
+
+/// Open sessions per user.
+#[derive(Default)]
+pub(super) struct Sessions(Mutex<HashMap<String, usize>>);
+
+/// One open session of a user; counted until dropped.
+struct SessionGuard {
+    gw: Arc<Gateway>,
+    user: String,
+}
+
+impl Sessions {
+    fn open(gw: &Arc<Gateway>, user: &str) -> Option<SessionGuard> {
+        let mut open = gw.sessions.0.lock().expect("sessions lock");
+        let n = open.entry(user.to_string()).or_default();
+        if *n >= gw.limits.max_sessions_per_user {
+            return None;
+        }
+        *n += 1;
+        Some(SessionGuard {
+            gw: Arc::clone(gw),
+            user: user.to_string(),
+        })
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let mut open = self.gw.sessions.0.lock().expect("sessions lock");
+        if let Some(n) = open.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// Close codes (RFC 6455 §7.4.1).
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_POLICY: u16 = 1008;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +76,7 @@ pub(super) struct StreamQuery {
 pub(super) async fn stream(
     State(gw): State<Arc<Gateway>>,
     query: Result<Query<StreamQuery>, QueryRejection>,
+    slot: Option<Extension<ConnectionSlot>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
@@ -42,9 +88,69 @@ pub(super) async fn stream(
     let principal = gw.verifier.verify(token)?;
     let user = q.user.clone().unwrap_or_else(|| principal.user_id.clone());
     permit(&principal, &user)?;
+    let guard = Sessions::open(&gw, &user).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_sessions",
+            format!(
+                "this user already has {} WebSocket sessions open",
+                gw.limits.max_sessions_per_user
+            ),
+        )
+        .retry_after(1)
+    })?;
+    // The session keeps a connection slot for as long as it lives; a
+    // router served without the connection loop (tests) has none to keep.
+    let slot = match slot {
+        Some(Extension(slot)) => Some(slot.take().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                "the server holds as many connections as it allows; retry later",
+            )
+            .retry_after(1)
+        })?),
+        None => None,
+    };
+    let ends = Ends {
+        token_refused_from: gw.verifier.refused_from(&principal),
+        idle: gw.limits.ws_idle_timeout,
+        ping: gw.limits.ws_ping_interval,
+    };
     Ok(ws
         .max_message_size(gw.limits.max_body_bytes)
-        .on_upgrade(move |socket| session(gw, socket, user, q.after)))
+        .on_upgrade(move |socket| async move {
+            let _held = (guard, slot);
+            session(gw, socket, user, q.after, ends).await
+        }))
+}
+
+/// What ends a session besides the client: its token's expiry, silence,
+/// and a peer that stopped answering pings.
+#[derive(Clone, Copy)]
+struct Ends {
+    /// Unix second from which the token is refused.
+    token_refused_from: u64,
+    idle: Duration,
+    ping: Duration,
+}
+
+impl Ends {
+    fn token_deadline(&self) -> Instant {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Instant::now() + Duration::from_secs(self.token_refused_from.saturating_sub(now))
+    }
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = socket.send(WsMessage::Close(Some(frame))).await;
 }
 
 #[derive(Deserialize)]
@@ -57,7 +163,13 @@ struct ClientFrame {
     id: Option<String>,
 }
 
-async fn session(gw: Arc<Gateway>, mut socket: WebSocket, user: String, after: Option<u64>) {
+async fn session(
+    gw: Arc<Gateway>,
+    mut socket: WebSocket,
+    user: String,
+    after: Option<u64>,
+    ends: Ends,
+) {
     // Subscribe before catching up, so nothing falls between the two.
     let mut live = gw.hub.subscribe(&user);
     let mut sent = after.unwrap_or(0);
@@ -69,10 +181,36 @@ async fn session(gw: Arc<Gateway>, mut socket: WebSocket, user: String, after: O
     } else {
         sent = gw.conversations.store().last_seq(&user).await.unwrap_or(0);
     }
+    let token_deadline = ends.token_deadline();
+    let mut last_message = Instant::now();
+    let mut pings = tokio::time::interval_at(Instant::now() + ends.ping, ends.ping);
+    let mut heard = true;
     loop {
         tokio::select! {
+            () = tokio::time::sleep_until(token_deadline) => {
+                close(&mut socket, CLOSE_POLICY, "token expired").await;
+                return;
+            }
+            () = tokio::time::sleep_until(last_message + ends.idle) => {
+                close(&mut socket, CLOSE_NORMAL, "idle").await;
+                return;
+            }
+            _ = pings.tick() => {
+                if !heard {
+                    tracing::debug!(user, "websocket peer stopped answering pings");
+                    return;
+                }
+                heard = false;
+                if socket.send(WsMessage::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
             frame = socket.recv() => {
                 let Some(Ok(frame)) = frame else { return };
+                heard = true;
+                if matches!(frame, WsMessage::Text(_) | WsMessage::Binary(_)) {
+                    last_message = Instant::now();
+                }
                 let reply = match frame {
                     WsMessage::Text(t) => client_message(&gw, &user, t.as_str()).await,
                     WsMessage::Binary(_) => ApiError::bad("invalid_frame", "send JSON text frames").frame(),
