@@ -346,3 +346,42 @@ async fn a_websocket_peer_that_stops_answering_pings_is_dropped() {
     );
     assert!(ended.is_ok(), "the silent peer was never dropped");
 }
+
+/// 50 concurrent posts with one client id were all published: the message
+/// was processed once, but classified and loaded 50 times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_repeats_of_one_client_id_are_published_once() {
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start(data.path(), &[]);
+    let c = client();
+    let tok = token("rita", "chat");
+    let posts = (0..50).map(|_| {
+        c.post(s.url("/v1/conversations/rita/messages"))
+            .bearer_auth(&tok)
+            .json(&json!({"text": "星云跑鞋有39码吗", "id": "same-id"}))
+            .send()
+    });
+    let answers = futures_util::future::join_all(posts).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for a in answers {
+        let r = a.unwrap();
+        assert_eq!(r.status(), 202);
+        let v: Value = r.json().await.unwrap();
+        ids.insert(v["event_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let mut handled = String::new();
+    for _ in 0..50 {
+        let m = metrics(&c, &s).await;
+        if m.contains("colloquy_messages_total{stage=\"policy\",outcome=\"ok\"} 1") {
+            handled = m;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        handled.contains("colloquy_messages_total{stage=\"nlu\",outcome=\"ok\"} 1\n"),
+        "the message was classified more than once:\n{handled}"
+    );
+    assert!(!handled.contains("outcome=\"duplicate\""), "{handled}");
+}
