@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod clock;
 pub mod feed;
 pub mod hub;
 pub mod input;

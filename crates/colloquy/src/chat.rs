@@ -74,7 +74,7 @@ impl Peer {
         let message_id = uuid::Uuid::now_v7().to_string();
         match self {
             Peer::Local { engine, now } => {
-                let now = now.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+                let now = now.unwrap_or_else(colloquy_gateway::clock::unix_ms);
                 Ok(engine.handle(user, &message_id, text, now).await?.replies)
             }
             Peer::Remote { ws } => {

@@ -77,16 +77,9 @@ impl Gateway {
             ready: AtomicBool::new(false),
             acks: Acks::default(),
             sessions: ws::Sessions::default(),
-            clock: now_ms,
+            clock: crate::clock::unix_ms,
         })
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 pub fn router(gw: Arc<Gateway>) -> Router {

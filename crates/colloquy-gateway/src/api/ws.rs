@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// Open sessions per user.
@@ -137,10 +137,7 @@ struct Ends {
 
 impl Ends {
     fn token_deadline(&self) -> Instant {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::clock::unix_secs();
         Instant::now() + Duration::from_secs(self.token_refused_from.saturating_sub(now))
     }
 }

@@ -40,13 +40,4 @@ pub use issue::{parse_ttl, Issuer};
 pub use principal::{Principal, Scope};
 pub use verify::Verifier;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-fn unix_now() -> u64 {
-    // Only a badly broken host clock reads before 1970; saturating keeps
-    // verification total instead of panicking on every request.
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::clock::unix_secs as unix_now;
