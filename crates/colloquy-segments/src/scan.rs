@@ -1,0 +1,157 @@
+//! The scan of a segment on open, and the torn-tail rule.
+
+use crate::frame::{crc, frame, frame_len, FRAME_HEADER};
+use crate::Error;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// What a scan asks its caller about the frames it finds.
+pub trait Frames {
+    type Error: From<Error>;
+
+    /// The whole, checksummed frame at byte `at` of the segment. `Ok(true)`
+    /// takes it and the scan goes on; `Ok(false)` says it is not the frame
+    /// that belongs here, which the scan treats like a damaged one; an
+    /// error stops the scan.
+    fn visit(&mut self, at: u64, body: &[u8]) -> Result<bool, Self::Error>;
+
+    /// Whether a whole frame found past damage in the last segment, with
+    /// this body, is a record the log could hold there. If one is, the
+    /// damage is not a torn tail. Asked before the frame's checksum is
+    /// checked (a frame counts only if both hold), so that a cheap refusal
+    /// spares checksumming most of the bytes of a damaged tail.
+    fn follows(&mut self, body: &[u8]) -> bool;
+}
+
+/// What a scan found in one segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scanned {
+    /// Bytes of whole frames: where the next frame goes.
+    pub len: u64,
+    /// Bytes of a torn tail cut off the file (0 if none), for the caller
+    /// to report in its own terms.
+    pub dropped: u64,
+}
+
+/// Bytes read per step of a scan: memory stays bounded whatever the size
+/// of the segment (plus one frame, if it is larger).
+const SCAN_CHUNK: usize = 8 << 20;
+
+/// Visit every frame of the segment at `path` in order and return where
+/// it ends. A damaged, partial or refused frame is forgiven only at the
+/// very end of the last segment (`last`), and only when no frame that
+/// [`Frames::follows`] accepts comes after it: that is a write torn by a
+/// crash, never acknowledged, and it is cut off (durably, before this
+/// returns). Anything else is damage to acknowledged frames:
+/// [`Error::Damaged`].
+pub fn scan<F: Frames>(
+    path: &Path,
+    min_body: usize,
+    last: bool,
+    frames: &mut F,
+) -> Result<Scanned, F::Error> {
+    let reading = || Error::io(format!("reading {}", path.display()));
+    let file = File::open(path).map_err(Error::io(format!("opening {}", path.display())))?;
+    let size = file.metadata().map_err(reading())?.len();
+    let mut window = Window::new(&file, size);
+    let mut at = 0;
+    loop {
+        let head = window.from(at, FRAME_HEADER).map_err(reading())?;
+        if head.is_empty() {
+            return Ok(Scanned {
+                len: at,
+                dropped: 0,
+            });
+        }
+        let need = frame_len(head, min_body).unwrap_or(FRAME_HEADER);
+        let data = window.from(at, need).map_err(reading())?;
+        match frame(data, min_body) {
+            Some((body, len)) if frames.visit(at, body)? => at += len as u64,
+            _ => break,
+        }
+    }
+    let damaged = |follows| Error::Damaged {
+        path: path.to_path_buf(),
+        at,
+        follows,
+    };
+    if !last {
+        return Err(damaged(None).into());
+    }
+    if let Some(later) = frame_after(&mut window, at + 1, min_body, frames).map_err(reading())? {
+        return Err(damaged(Some(later)).into());
+    }
+    File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(at).and_then(|()| f.sync_all()))
+        .map_err(Error::io(format!("truncating {}", path.display())))?;
+    Ok(Scanned {
+        len: at,
+        dropped: size - at,
+    })
+}
+
+/// The position of the first whole frame at or after byte `from` that
+/// `frames` accepts and whose checksum matches.
+fn frame_after<F: Frames>(
+    window: &mut Window<'_>,
+    from: u64,
+    min_body: usize,
+    frames: &mut F,
+) -> io::Result<Option<u64>> {
+    for at in from..window.size {
+        let Some(len) = frame_len(window.from(at, FRAME_HEADER)?, min_body) else {
+            continue;
+        };
+        if at + len as u64 > window.size {
+            continue;
+        }
+        let data = window.from(at, len)?;
+        let body = &data[FRAME_HEADER..len];
+        if frames.follows(body) && crc32fast::hash(body) == crc(data) {
+            return Ok(Some(at));
+        }
+    }
+    Ok(None)
+}
+
+/// A moving window on a file read front to back, so that a scan holds one
+/// chunk (or one frame) in memory, not the file.
+struct Window<'f> {
+    file: &'f File,
+    size: u64,
+    /// `buf` holds the file from byte `start` on.
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl<'f> Window<'f> {
+    fn new(file: &'f File, size: u64) -> Window<'f> {
+        Window {
+            file,
+            size,
+            start: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The bytes from `at` on: at least `want` of them unless the file
+    /// ends sooner (then all it has). `at` never goes back before the last
+    /// call's: what lies before it is dropped when more is read.
+    fn from(&mut self, at: u64, want: usize) -> io::Result<&[u8]> {
+        let end = self.size.min(at + want as u64);
+        if self.start + (self.buf.len() as u64) < end {
+            self.buf.drain(..(at - self.start) as usize);
+            self.start = at;
+            let held = self.start + self.buf.len() as u64;
+            let more = (self.size - held).min(SCAN_CHUNK.max(want) as u64) as usize;
+            let old = self.buf.len();
+            self.buf.resize(old + more, 0);
+            self.file.read_exact_at(&mut self.buf[old..], held)?;
+        }
+        Ok(&self.buf[(at - self.start) as usize..])
+    }
+}
