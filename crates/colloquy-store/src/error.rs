@@ -54,6 +54,25 @@ pub enum StoreError {
     Backend { message: String, retryable: bool },
 }
 
+/// The embedded stores' segment files and directory lock.
+impl From<colloquy_segments::Error> for StoreError {
+    fn from(e: colloquy_segments::Error) -> StoreError {
+        match e {
+            colloquy_segments::Error::Io { context, source } => StoreError::Io { context, source },
+            colloquy_segments::Error::Damaged { path, at, follows } => {
+                let path = path.display();
+                StoreError::Corrupt(match follows {
+                    None => format!("{path}: the record at byte {at} is damaged"),
+                    Some(later) => format!(
+                        "{path}: the record at byte {at} is damaged but a whole one follows at byte {later}"
+                    ),
+                })
+            }
+            colloquy_segments::Error::Locked { dir } => StoreError::DirInUse { dir },
+        }
+    }
+}
+
 impl StoreError {
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -52,8 +52,6 @@ pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use colloquy_core::Event;
-use std::fs::{File, OpenOptions};
-use std::path::Path;
 
 /// Durable per-user event logs plus the latest snapshot per user.
 ///
@@ -166,27 +164,4 @@ pub struct WriterStats {
     pub commits: u64,
     /// Requests (appends and snapshot writes) in those commits.
     pub requests: u64,
-}
-
-/// Take the exclusive lock (flock) on `dir/name`, so that one process at a
-/// time owns an embedded store's files; held as long as the file is open.
-pub(crate) fn lock_dir(dir: &Path, name: &str) -> Result<File, StoreError> {
-    let path = dir.join(name);
-    let io = |source| StoreError::Io {
-        context: format!("locking {}", path.display()),
-        source,
-    };
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io)?;
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(file),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(StoreError::DirInUse {
-            dir: dir.to_path_buf(),
-        }),
-        Err(e) => Err(io(e.into())),
-    }
 }

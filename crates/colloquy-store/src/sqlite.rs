@@ -8,7 +8,7 @@
 
 use crate::writer_thread::{Reply, WriterThread};
 use crate::{
-    check_append, events_in_appends, lock_dir, ConversationStore, Snapshot, StoreError, WriterStats,
+    check_append, events_in_appends, ConversationStore, Snapshot, StoreError, WriterStats,
 };
 use async_trait::async_trait;
 use colloquy_core::{Event, State};
@@ -129,7 +129,7 @@ impl SqliteStore {
         })?;
         // Before touching the database, so that two processes never run
         // migrations or writers on the same file.
-        let lock = lock_dir(dir, "colloquy.lock")?;
+        let lock = colloquy_segments::lock_dir(dir, "colloquy.lock")?;
         let path = dir.join("colloquy.db");
         let mut conn = Connection::open(&path)?;
         let mode: String =

@@ -9,20 +9,19 @@
 //! user     = len: u16 | UTF-8 bytes
 //! ```
 //!
-//! Integers are little-endian. A position is a byte offset into the
-//! concatenation of all segments, so it names a record for good. `prev` is
-//! the position of the same user's previous append ([`NONE`] for the
-//! first): each user's appends form a chain from the newest back to the
-//! oldest, which is how a user's log is read without an on-disk index. The
-//! event ids sit in binary before the JSON, so the duplicate check can
-//! collect them without parsing events.
+//! Integers are little-endian. Frames and their segment files are
+//! [`colloquy_segments`]'s, shared with the embedded bus. A position is a
+//! byte offset into the concatenation of all segments, so it names a
+//! record for good. `prev` is the position of the same user's previous
+//! append ([`NONE`] for the first): each user's appends form a chain from
+//! the newest back to the oldest, which is how a user's log is read
+//! without an on-disk index. The event ids sit in binary before the JSON,
+//! so the duplicate check can collect them without parsing events.
 
-/// Frame header: length and checksum.
-pub(super) const FRAME_HEADER: usize = 8;
-/// The largest body a scan accepts as plausible.
-pub(super) const MAX_BODY: usize = 64 << 20;
+use colloquy_segments::{seal, Cursor, FRAME_HEADER};
+
 /// Kind byte and an empty user name: no body is shorter.
-const MIN_BODY: usize = 3;
+pub(super) const MIN_BODY: usize = 3;
 /// "No record": the chain's end, a user without a snapshot.
 pub(super) const NONE: u64 = u64::MAX;
 
@@ -108,49 +107,41 @@ pub(super) fn encode_snapshot(out: &mut Vec<u8>, s: &Snapshot<'_>) {
     seal(out, start);
 }
 
+/// Start a frame whose body begins with `kind` and `user`.
 fn begin(out: &mut Vec<u8>, kind: u8, user: &str) -> usize {
-    let start = out.len();
-    out.extend_from_slice(&[0; FRAME_HEADER]);
+    let start = colloquy_segments::begin(out);
     out.push(kind);
     out.extend_from_slice(&(user.len() as u16).to_le_bytes());
     out.extend_from_slice(user.as_bytes());
     start
 }
 
-fn seal(out: &mut [u8], start: usize) {
-    let body = &out[start + FRAME_HEADER..];
-    let (len, crc) = (body.len() as u32, crc32fast::hash(body));
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-}
-
 /// The length of the frame starting `data`, if its header is plausible.
 pub(super) fn frame_len(data: &[u8]) -> Option<usize> {
-    let len = u32::from_le_bytes(data.get(..4)?.try_into().ok()?) as usize;
-    (MIN_BODY..=MAX_BODY)
-        .contains(&len)
-        .then_some(FRAME_HEADER + len)
+    colloquy_segments::frame_len(data, MIN_BODY)
 }
 
 /// The checksummed body of the frame starting `data`, and the frame's
 /// length; `None` if it is incomplete or damaged.
 pub(super) fn frame(data: &[u8]) -> Option<(&[u8], usize)> {
-    let len = frame_len(data)?;
-    let crc = u32::from_le_bytes(data[4..8].try_into().ok()?);
-    let body = data.get(FRAME_HEADER..len)?;
-    (crc32fast::hash(body) == crc).then_some((body, len))
+    colloquy_segments::frame(data, MIN_BODY)
+}
+
+/// Whether `body` may be a record: a cheap look at its kind byte, before
+/// parsing it.
+pub(super) fn is_record(body: &[u8]) -> bool {
+    matches!(body.first(), Some(&(KIND_APPEND | KIND_SNAPSHOT))) && parse(body).is_some()
 }
 
 /// Decode a checksummed body; `None` if its fields do not add up.
 pub(super) fn parse(body: &[u8]) -> Option<Body<'_>> {
-    let mut c = Cursor(body);
-    let kind = c.take(1)?[0];
-    let user_len = c.u16()? as usize;
-    let user = std::str::from_utf8(c.take(user_len)?).ok()?;
+    let mut c = Cursor::new(body);
+    let kind = c.u8()?;
+    let user = std::str::from_utf8(c.bytes16()?).ok()?;
     match kind {
         KIND_APPEND => {
             let (prev, first_seq, last_seq) = (c.u64()?, c.u64()?, c.u64()?);
-            let ts_ms = c.u64()? as i64;
+            let ts_ms = c.i64()?;
             let count = c.u16()? as usize;
             let ids = c.take(16 * count)?;
             (count > 0 && last_seq >= first_seq && last_seq - first_seq + 1 == count as u64)
@@ -161,40 +152,21 @@ pub(super) fn parse(body: &[u8]) -> Option<Body<'_>> {
                     last_seq,
                     ts_ms,
                     ids,
-                    events: c.0,
+                    events: c.rest(),
                 }))
         }
         KIND_SNAPSHOT => {
-            let (seq, ts_ms) = (c.u64()?, c.u64()? as i64);
-            let hmac_len = c.u16()? as usize;
-            let hmac = std::str::from_utf8(c.take(hmac_len)?).ok()?;
+            let (seq, ts_ms) = (c.u64()?, c.i64()?);
+            let hmac = std::str::from_utf8(c.bytes16()?).ok()?;
             Some(Body::Snapshot(Snapshot {
                 user,
                 seq,
                 ts_ms,
                 hmac,
-                state: c.0,
+                state: c.rest(),
             }))
         }
         _ => None,
-    }
-}
-
-struct Cursor<'a>(&'a [u8]);
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = self.0.split_at_checked(n)?;
-        self.0 = rest;
-        Some(head)
-    }
-
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
 }
 

@@ -30,7 +30,7 @@ mod writer;
 
 use crate::writer_thread::WriterThread;
 use crate::{
-    check_append, events_in_appends, lock_dir, ConversationStore, Snapshot, StoreError, WriterStats,
+    check_append, events_in_appends, ConversationStore, Snapshot, StoreError, WriterStats,
 };
 use async_trait::async_trait;
 use colloquy_core::{Event, State};
@@ -166,10 +166,10 @@ impl LogStore {
             context: format!("creating {}", dir.display()),
             source,
         })?;
-        let lock = lock_dir(dir, "LOCK")?;
+        let lock = colloquy_segments::lock_dir(dir, "LOCK")?;
         let mut bases = segments::list(dir)?;
         if bases.is_empty() {
-            create_segment(dir, 0)?;
+            segments::create(dir, 0)?;
             bases.push(0);
         }
         let shared = Shared {
@@ -546,22 +546,4 @@ fn load_ids(shared: &Shared, user: &str) -> Result<(), StoreError> {
     }
     cache.insert(user, ids, now.last_seq);
     Ok(())
-}
-
-/// Create an empty segment durably: its name must survive a crash before
-/// any record in it is acknowledged.
-fn create_segment(dir: &Path, base: u64) -> Result<File, StoreError> {
-    let path = segments::segment_path(dir, base);
-    let io = |source| StoreError::Io {
-        context: format!("creating {}", path.display()),
-        source,
-    };
-    let file = File::options()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(io)?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-    Ok(file)
 }

@@ -2,35 +2,34 @@
 //!
 //! A segment is `<dir>/<base position, 20 digits>.seg`; it holds the frames
 //! from its base position on, and the next segment begins where it ends.
+//! The files, their frames and the torn-tail rule are
+//! [`colloquy_segments`]'s; what is the store's is that bases and
+//! positions count bytes over all segments, and which frames are records.
 
-use super::format::{self, FRAME_HEADER};
+use super::format::{self, MIN_BODY};
 use crate::StoreError;
+use colloquy_segments::{read_at_most, Frames};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+const EXT: &str = "seg";
+
 pub(super) fn segment_path(dir: &Path, base: u64) -> PathBuf {
-    dir.join(format!("{base:020}.seg"))
+    colloquy_segments::segment_path(dir, base, EXT)
 }
 
 /// The bases of the segments in `dir`, ascending.
 pub(super) fn list(dir: &Path) -> Result<Vec<u64>, StoreError> {
-    let io = |source| StoreError::Io {
-        context: format!("listing {}", dir.display()),
+    Ok(colloquy_segments::list(dir, EXT)?)
+}
+
+/// Create the empty segment beginning at `base`, durably.
+pub(super) fn create(dir: &Path, base: u64) -> Result<File, StoreError> {
+    colloquy_segments::create(dir, base, EXT).map_err(|source| StoreError::Io {
+        context: format!("creating {}", segment_path(dir, base).display()),
         source,
-    };
-    let mut bases = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let name = entry.map_err(io)?.file_name();
-        bases.extend(
-            name.to_str()
-                .and_then(|n| n.strip_suffix(".seg"))
-                .and_then(|n| n.parse::<u64>().ok()),
-        );
-    }
-    bases.sort_unstable();
-    Ok(bases)
+    })
 }
 
 /// The segments readers may read: every one whose records are (in part)
@@ -63,13 +62,17 @@ impl Segments {
         let corrupt =
             |what: &str| StoreError::Corrupt(format!("event log record at {pos}: {what}"));
         let (file, at) = self.locate(pos).ok_or_else(|| corrupt("no such segment"))?;
+        let io = |source| StoreError::Io {
+            context: "reading the event log".into(),
+            source,
+        };
         let mut data = vec![0; FIRST_READ];
-        let got = read_at_most(&file, &mut data, at)?;
+        let got = read_at_most(&file, &mut data, at).map_err(io)?;
         data.truncate(got);
         let len = format::frame_len(&data).ok_or_else(|| corrupt("bad frame header"))?;
         if len > data.len() {
             let mut rest = vec![0; len - data.len()];
-            let more = read_at_most(&file, &mut rest, at + data.len() as u64)?;
+            let more = read_at_most(&file, &mut rest, at + data.len() as u64).map_err(io)?;
             data.extend_from_slice(&rest[..more]);
         }
         let (body, _) = format::frame(&data).ok_or_else(|| corrupt("damaged or cut short"))?;
@@ -77,34 +80,12 @@ impl Segments {
     }
 }
 
-/// Fill `buf` from `at` on, stopping early only at the end of the file.
-fn read_at_most(file: &File, buf: &mut [u8], at: u64) -> Result<usize, StoreError> {
-    let mut got = 0;
-    while got < buf.len() {
-        match file.read_at(&mut buf[got..], at + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(source) => {
-                return Err(StoreError::Io {
-                    context: "reading the event log".into(),
-                    source,
-                })
-            }
-        }
-    }
-    Ok(got)
-}
-
 /// What a scan calls with each record's position and checksummed body.
 pub(super) type Visit<'a> = dyn FnMut(u64, &[u8]) -> Result<(), StoreError> + 'a;
 
-/// Bytes read per step of a scan.
-const SCAN_CHUNK: usize = 8 << 20;
-
 /// Visit every record of the segment at `path` in order, with its position,
 /// and return the segment's length. A damaged or partial frame is forgiven
-/// only at the very end of the last segment, and only when no whole frame
+/// only at the very end of the last segment, and only when no whole record
 /// follows it: that is a group commit torn by a crash, never acknowledged,
 /// and it is cut off. Anything else is damage to acknowledged records.
 pub(super) fn scan(
@@ -113,101 +94,42 @@ pub(super) fn scan(
     last: bool,
     visit: &mut Visit<'_>,
 ) -> Result<u64, StoreError> {
-    let io = |what: &str| {
-        let context = format!("{what} {}", path.display());
-        move |source| StoreError::Io { context, source }
-    };
-    let file = File::open(path).map_err(io("opening"))?;
-    let size = file.metadata().map_err(io("reading"))?.len();
-    // `buf` holds the file from byte `start` on.
-    let (mut buf, mut start, mut at) = (Vec::new(), 0u64, 0usize);
-    loop {
-        let need = format::frame_len(&buf[at..]).unwrap_or(FRAME_HEADER);
-        if buf.len() - at < need && start + (buf.len() as u64) < size {
-            buf.drain(..at);
-            start += at as u64;
-            at = 0;
-            let want = (size - start - buf.len() as u64).min(SCAN_CHUNK.max(need) as u64);
-            let old = buf.len();
-            buf.resize(old + want as usize, 0);
-            file.read_exact_at(&mut buf[old..], start + old as u64)
-                .map_err(io("reading"))?;
-            continue;
-        }
-        if at == buf.len() {
-            return Ok(start + at as u64);
-        }
-        let pos = start + at as u64;
-        match format::frame(&buf[at..]) {
-            Some((body, len)) => {
-                visit(base + pos, body)?;
-                at += len;
-            }
-            None => return cut_torn_tail(path, &file, pos, size, last),
-        }
+    let scanned = colloquy_segments::scan(path, MIN_BODY, last, &mut Records { base, visit })?;
+    if scanned.dropped > 0 {
+        tracing::warn!(
+            segment = %path.display(),
+            at = scanned.len,
+            dropped_bytes = scanned.dropped,
+            "cutting off a torn write at the end of the event log"
+        );
     }
+    Ok(scanned.len)
 }
 
-fn cut_torn_tail(
-    path: &Path,
-    file: &File,
-    pos: u64,
-    size: u64,
-    last: bool,
-) -> Result<u64, StoreError> {
-    let damaged = || {
-        StoreError::Corrupt(format!(
-            "{}: the record at byte {pos} is damaged",
-            path.display()
-        ))
-    };
-    if !last {
-        return Err(damaged());
-    }
-    let mut rest = vec![0; (size - pos) as usize];
-    file.read_exact_at(&mut rest, pos)
-        .map_err(|source| StoreError::Io {
-            context: format!("reading {}", path.display()),
-            source,
-        })?;
-    if let Some(later) = whole_frame_after(&rest, 1) {
-        return Err(StoreError::Corrupt(format!(
-            "{}: the record at byte {pos} is damaged but a whole one follows at byte {}",
-            path.display(),
-            pos + later as u64
-        )));
-    }
-    tracing::warn!(
-        segment = %path.display(),
-        at = pos,
-        dropped_bytes = size - pos,
-        "cutting off a torn write at the end of the event log"
-    );
-    let file = File::options()
-        .write(true)
-        .open(path)
-        .and_then(|f| f.set_len(pos).and_then(|()| f.sync_all()))
-        .map_err(|source| StoreError::Io {
-            context: format!("truncating {}", path.display()),
-            source,
-        });
-    file.map(|()| pos)
+/// A segment's frames as the store sees them: every whole frame is a
+/// record, to be indexed at its position over all segments.
+struct Records<'v, 'a> {
+    base: u64,
+    visit: &'v mut Visit<'a>,
 }
 
-/// The offset of a whole, checksummed frame in `data` at or after `from`
-/// that parses as a record.
-fn whole_frame_after(data: &[u8], from: usize) -> Option<usize> {
-    (from..data.len()).find(|&at| {
-        // Cheap filters before the checksum: a plausible length and kind.
-        matches!(data.get(at + FRAME_HEADER), Some(1 | 2))
-            && format::frame(&data[at..]).is_some_and(|(body, _)| format::parse(body).is_some())
-    })
+impl Frames for Records<'_, '_> {
+    type Error = StoreError;
+
+    fn visit(&mut self, at: u64, body: &[u8]) -> Result<bool, StoreError> {
+        (self.visit)(self.base + at, body).map(|()| true)
+    }
+
+    fn follows(&mut self, body: &[u8]) -> bool {
+        format::is_record(body)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::eventlog::format::{encode_snapshot, Snapshot};
+    use colloquy_segments::FRAME_HEADER;
 
     fn frame(seq: u64) -> Vec<u8> {
         let mut out = Vec::new();

@@ -1,7 +1,7 @@
 //! The writer thread: checks, encodes and group-commits requests.
 
 use super::format::{self, NONE};
-use super::{create_segment, is_anchor, LogConfig, Shared, UserPos};
+use super::{is_anchor, segments, LogConfig, Shared, UserPos};
 use crate::writer_thread::Reply;
 use crate::StoreError;
 use std::collections::{HashMap, HashSet};
@@ -306,7 +306,7 @@ impl Writer {
         }
         self.write(commit)?;
         let base = self.base + self.len;
-        let file = create_segment(&self.dir, base).inspect_err(|_| {
+        let file = segments::create(&self.dir, base).inspect_err(|_| {
             self.shared.failed.store(true, Ordering::Release);
         })?;
         let file = Arc::new(file);
