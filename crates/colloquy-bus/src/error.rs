@@ -74,6 +74,17 @@ pub enum BusError {
     },
 }
 
+/// The embedded backend's segment files and directory lock.
+impl From<colloquy_segments::Error> for BusError {
+    fn from(e: colloquy_segments::Error) -> BusError {
+        match e {
+            colloquy_segments::Error::Io { context, source } => BusError::Io { context, source },
+            e @ colloquy_segments::Error::Damaged { .. } => BusError::Corrupt(e.to_string()),
+            colloquy_segments::Error::Locked { dir } => BusError::DirInUse { dir },
+        }
+    }
+}
+
 impl BusError {
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -12,9 +12,12 @@
 //! ```
 //!
 //! all integers little-endian. The offset inside the checksummed body lets
-//! a scan prove that a record is the one expected at its place.
+//! a scan prove that a record is the one expected at its place. Frames,
+//! segment files and the torn-tail rule are [`colloquy_segments`]'s,
+//! shared with the store's event log.
 
 use crate::{BusError, Record};
+use colloquy_segments::{seal, Cursor, Frames, FRAME_HEADER};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -23,13 +26,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
-pub(crate) const FRAME_HEADER: usize = 8;
-/// The largest record body any configuration allows. Scans check against
-/// this, not the configured limit, so that lowering the limit never makes
-/// stored records look damaged.
-pub(crate) const MAX_BODY: usize = 64 << 20;
 /// offset + timestamp + key_len + header_count: the smallest possible body.
 const MIN_BODY: usize = 24;
+const EXT: &str = "log";
 
 /// Bytes a record takes on disk.
 pub(crate) fn encoded_len(key: &str, headers: &[(String, String)], payload: &[u8]) -> usize {
@@ -45,8 +44,7 @@ pub(crate) fn encode(
     headers: &[(String, String)],
     payload: &[u8],
 ) {
-    let start = out.len();
-    out.extend_from_slice(&[0; FRAME_HEADER]);
+    let start = colloquy_segments::begin(out);
     out.extend_from_slice(&offset.to_le_bytes());
     out.extend_from_slice(&timestamp_ms.to_le_bytes());
     put_bytes(out, key.as_bytes());
@@ -56,10 +54,7 @@ pub(crate) fn encode(
         put_bytes(out, value.as_bytes());
     }
     out.extend_from_slice(payload);
-    let body = &out[start + FRAME_HEADER..];
-    let (len, crc) = (body.len() as u32, crc32fast::hash(body));
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    seal(out, start);
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -70,13 +65,7 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 /// The frame at the start of `data`: `Some((body, frame length))` if it is
 /// whole and its checksum matches.
 fn frame(data: &[u8]) -> Option<(&[u8], usize)> {
-    let len = u32::from_le_bytes(data.get(..4)?.try_into().ok()?) as usize;
-    if !(MIN_BODY..=MAX_BODY).contains(&len) {
-        return None;
-    }
-    let crc = u32::from_le_bytes(data[4..8].try_into().ok()?);
-    let body = data.get(FRAME_HEADER..FRAME_HEADER + len)?;
-    (crc32fast::hash(body) == crc).then_some((body, FRAME_HEADER + len))
+    colloquy_segments::frame(data, MIN_BODY)
 }
 
 fn body_offset(body: &[u8]) -> u64 {
@@ -89,43 +78,25 @@ fn body_offset(body: &[u8]) -> u64 {
 
 /// Decode a checksummed body; `None` if its fields do not add up.
 fn decode(body: &[u8], topic: &str, partition: u32) -> Option<Record> {
-    let mut cursor = Cursor(body);
-    let offset = u64::from_le_bytes(cursor.take(8)?.try_into().ok()?);
-    let timestamp_ms = i64::from_le_bytes(cursor.take(8)?.try_into().ok()?);
-    let key = cursor.string()?;
+    let mut cursor = Cursor::new(body);
+    let offset = cursor.u64()?;
+    let timestamp_ms = cursor.i64()?;
+    let string = |cursor: &mut Cursor| String::from_utf8(cursor.bytes32()?.to_vec()).ok();
+    let key = string(&mut cursor)?;
     let count = cursor.u32()?;
     let mut headers = Vec::new();
     for _ in 0..count {
-        headers.push((cursor.string()?, cursor.string()?));
+        headers.push((string(&mut cursor)?, string(&mut cursor)?));
     }
     Some(Record {
         topic: topic.to_string(),
         partition,
         offset,
         key,
-        payload: cursor.0.to_vec(),
+        payload: cursor.rest().to_vec(),
         headers,
         timestamp_ms,
     })
-}
-
-struct Cursor<'a>(&'a [u8]);
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = self.0.split_at_checked(n)?;
-        self.0 = rest;
-        Some(head)
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-
-    fn string(&mut self) -> Option<String> {
-        let len = self.u32()? as usize;
-        String::from_utf8(self.take(len)?.to_vec()).ok()
-    }
 }
 
 fn decode_all(
@@ -153,7 +124,17 @@ fn decode_all(
 }
 
 pub(crate) fn segment_path(dir: &Path, base: u64) -> PathBuf {
-    dir.join(format!("{base:020}.log"))
+    colloquy_segments::segment_path(dir, base, EXT)
+}
+
+/// The bases of the segments in `dir`, ascending.
+pub(crate) fn list(dir: &Path) -> Result<Vec<u64>, BusError> {
+    Ok(colloquy_segments::list(dir, EXT)?)
+}
+
+/// Create the empty segment beginning at offset `base`, durably.
+pub(crate) fn create(dir: &Path, base: u64) -> std::io::Result<File> {
+    colloquy_segments::create(dir, base, EXT)
 }
 
 /// A segment as readers see it: only records known durable are indexed.
@@ -180,65 +161,71 @@ pub(crate) struct Scanned {
 /// that is a write torn by a crash, never acknowledged, and it is cut off.
 /// Anything else is corruption of acknowledged records and an error.
 pub(crate) fn scan(path: &Path, base: u64, last: bool) -> Result<Scanned, BusError> {
-    let data = std::fs::read(path).map_err(BusError::io(format!("read {}", path.display())))?;
-    let mut positions = Vec::new();
-    let mut at = 0;
-    while at < data.len() {
-        let expected = base + positions.len() as u64;
-        match frame(&data[at..]) {
-            Some((body, len)) if body_offset(body) == expected => {
-                positions.push(at as u32);
-                at += len;
+    let mut offsets = Offsets {
+        base,
+        positions: Vec::new(),
+    };
+    let scanned =
+        colloquy_segments::scan(path, MIN_BODY, last, &mut offsets).map_err(|e| match e {
+            colloquy_segments::Error::Damaged { path, at, follows } => {
+                let (path, expected) = (path.display(), offsets.expected());
+                BusError::Corrupt(match follows {
+                    None => format!("{path}: record {expected} at byte {at} is damaged"),
+                    Some(later) => format!(
+                        "{path}: record {expected} at byte {at} is damaged but a whole record follows at byte {later}"
+                    ),
+                })
             }
-            _ => {
-                if !last {
-                    return Err(BusError::Corrupt(format!(
-                        "{}: record {expected} at byte {at} is damaged",
-                        path.display()
-                    )));
-                }
-                if let Some(later) = valid_record_after(&data, at + 1, expected) {
-                    return Err(BusError::Corrupt(format!(
-                        "{}: record {expected} at byte {at} is damaged but record {later} follows it",
-                        path.display()
-                    )));
-                }
-                tracing::warn!(
-                    segment = %path.display(),
-                    offset = expected,
-                    dropped_bytes = data.len() - at,
-                    "cutting off a torn write at the end of the log"
-                );
-                let file = File::options()
-                    .write(true)
-                    .open(path)
-                    .map_err(BusError::io(format!("open {}", path.display())))?;
-                file.set_len(at as u64)
-                    .and_then(|()| file.sync_all())
-                    .map_err(BusError::io(format!("truncate {}", path.display())))?;
-                break;
-            }
-        }
+            e => e.into(),
+        })?;
+    if scanned.dropped > 0 {
+        tracing::warn!(
+            segment = %path.display(),
+            offset = offsets.expected(),
+            dropped_bytes = scanned.dropped,
+            "cutting off a torn write at the end of the log"
+        );
     }
     Ok(Scanned {
-        positions,
-        len: at as u64,
+        positions: offsets.positions,
+        len: scanned.len,
     })
 }
 
-/// The offset of a whole, checksummed record at or after byte `from` whose
-/// offset is one the damaged region could have displaced.
-fn valid_record_after(data: &[u8], from: usize, expected: u64) -> Option<u64> {
-    let plausible = expected..expected + (data.len() / FRAME_HEADER) as u64;
-    (from..data.len()).find_map(|at| {
-        let head = data.get(at + FRAME_HEADER..at + FRAME_HEADER + 8)?;
-        // Cheap filter before the checksum: the offset field must fit.
-        let offset = u64::from_le_bytes(head.try_into().ok()?);
-        if !plausible.contains(&offset) {
-            return None;
+/// A segment's frames as the bus sees them: record `base + i` is the i-th
+/// frame, and says so in its offset field.
+struct Offsets {
+    base: u64,
+    positions: Vec<u32>,
+}
+
+/// More records than a segment can hold: positions are `u32`, and no
+/// record is shorter than a header and [`MIN_BODY`].
+const MAX_SEGMENT_RECORDS: u64 = u32::MAX as u64 / (FRAME_HEADER + MIN_BODY) as u64;
+
+impl Offsets {
+    fn expected(&self) -> u64 {
+        self.base + self.positions.len() as u64
+    }
+}
+
+impl Frames for Offsets {
+    type Error = colloquy_segments::Error;
+
+    fn visit(&mut self, at: u64, body: &[u8]) -> Result<bool, Self::Error> {
+        let take = body_offset(body) == self.expected();
+        if take {
+            self.positions.push(at as u32);
         }
-        frame(&data[at..]).map(|(body, _)| body_offset(body))
-    })
+        Ok(take)
+    }
+
+    /// A record whose offset is one the damaged region could have
+    /// displaced: a cheap test on the offset field.
+    fn follows(&mut self, body: &[u8]) -> bool {
+        let expected = self.expected();
+        (expected..expected.saturating_add(MAX_SEGMENT_RECORDS)).contains(&body_offset(body))
+    }
 }
 
 /// The readers' view of a partition, plus what commits and publishes need.
@@ -390,12 +377,23 @@ mod tests {
 
     #[test]
     fn finds_a_valid_record_behind_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
         let mut data = record(0, "a");
         let second = data.len();
         data.extend(record(1, "b"));
         data[3] ^= 0xff;
-        assert_eq!(valid_record_after(&data, 1, 0), Some(1));
+        std::fs::write(&path, &data).unwrap();
+        // Record 1, at byte `second`, is valid: the damage is not a tail.
+        let err = scan(&path, 0, true).err().expect("damage before a record");
+        assert!(
+            err.to_string()
+                .ends_with(&format!("a whole record follows at byte {second}")),
+            "{err}"
+        );
         data[second + 12] ^= 0xff;
-        assert_eq!(valid_record_after(&data, 1, 0), None);
+        std::fs::write(&path, &data).unwrap();
+        let scanned = scan(&path, 0, true).unwrap();
+        assert_eq!((scanned.positions.len(), scanned.len), (0, 0), "cut off");
     }
 }

@@ -78,7 +78,7 @@ impl EmbeddedConfig {
     /// What is wrong with these settings, if anything.
     pub(crate) fn problem(&self) -> Option<String> {
         let fits = (1..=1 << 30).contains(&self.segment_bytes)
-            && (1..=log::MAX_BODY).contains(&self.max_record_bytes);
+            && (1..=colloquy_segments::MAX_BODY).contains(&self.max_record_bytes);
         (!fits).then(|| "segment_bytes must be 1..=1 GiB and max_record_bytes 1..=64 MiB".into())
     }
 }
@@ -125,7 +125,7 @@ impl EmbeddedBus {
         let topics_dir = dir.join("topics");
         std::fs::create_dir_all(&topics_dir)
             .map_err(BusError::io(format!("create {}", topics_dir.display())))?;
-        let lock = lock_dir(dir)?;
+        let lock = colloquy_segments::lock_dir(dir, "LOCK")?;
         let groups = Groups::open(&dir.join("groups"))?;
         let bus = EmbeddedBus {
             dir: dir.to_path_buf(),
@@ -237,18 +237,7 @@ impl EmbeddedBus {
         id: u32,
         dir: PathBuf,
     ) -> Result<(Arc<Partition>, Active), BusError> {
-        let list_error = BusError::io(format!("list {}", dir.display()));
-        let mut bases = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(list_error)? {
-            let entry = entry.map_err(BusError::io(format!("list {}", dir.display())))?;
-            let name = entry.file_name();
-            let base = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".log"))
-                .and_then(|n| n.parse::<u64>().ok());
-            bases.extend(base);
-        }
-        bases.sort_unstable();
+        let bases = log::list(&dir)?;
         if bases.is_empty() {
             return Err(BusError::Corrupt(format!("{}: no segments", dir.display())));
         }
@@ -392,7 +381,7 @@ impl Bus for EmbeddedBus {
         payload: Vec<u8>,
         headers: Vec<(String, String)>,
     ) -> Result<RecordPosition, BusError> {
-        let size = encoded_len(key, &headers, &payload) - log::FRAME_HEADER;
+        let size = encoded_len(key, &headers, &payload) - colloquy_segments::FRAME_HEADER;
         if size > self.cfg.max_record_bytes {
             return Err(BusError::RecordTooLarge {
                 size,
@@ -583,26 +572,6 @@ pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> Result<(), BusError>
         .and_then(|()| std::fs::rename(&tmp, path))
         .and_then(|()| sync_dir(dir))
         .map_err(BusError::io(format!("write {}", path.display())))
-}
-
-fn lock_dir(dir: &Path) -> Result<File, BusError> {
-    let path = dir.join("LOCK");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(BusError::io(format!("open {}", path.display())))?;
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(file),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(BusError::DirInUse {
-            dir: dir.to_path_buf(),
-        }),
-        Err(e) => Err(BusError::Io {
-            context: format!("lock {}", path.display()),
-            source: e.into(),
-        }),
-    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,7 @@
 //! covers many publishes, and readers never see a record that a crash could
 //! take back.
 
-use super::log::{encode, encoded_len, segment_path, Partition, Segment};
-use super::sync_dir;
+use super::log::{self, encode, encoded_len, segment_path, Partition, Segment};
 use crate::{BusError, Record, RecordPosition};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -145,20 +144,10 @@ impl Active {
     fn roll(&mut self, counters: &WriteCounters) -> std::io::Result<()> {
         self.file.sync_data()?;
         counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-        let path = segment_path(&self.partition.dir, self.next);
-        let file = Arc::new(
-            File::options()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)?,
-        );
-        // The new file's name must survive a crash before its records are
-        // acknowledged.
-        sync_dir(&self.partition.dir)?;
+        let file = Arc::new(log::create(&self.partition.dir, self.next)?);
         self.created.push(Segment {
+            path: segment_path(&self.partition.dir, self.next),
             base: self.next,
-            path,
             file: Arc::clone(&file),
             positions: Vec::new(),
             len: 0,
