@@ -248,3 +248,23 @@ async fn check_cheap_reads(store: &LogStore, log: &[colloquy_core::Event]) {
         );
     }
 }
+
+/// A record past the largest a scan accepts used to be acknowledged and
+/// then taken for damage on the next open: it is refused up front.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_too_large_for_one_record_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut batch = conformance::events("big", 0, 1, 0, "m");
+    batch[0].kind = colloquy_core::EventKind::UserSaid {
+        message_id: "m-0".into(),
+        text: "a".repeat(colloquy_segments::MAX_BODY + 1),
+    };
+    let err = store.append("big", 0, &batch).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidEvents { .. }), "{err}");
+    let fine = conformance::events("big", 0, 2, 0, "m");
+    store.append("big", 0, &fine).await.unwrap();
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.events_after("big", 0, 10).await.unwrap(), fine);
+}

@@ -392,6 +392,15 @@ impl ConversationStore for LogStore {
         // Encoded here, on the callers' threads, to keep the writer's
         // critical path to the write itself.
         let body = serde_json::to_vec(events).map_err(|e| invalid(e.to_string()))?;
+        // A frame past the largest a scan accepts would be acknowledged and
+        // then taken for damage on the next open.
+        let size = format::append_len(user_id, events.len(), &body);
+        if size - colloquy_segments::FRAME_HEADER > colloquy_segments::MAX_BODY {
+            return Err(invalid(format!(
+                "the append takes {size} bytes; at most {} fit in one record",
+                colloquy_segments::MAX_BODY
+            )));
+        }
         // So is the duplicate check's first read of the user's ids (an empty
         // log has none to read, and appends to it keep their call order).
         let has_log = self.shared.user(user_id).last != NONE;
@@ -467,13 +476,21 @@ impl ConversationStore for LogStore {
         if snapshot.user_id.len() > u16::MAX as usize || snapshot.hmac.len() > u16::MAX as usize {
             return Err(invalid("user id or hmac longer than 65,535 bytes".into()));
         }
+        let state = serde_json::to_vec(&snapshot.state)
+            .map_err(|e| invalid(format!("snapshot state: {e}")))?;
+        let size = format::snapshot_len(&snapshot.user_id, &snapshot.hmac, &state);
+        if size - colloquy_segments::FRAME_HEADER > colloquy_segments::MAX_BODY {
+            return Err(invalid(format!(
+                "the snapshot takes {size} bytes; at most {} fit in one record",
+                colloquy_segments::MAX_BODY
+            )));
+        }
         let request = writer::SnapshotRequest {
             user: snapshot.user_id.clone(),
             seq: snapshot.seq,
             ts_ms: snapshot.ts_ms,
             hmac: snapshot.hmac.clone(),
-            state: serde_json::to_vec(&snapshot.state)
-                .map_err(|e| invalid(format!("snapshot state: {e}")))?,
+            state,
         };
         self.writer
             .call(|reply| Request::Snapshot { request, reply })
