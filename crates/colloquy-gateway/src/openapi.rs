@@ -85,7 +85,10 @@ pub fn document() -> Value {
                     {"name": "token", "in": "query", "schema": {"type": "string"}, "description": "JWT, when no Authorization header can be sent"},
                     {"name": "user", "in": "query", "schema": {"type": "string"}, "description": "Admin tokens only: whose stream"},
                     {"name": "after", "in": "query", "schema": {"type": "integer"}, "description": "Deliver replies after this event seq first"}],
-                "responses": with(json!({"101": {"description": "Switching to WebSocket"}}))}},
+                "responses": with(json!({
+                    "101": {"description": "Switching to WebSocket. The server pings; a session ends with close code 1000 (reason `idle`) after limits.ws_idle_timeout without a message, and with 1008 (`token expired`) when its token expires"},
+                    "429": error_response("The user already holds limits.max_sessions_per_user sessions (too_many_sessions; see Retry-After)"),
+                    "503": error_response("Every connection slot is taken (too_many_connections; see Retry-After)")}))}},
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "Alive"}}}},
             "/readyz": {"get": {"summary": "Readiness", "security": [], "responses": {"200": {"description": "Ready"}, "503": error_response("Not ready")}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "OpenMetrics text"}}}},
