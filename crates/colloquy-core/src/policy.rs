@@ -225,6 +225,7 @@ impl Run<'_> {
                             text: input.text.to_string(),
                             reason,
                         });
+                        self.fill_from_entities(input, Some(slot));
                         let invalid = self.bot.slots[slot].invalid.clone();
                         self.retry(
                             &pos.flow,
@@ -271,7 +272,13 @@ impl Run<'_> {
                     None => self.say(&self.bot.fallback.clone()),
                 }
             }
-            (None, None) => self.say(&self.bot.fallback.clone()),
+            (None, None) => {
+                // Not understood, but what it named was heard: a model
+                // asked about in words the classifier does not know is
+                // still "that shoe" tomorrow.
+                self.fill_from_entities(input, None);
+                self.say(&self.bot.fallback.clone())
+            }
         }
     }
 
