@@ -13,6 +13,7 @@ use crate::event::{Event, EventKind};
 use crate::nlu::EntityMatch;
 use crate::state::State;
 use crate::value::Value;
+use crate::wire::Outcome;
 use std::collections::BTreeMap;
 
 /// Shown instead of a sensitive value.
@@ -23,10 +24,18 @@ pub const MASK: &str = "***";
 pub struct Secrets(Vec<String>);
 
 impl Secrets {
-    /// The given values, in order. An empty value is dropped: it is
-    /// contained in every text and would mask all of them.
+    /// The given values. An empty value is dropped: it is contained in
+    /// every text and would mask all of them. Longer values are hidden
+    /// first, so a secret that contains another is not left half shown.
     pub fn new(values: impl IntoIterator<Item = String>) -> Secrets {
-        Secrets(values.into_iter().filter(|s| !s.is_empty()).collect())
+        let mut values: Vec<String> = values.into_iter().filter(|s| !s.is_empty()).collect();
+        values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        values.dedup();
+        Secrets(values)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// The values of `state`'s sensitive slots, then those of the sensitive
@@ -38,15 +47,12 @@ impl Secrets {
             .iter()
             .filter_map(|slot| state.slots.get(slot))
             .map(Value::to_string);
-        let logged = events.iter().filter_map(|e| match &e.kind {
-            EventKind::SlotSet {
-                value,
-                sensitive: true,
-                ..
-            } => Some(value.to_string()),
-            _ => None,
-        });
-        Secrets::new(current.chain(logged))
+        Secrets::new(current.chain(logged(events)))
+    }
+
+    /// The values of the sensitive `slot_set` events among `events`.
+    pub fn of_events(events: &[Event]) -> Secrets {
+        Secrets::new(logged(events))
     }
 
     /// `text` with every occurrence of every secret replaced by [`MASK`].
@@ -62,6 +68,17 @@ impl Secrets {
             .iter()
             .any(|s| m.text.contains(s.as_str()) || value == *s)
     }
+}
+
+fn logged(events: &[Event]) -> impl Iterator<Item = String> + '_ {
+    events.iter().filter_map(|e| match &e.kind {
+        EventKind::SlotSet {
+            value,
+            sensitive: true,
+            ..
+        } => Some(value.to_string()),
+        _ => None,
+    })
 }
 
 /// Masks a page of events in place: the values of sensitive `slot_set`
@@ -86,6 +103,19 @@ pub fn mask_events(events: &mut [Event], secrets: &Secrets) {
             }
             _ => {}
         }
+    }
+}
+
+/// A turn's outcome as clients may see it pushed: the sensitive values
+/// its own events set, hidden in those events and in its replies.
+pub fn mask_outcome(outcome: &mut Outcome) {
+    let secrets = Secrets::of_events(&outcome.events);
+    if secrets.is_empty() {
+        return;
+    }
+    mask_events(&mut outcome.events, &secrets);
+    for reply in &mut outcome.replies {
+        *reply = secrets.hide(reply);
     }
 }
 
@@ -277,5 +307,47 @@ mod tests {
         assert_eq!(slots.get("phone"), Some(&Value::Text(MASK.into())));
         assert_eq!(slots.get("size"), Some(&Value::Int(39)));
         assert_eq!(slots.len(), 2);
+    }
+
+    #[test]
+    fn a_pushed_outcome_hides_what_its_turn_set() {
+        let mut outcome = Outcome {
+            user: "alice".into(),
+            message_id: "m1".into(),
+            replies: vec!["好的, 我们会打 13800138000 联系您".into()],
+            events: events(vec![
+                EventKind::UserSaid {
+                    message_id: "m1".into(),
+                    text: "13800138000".into(),
+                },
+                phone_set(),
+            ]),
+            seq: 2,
+        };
+        mask_outcome(&mut outcome);
+        assert_eq!(
+            outcome.replies,
+            vec!["好的, 我们会打 *** 联系您".to_string()]
+        );
+        let shown = serde_json::to_string(&outcome.events).unwrap();
+        assert!(!shown.contains("13800138000"), "{shown}");
+
+        let mut plain = Outcome {
+            replies: vec!["13800138000".into()],
+            events: Vec::new(),
+            ..outcome
+        };
+        mask_outcome(&mut plain);
+        assert_eq!(
+            plain.replies,
+            vec!["13800138000".to_string()],
+            "nothing sensitive was set"
+        );
+    }
+
+    #[test]
+    fn longer_secrets_are_hidden_before_the_ones_they_contain() {
+        let secrets = Secrets::new(["345".to_string(), "12345".to_string()]);
+        assert_eq!(secrets.hide("call 12345 or 345"), "call *** or ***");
     }
 }

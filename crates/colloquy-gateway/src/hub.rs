@@ -60,7 +60,10 @@ impl Hub {
 
 impl Hub {
     /// Hand an outcome to whoever waits for it here.
-    pub fn push(&self, outcome: Outcome) {
+    /// Sensitive values the turn set are masked first: waiting requests
+    /// and streams show what the events API would.
+    pub fn push(&self, mut outcome: Outcome) {
+        colloquy_core::redact::mask_outcome(&mut outcome);
         let outcome = Arc::new(outcome);
         let key = (outcome.user.clone(), outcome.message_id.clone());
         if let Some(list) = self.waiters.lock().expect("hub lock").remove(&key) {
