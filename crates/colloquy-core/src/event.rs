@@ -3,6 +3,7 @@
 //! into a SQL row (`user_id`, `seq`, `ts_ms`, `event_id`, JSON body).
 
 use crate::nlu::EntityMatch;
+use crate::rollout::RouteReason;
 use crate::value::Value;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -40,6 +41,8 @@ pub enum FlowEnd {
     Replaced,
     /// The session expired while the flow was active.
     Expired,
+    /// A rollback moved the user to a version without this flow.
+    Withdrawn,
 }
 
 /// What happened. Tagged by `type` in JSON.
@@ -109,6 +112,14 @@ pub enum EventKind {
         text: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         response: Option<String>,
+    },
+    /// The user's turns are now answered by another version of the bot, or
+    /// by the same one for another reason (a rollout changed, a session
+    /// ended, a version was rolled back). Written only on a change.
+    RouteChanged {
+        version: String,
+        reason: RouteReason,
+        tail: u8,
     },
 }
 

@@ -6,6 +6,7 @@
 use crate::bot::{values_equal, Action, Bot, Condition, SetValue, SlotType, Step, Test};
 use crate::event::{turn_event_id, user_event_id, Event, EventKind, FlowEnd};
 use crate::nlu::NluResult;
+use crate::rollout::Route;
 use crate::state::State;
 use crate::value::Value;
 
@@ -15,6 +16,10 @@ pub struct Input<'a> {
     pub message_id: &'a str,
     pub text: &'a str,
     pub nlu: &'a NluResult,
+    /// The version answering and why ([`crate::rollout::Rollout::route`]);
+    /// recorded when it changes. `None` where no rollout routes (a bot
+    /// run from its directory alone, as `colloquy chat --bot` does).
+    pub route: Option<&'a Route>,
 }
 
 /// What one message produced: the events to append, sealed (numbered after
@@ -183,6 +188,16 @@ impl Run<'_> {
                 kept,
             });
         }
+        if let Some(route) = input.route {
+            if self.state.route.as_ref() != Some(route) {
+                self.emit(EventKind::RouteChanged {
+                    version: route.version.clone(),
+                    reason: route.reason,
+                    tail: route.tail,
+                });
+            }
+        }
+        self.end_withdrawn_flow();
         let nlu = input.nlu;
         self.emit(EventKind::IntentRecognised {
             intent: nlu.intent.clone(),
@@ -280,6 +295,33 @@ impl Run<'_> {
                 self.say(&self.bot.fallback.clone())
             }
         }
+    }
+
+    /// A rollback can move a user in the middle of a flow to a version
+    /// without that flow (or with fewer steps): end it and say so, rather
+    /// than guess where the user stood.
+    fn end_withdrawn_flow(&mut self) {
+        let Some(pos) = self.state.flow.clone() else {
+            return;
+        };
+        if self
+            .bot
+            .flows
+            .get(&pos.flow)
+            .is_some_and(|f| pos.step < f.steps.len())
+        {
+            return;
+        }
+        self.emit(EventKind::FlowEnded {
+            flow: pos.flow,
+            reason: FlowEnd::Withdrawn,
+        });
+        let r = self
+            .bot
+            .withdrawn
+            .clone()
+            .unwrap_or_else(|| self.bot.fallback.clone());
+        self.say(&r);
     }
 
     fn start_flow(&mut self, flow: &str, input: &Input) {

@@ -3,6 +3,7 @@
 //! always gives the same state.
 
 use crate::event::{Event, EventKind};
+use crate::rollout::Route;
 use crate::value::Value;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -43,6 +44,12 @@ pub struct State {
     /// a state is cloned a few times per turn (hot cache in and out), and
     /// these were most of its allocations.
     pub recent_messages: VecDeque<Arc<str>>,
+    /// The bot version the user's turns go to, and why. Absent before the
+    /// first routed turn; left out of the JSON then, so a snapshot written
+    /// before versions were routed re-serializes to the bytes it was
+    /// signed over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<Route>,
 }
 
 impl State {
@@ -131,6 +138,17 @@ impl State {
             }
             EventKind::FlowEnded { .. } => self.flow = None,
             EventKind::HandedOff { .. } => self.handed_off = true,
+            EventKind::RouteChanged {
+                version,
+                reason,
+                tail,
+            } => {
+                self.route = Some(Route {
+                    version: version.clone(),
+                    reason: *reason,
+                    tail: *tail,
+                })
+            }
             EventKind::SlotRejected { .. }
             | EventKind::ActionCalled { .. }
             | EventKind::BotSaid { .. } => {}

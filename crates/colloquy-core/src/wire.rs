@@ -37,6 +37,11 @@ pub struct Understood {
     #[serde(flatten)]
     pub inbound: Inbound,
     pub nlu: NluResult,
+    /// The bot version whose NLU classified it; the policy stage
+    /// classifies again if another version answers. Empty in records
+    /// written before versions were routed.
+    #[serde(default)]
+    pub version: String,
 }
 
 /// What the policy stage produced for one message.

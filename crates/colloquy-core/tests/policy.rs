@@ -2,7 +2,10 @@
 //! it reasoned about.
 
 use colloquy_core::bot::{compile, SourceFile};
-use colloquy_core::{seal, step, Bot, EntityMatch, EventKind, Input, NluResult, State, Value};
+use colloquy_core::{
+    seal, step, Bot, EntityMatch, EventKind, FlowEnd, Input, NluResult, Route, RouteReason, State,
+    Turn, Value,
+};
 use proptest::prelude::*;
 
 const BOT: &str = r#"
@@ -92,6 +95,7 @@ fn turn(bot: &Bot, state: &mut State, id: &str, nlu: &NluResult, now: i64) -> Ve
             message_id: id,
             text: id,
             nlu,
+            route: None,
         },
         now,
         42,
@@ -207,6 +211,7 @@ fn a_duplicate_message_produces_nothing() {
             message_id: "m1",
             text: "hi",
             nlu: &nlu(Some("hi"), &[]),
+            route: None,
         },
         T0 + 5,
         1,
@@ -239,6 +244,7 @@ fn draws_follow_the_weights_and_the_seed() {
                 message_id: "m",
                 text: "spin",
                 nlu: &nlu(Some("spin"), &[]),
+                route: None,
             },
             T0,
             seed,
@@ -283,7 +289,7 @@ proptest! {
         for (i, (n, gap, seed)) in turns.iter().enumerate() {
             now += gap;
             let id = format!("m{i}");
-            let input = Input { message_id: &id, text: "text", nlu: n };
+            let input = Input { message_id: &id, text: "text", nlu: n , route: None};
             let a = step(&bot, s.clone(), &input, now, *seed);
             let b = step(&bot, s.clone(), &input, now, *seed);
             prop_assert_eq!(&a, &b);
@@ -312,4 +318,89 @@ proptest! {
         prop_assert_eq!(State::from_events("u", &log), s);
         prop_assert!(log.iter().enumerate().all(|(i, e)| e.seq == i as u64 + 1));
     }
+}
+
+fn routed(bot: &Bot, state: &mut State, id: &str, nlu: &NluResult, route: &Route) -> Turn {
+    let out = step(
+        bot,
+        std::mem::take(state),
+        &Input {
+            message_id: id,
+            text: id,
+            nlu,
+            route: Some(route),
+        },
+        T0,
+        42,
+    );
+    *state = out.state.clone();
+    out
+}
+
+#[test]
+fn the_route_is_recorded_when_it_changes_and_only_then() {
+    let bot = bot();
+    let mut s = State::new("u1");
+    let stable = Route {
+        version: "1".into(),
+        reason: RouteReason::Stable,
+        tail: 1,
+    };
+    let first = routed(&bot, &mut s, "a", &nlu(Some("hi"), &[]), &stable);
+    let changes = |t: &Turn| {
+        t.events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::RouteChanged { .. }))
+            .count()
+    };
+    assert_eq!(changes(&first), 1);
+    assert_eq!(s.route.as_ref(), Some(&stable));
+    let again = routed(&bot, &mut s, "b", &nlu(Some("hi"), &[]), &stable);
+    assert_eq!(changes(&again), 0);
+    let pinned = Route {
+        reason: RouteReason::Pinned,
+        ..stable
+    };
+    let moved = routed(&bot, &mut s, "c", &nlu(Some("hi"), &[]), &pinned);
+    assert_eq!(changes(&moved), 1);
+    assert_eq!(
+        s.route.as_ref().map(|r| r.reason),
+        Some(RouteReason::Pinned)
+    );
+}
+
+#[test]
+fn a_flow_the_answering_version_lacks_ends_with_the_bots_response() {
+    let with_flow = bot();
+    let without = compile(&[SourceFile {
+        path: "bot.yaml".into(),
+        text: BOT
+            .replace("version: \"1\"", "version: \"0\"")
+            .replace(
+                "fallback: fallback, abandon",
+                "fallback: fallback, withdrawn: gone, abandon",
+            )
+            .replace(
+                "  abandon: giving up",
+                "  abandon: giving up\n  gone: that offer has ended",
+            )
+            .replace("  buy:\n    intents", "  buy2:\n    intents"),
+    }])
+    .expect("the older version compiles");
+    assert!(!without.flows.contains_key("buy"));
+    let mut s = State::new("u1");
+    turn(&with_flow, &mut s, "1", &nlu(Some("buy"), &[]), T0);
+    assert!(s.flow.is_some());
+    let back = Route {
+        version: "0".into(),
+        reason: RouteReason::Stable,
+        tail: 1,
+    };
+    let out = routed(&without, &mut s, "2", &nlu(None, &[]), &back);
+    assert!(out.events.iter().any(|e| matches!(
+        &e.kind,
+        EventKind::FlowEnded { flow, reason: FlowEnd::Withdrawn } if flow == "buy"
+    )));
+    assert_eq!(out.replies[0], "that offer has ended");
+    assert_eq!(s.flow, None);
 }

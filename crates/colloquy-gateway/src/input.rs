@@ -27,6 +27,9 @@ pub struct Limits {
     /// long is closed (code 1000, reason `idle`).
     #[serde(with = "colloquy_core::duration::text")]
     pub ws_idle_timeout: Duration,
+    /// The largest bot version the admin API takes (all its files, as
+    /// the JSON of the push).
+    pub max_bot_bytes: usize,
 }
 
 impl Default for Limits {
@@ -39,6 +42,7 @@ impl Default for Limits {
             max_sessions_per_user: 8,
             ws_ping_interval: Duration::from_secs(30),
             ws_idle_timeout: Duration::from_secs(10 * 60),
+            max_bot_bytes: 4 * 1024 * 1024,
         }
     }
 }

@@ -29,6 +29,7 @@ mod error;
 pub mod eventlog;
 pub mod l1;
 pub mod memory;
+pub mod registry;
 mod snapshot;
 pub mod sql;
 pub mod sqlite;
@@ -42,6 +43,7 @@ pub use eventlog::{LogConfig, LogStore};
 pub use l1::RedisHotStates;
 pub use l1::{HotStates, HotStats, MemoryHotStates, RedisL1Config};
 pub use memory::MemoryStore;
+pub use registry::{BotRegistry, RegistryError};
 pub use snapshot::{Snapshot, SnapshotError, SnapshotKey};
 #[cfg(feature = "mysql")]
 pub use sql::MySqlStore;

@@ -196,6 +196,7 @@ async fn check(store: Arc<dyn ConversationStore>, policy: SnapshotPolicy, steps:
                     message_id: &id,
                     text: "text",
                     nlu: &nlu,
+                    route: None,
                 };
                 let turn = policy_step(&dialogue, state.clone(), &input, ts, seed);
                 for e in &turn.events {

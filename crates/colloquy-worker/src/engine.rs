@@ -1,6 +1,7 @@
 //! Handling one message: the policy stage's unit of work.
 
 use crate::loader::LoadedBot;
+use crate::versions::Versions;
 use colloquy_core::{step, Event, EventKind, Input, NluResult, State};
 use colloquy_store::l1::{HotStates, HotStats, MemoryHotStates, MEMORY_L1_USERS};
 use colloquy_store::{Conversations, StoreError};
@@ -29,9 +30,16 @@ pub enum EngineError {
 const CONFLICT_RETRIES: u32 = 3;
 
 pub struct Engine {
-    bot: Arc<LoadedBot>,
+    versions: Arc<Versions>,
     conversations: Conversations,
     hot: Arc<dyn HotStates>,
+}
+
+/// An NLU result and the bot version whose NLU produced it.
+#[derive(Debug, Clone)]
+pub struct Classified {
+    pub nlu: NluResult,
+    pub version: String,
 }
 
 impl Engine {
@@ -51,8 +59,18 @@ impl Engine {
         conversations: Conversations,
         hot: Arc<dyn HotStates>,
     ) -> Self {
+        Engine::routed(Arc::new(Versions::single(bot)), conversations, hot)
+    }
+
+    /// An engine that routes every turn to a version by the rollout in
+    /// `versions`, which a [`crate::versions::Follower`] keeps current.
+    pub fn routed(
+        versions: Arc<Versions>,
+        conversations: Conversations,
+        hot: Arc<dyn HotStates>,
+    ) -> Self {
         Engine {
-            bot,
+            versions,
             conversations,
             hot,
         }
@@ -63,13 +81,19 @@ impl Engine {
         self.hot.stats()
     }
 
-    pub fn bot(&self) -> &LoadedBot {
-        &self.bot
+    pub fn versions(&self) -> &Arc<Versions> {
+        &self.versions
     }
 
-    /// Run the NLU stage on a message's text.
-    pub fn understand(&self, text: &str) -> NluResult {
-        self.bot.nlu.parse(text)
+    /// Run the NLU stage on a message's text, with the NLU of the version
+    /// the rollout assigns to `user`.
+    pub fn understand(&self, user: &str, text: &str) -> Classified {
+        let table = self.versions.current();
+        let (version, bot) = table.assigned(user);
+        Classified {
+            nlu: bot.nlu.parse(text),
+            version: version.to_string(),
+        }
     }
 
     /// Handle one user message at `now_ms`: NLU, then the policy.
@@ -80,22 +104,22 @@ impl Engine {
         text: &str,
         now_ms: i64,
     ) -> Result<Reply, EngineError> {
-        let nlu = self.understand(text);
+        let nlu = self.understand(user, text);
         self.decide(user, message_id, text, &nlu, now_ms).await
     }
 
-    /// The policy stage: load state, step, append. Idempotent by
-    /// `message_id`: a message already in the log appends nothing and
-    /// returns the replies it got the first time.
+    /// The policy stage: load state, route to a version, step, append.
+    /// Idempotent by `message_id`: a message already in the log appends
+    /// nothing and returns the replies it got the first time.
     pub async fn decide(
         &self,
         user: &str,
         message_id: &str,
         text: &str,
-        nlu: &NluResult,
+        understood: &Classified,
         now_ms: i64,
     ) -> Result<Reply, EngineError> {
-        let bot = &self.bot.bot;
+        let table = self.versions.current();
         for _ in 0..CONFLICT_RETRIES {
             let state = self.take(user).await?;
             if state.has_seen(message_id) {
@@ -108,12 +132,24 @@ impl Engine {
                     state,
                 });
             }
+            let (route, bot) = table.route(&state, now_ms);
+            // Classified by another version than the one answering (a
+            // pinned session, or the rollout changed in between): classify
+            // again with the answering version's NLU.
+            let reclassified;
+            let nlu = if bot.bot.id.version == understood.version {
+                &understood.nlu
+            } else {
+                reclassified = bot.nlu.parse(text);
+                &reclassified
+            };
             let input = Input {
                 message_id,
                 text,
                 nlu,
+                route: route.as_ref(),
             };
-            let turn = step(bot, state, &input, now_ms, seed(user, message_id));
+            let turn = step(&bot.bot, state, &input, now_ms, seed(user, message_id));
             match self.conversations.commit(&turn.state, &turn.events).await {
                 Ok(()) => {
                     let state = Arc::new(turn.state);

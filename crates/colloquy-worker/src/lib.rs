@@ -11,7 +11,8 @@ mod loader;
 pub mod ownership;
 pub mod pipeline;
 pub mod scenario;
+pub mod versions;
 
 // Where the binary has found it; the store's L1 module owns it now.
-pub use engine::{Engine, EngineError, Reply};
-pub use loader::{load_bot, read_sources, LoadError, LoadedBot};
+pub use engine::{Classified, Engine, EngineError, Reply};
+pub use loader::{load_bot, load_files, read_files, read_sources, LoadError, LoadedBot};

@@ -1,8 +1,10 @@
-//! Reading a bot directory: the one place that turns files into a `Bot`.
+//! Reading a bot: the one place that turns files (from a directory or
+//! from the registry) into a `Bot` with its trained NLU.
 
 use colloquy_core::bot::{compile, BotError, SourceFile};
 use colloquy_core::Bot;
 use colloquy_nlu::BotNlu;
+use colloquy_store::registry::BotFiles;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -10,7 +12,6 @@ use std::path::{Path, PathBuf};
 pub struct LoadedBot {
     pub bot: Bot,
     pub nlu: BotNlu,
-    pub dir: PathBuf,
 }
 
 #[derive(Debug)]
@@ -89,10 +90,43 @@ pub fn read_sources(dir: &Path) -> Result<Vec<SourceFile>, LoadError> {
     Ok(files)
 }
 
+/// A bot directory's files by their path inside it (`/`-separated), as
+/// the registry keeps them.
+pub fn read_files(dir: &Path) -> Result<BotFiles, LoadError> {
+    Ok(read_sources(dir)?
+        .into_iter()
+        .map(|f| {
+            let path = Path::new(&f.path);
+            let inside = path.strip_prefix(dir).unwrap_or(path);
+            let parts: Vec<String> = inside
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            (parts.join("/"), f.text)
+        })
+        .collect())
+}
+
 /// Compile the bot in `dir` and train its NLU.
 pub fn load_bot(dir: &Path) -> Result<LoadedBot, LoadError> {
-    let files = read_sources(dir)?;
-    let bot = compile(&files).map_err(LoadError::Invalid)?;
+    compile_and_train(&read_sources(dir)?)
+}
+
+/// Compile a bot from the registry's files and train its NLU. Errors name
+/// the files as the bot's author wrote them (`flows/lottery.yaml:12`).
+pub fn load_files(files: &BotFiles) -> Result<LoadedBot, LoadError> {
+    let sources: Vec<SourceFile> = files
+        .iter()
+        .map(|(path, text)| SourceFile {
+            path: path.clone(),
+            text: text.clone(),
+        })
+        .collect();
+    compile_and_train(&sources)
+}
+
+fn compile_and_train(files: &[SourceFile]) -> Result<LoadedBot, LoadError> {
+    let bot = compile(files).map_err(LoadError::Invalid)?;
     let intents: Vec<(String, Vec<String>)> = bot
         .intents
         .iter()
@@ -100,9 +134,5 @@ pub fn load_bot(dir: &Path) -> Result<LoadedBot, LoadError> {
         .collect();
     let nlu = BotNlu::train(&intents, &bot.entities, bot.threshold)
         .map_err(|e| LoadError::Nlu(e.to_string()))?;
-    Ok(LoadedBot {
-        bot,
-        nlu,
-        dir: dir.to_path_buf(),
-    })
+    Ok(LoadedBot { bot, nlu })
 }

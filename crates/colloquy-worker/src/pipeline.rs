@@ -6,12 +6,11 @@
 //! record is done, and its offset may be committed, only after what the
 //! stage produced is durable downstream, so a crash anywhere redelivers it.
 
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Classified, Engine, EngineError};
 use async_trait::async_trait;
 use colloquy_bus::runner::{Handler, HandlerError};
 use colloquy_bus::{Bus, Record};
 use colloquy_core::wire::{Inbound, Outcome, Understood, TOPIC_NLU, TOPIC_OUT};
-use colloquy_core::NluResult;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -89,13 +88,13 @@ impl NluStage {
         }
     }
 
-    pub async fn run(&self, text: &str) -> Result<NluResult, HandlerError> {
+    pub async fn run(&self, user: &str, text: &str) -> Result<Classified, HandlerError> {
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| HandlerError::Retryable("nlu stage stopped".into()))?;
-        Ok(self.engine.understand(text))
+        Ok(self.engine.understand(user, text))
     }
 }
 
@@ -124,9 +123,9 @@ impl ChatHandler {
 impl Handler for ChatHandler {
     async fn handle(&self, record: &Record) -> Result<(), HandlerError> {
         let inbound: Inbound = decode(record, &*self.policy.observer, "nlu")?;
-        let nlu = self.nlu.run(&inbound.text).await?;
+        let classified = self.nlu.run(&inbound.user, &inbound.text).await?;
         self.policy.observer.message("nlu", "ok");
-        self.policy.decide(Understood { inbound, nlu }).await
+        self.policy.decide(inbound, classified).await
     }
 }
 
@@ -156,10 +155,14 @@ impl NluHandler {
 impl Handler for NluHandler {
     async fn handle(&self, record: &Record) -> Result<(), HandlerError> {
         let inbound: Inbound = decode(record, &*self.observer, "nlu")?;
-        let nlu = self.nlu.run(&inbound.text).await?;
+        let Classified { nlu, version } = self.nlu.run(&inbound.user, &inbound.text).await?;
         let user = inbound.user.clone();
-        let payload = serde_json::to_vec(&Understood { inbound, nlu })
-            .map_err(|e| HandlerError::Permanent(format!("encoding an nlu result: {e}")))?;
+        let payload = serde_json::to_vec(&Understood {
+            inbound,
+            nlu,
+            version,
+        })
+        .map_err(|e| HandlerError::Permanent(format!("encoding an nlu result: {e}")))?;
         publish(&*self.bus, TOPIC_NLU, &user, payload).await?;
         self.observer.message("nlu", "ok");
         Ok(())
@@ -187,11 +190,16 @@ impl PolicyHandler {
         }
     }
 
-    async fn decide(&self, msg: Understood) -> Result<(), HandlerError> {
-        let Understood { inbound: msg, nlu } = msg;
+    async fn decide(&self, msg: Inbound, classified: Classified) -> Result<(), HandlerError> {
         let reply = match self
             .engine
-            .decide(&msg.user, &msg.message_id, &msg.text, &nlu, msg.ts_ms)
+            .decide(
+                &msg.user,
+                &msg.message_id,
+                &msg.text,
+                &classified,
+                msg.ts_ms,
+            )
             .await
         {
             Ok(r) => r,
@@ -211,7 +219,7 @@ impl PolicyHandler {
             self.observer.message("policy", "duplicate");
         } else {
             self.observer.message("policy", "ok");
-            self.observer.intent(nlu.intent.as_deref());
+            self.observer.intent(classified.nlu.intent.as_deref());
         }
         self.deliver
             .deliver(Outcome {
@@ -228,8 +236,12 @@ impl PolicyHandler {
 #[async_trait]
 impl Handler for PolicyHandler {
     async fn handle(&self, record: &Record) -> Result<(), HandlerError> {
-        let msg: Understood = decode(record, &*self.observer, "policy")?;
-        self.decide(msg).await
+        let Understood {
+            inbound,
+            nlu,
+            version,
+        } = decode(record, &*self.observer, "policy")?;
+        self.decide(inbound, Classified { nlu, version }).await
     }
 }
 

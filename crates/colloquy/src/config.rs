@@ -60,6 +60,10 @@ pub struct Server {
     pub header_timeout: Duration,
     /// Connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// How often a process asks the bot registry whether the rollout
+    /// changed; a change takes effect everywhere within about this long.
+    #[serde(with = "colloquy_core::duration::text")]
+    pub registry_poll: Duration,
 }
 
 impl Default for Server {
@@ -73,6 +77,7 @@ impl Default for Server {
             request_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             max_connections: 10_000,
+            registry_poll: Duration::from_millis(250),
         }
     }
 }

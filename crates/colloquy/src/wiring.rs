@@ -15,9 +15,10 @@ use colloquy_gateway::hub::Hub;
 use colloquy_gateway::metrics::{Metrics, Sources};
 use colloquy_gateway::server::ConnectionLimits;
 use colloquy_store::l1::HotStates;
-use colloquy_store::{ConversationStore, Conversations, SnapshotKey};
+use colloquy_store::{BotRegistry, ConversationStore, Conversations, SnapshotKey};
 use colloquy_worker::pipeline::{Deliver, StageObserver};
-use colloquy_worker::{load_bot, Engine};
+use colloquy_worker::versions::{register_dir, Follower, Versions};
+use colloquy_worker::{load_bot, read_files, Engine};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,20 +104,87 @@ pub fn hot_states(cfg: &Config, key: &SnapshotKey) -> anyhow::Result<Arc<dyn Hot
     colloquy_store::l1::open(&cfg.store.l1, key.clone()).context("store.l1")
 }
 
-/// The policy engine: the configured bot, its NLU trained, over the store
-/// and the hot states.
-pub fn engine(
+pub async fn open_registry(cfg: &Config) -> anyhow::Result<Option<Arc<dyn BotRegistry>>> {
+    colloquy_store::registry::open(&cfg.store, &cfg.server.data_dir)
+        .await
+        .context("opening the bot registry")
+}
+
+/// How this process names itself in the registry's activation reports.
+pub fn process_name(role: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}/{role}", std::process::id())
+}
+
+/// The policy engine over the store and the hot states, serving the
+/// versions of the configured bot directory's bot that the registry's
+/// rollout names (registering the directory first), kept current by a
+/// follower of the registry until `stop`.
+pub async fn engine(
     cfg: &Config,
+    registry: Option<Arc<dyn BotRegistry>>,
     store: Arc<dyn ConversationStore>,
     key: SnapshotKey,
     hot: Arc<dyn HotStates>,
+    role: &str,
 ) -> anyhow::Result<Arc<Engine>> {
-    let bot = load_bot(&cfg.server.bot).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(Arc::new(Engine::with_hot_states(
-        Arc::new(bot),
-        Conversations::new(store, key, cfg.store.snapshot_policy()),
-        hot,
-    )))
+    let conversations = Conversations::new(store, key, cfg.store.snapshot_policy());
+    let dir = &cfg.server.bot;
+    let Some(registry) = registry else {
+        tracing::warn!(
+            "no bot registry with this store: serving {} as it is",
+            dir.display()
+        );
+        let bot = load_bot(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        return Ok(Arc::new(Engine::with_hot_states(
+            Arc::new(bot),
+            conversations,
+            hot,
+        )));
+    };
+    let files = read_files(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let now = colloquy_gateway::clock::unix_ms();
+    let registered = register_dir(registry.as_ref(), files, now)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let id = registered.bot.bot.id.clone();
+    if registered.pushed {
+        println!(
+            "registered {} {} from {}",
+            id.name,
+            id.version,
+            dir.display()
+        );
+    }
+    if !registered.rolled_out {
+        tracing::info!(bot = %id.name, "serving the registry's rollout");
+    }
+    let versions = Arc::new(Versions::single(registered.bot));
+    let follower = Follower {
+        registry,
+        versions: versions.clone(),
+        bot: id.name.clone(),
+        process: process_name(role),
+        now_ms: colloquy_gateway::clock::unix_ms,
+    };
+    follower.sync(0).await.context("activating the rollout")?;
+    let table = versions.current();
+    if let Some(r) = &table.rollout {
+        println!(
+            "{} rollout generation {}: stable {}{}",
+            id.name,
+            table.generation,
+            r.stable,
+            r.canary
+                .as_ref()
+                .map(|c| format!(", canary {} for tails {:?}", c.version, c.tails))
+                .unwrap_or_default()
+        );
+    }
+    tokio::spawn(follower.run(cfg.server.registry_poll, shutdown_signal()));
+    Ok(Arc::new(Engine::routed(versions, conversations, hot)))
 }
 
 /// The inbound queue, whose backlog is the queue depth everywhere.
@@ -149,7 +217,8 @@ impl StageObserver for MetricsObserver {
     }
 }
 
-/// The HTTP gateway, not yet listening.
+/// The HTTP gateway, not yet listening; the caller adds the registry
+/// where the admin API is to manage one.
 pub fn gateway(
     cfg: &Config,
     verifier: Verifier,
@@ -158,19 +227,17 @@ pub fn gateway(
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     sources: Sources,
-) -> anyhow::Result<Arc<Gateway>> {
-    Ok(Arc::new(
-        Gateway::new(
-            verifier,
-            bus,
-            conversations,
-            hub,
-            cfg.limits.clone(),
-            metrics,
-            sources,
-        )
-        .map_err(|e| anyhow::anyhow!(e))?,
-    ))
+) -> anyhow::Result<Gateway> {
+    Gateway::new(
+        verifier,
+        bus,
+        conversations,
+        hub,
+        cfg.limits.clone(),
+        metrics,
+        sources,
+    )
+    .map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Listen, print where to talk to the server, and serve until SIGTERM or

@@ -6,5 +6,5 @@ mod lines;
 mod model;
 pub mod spec;
 
-pub use compile::{compile, BotError, SourceFile};
+pub use compile::{check_registry_name, compile, BotError, SourceFile};
 pub use model::*;

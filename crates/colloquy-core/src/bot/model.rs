@@ -15,6 +15,7 @@ pub struct Bot {
     pub threshold: f32,
     pub fallback: String,
     pub abandon: Option<String>,
+    pub withdrawn: Option<String>,
     pub intents: BTreeMap<String, Intent>,
     pub entities: BTreeMap<String, EntitySpec>,
     pub slots: BTreeMap<String, Slot>,

@@ -46,6 +46,10 @@ pub struct BotSpec {
     /// Response said when a user runs out of attempts at a slot.
     #[serde(default)]
     pub abandon: Option<String>,
+    /// Response said when a rollback moves a user in the middle of a flow
+    /// to a version that does not have it (default: `fallback`).
+    #[serde(default)]
+    pub withdrawn: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

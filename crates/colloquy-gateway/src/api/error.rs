@@ -15,6 +15,9 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     retry_after: Option<u64>,
+    /// More for a program to read, beside `code` and `message` (e.g. every
+    /// error of a bot that does not compile).
+    details: Option<Value>,
 }
 
 impl ApiError {
@@ -24,7 +27,13 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            details: None,
         }
+    }
+
+    pub(super) fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
     }
 
     pub(super) fn bad(code: &'static str, message: impl Into<String>) -> Self {
@@ -38,7 +47,11 @@ impl ApiError {
     }
 
     fn object(&self) -> Value {
-        json!({"code": self.code, "message": self.message})
+        let mut o = json!({"code": self.code, "message": self.message});
+        if let Some(d) = &self.details {
+            o["details"] = d.clone();
+        }
+        o
     }
 
     /// The error as a WebSocket frame, where there is no status to carry it.

@@ -4,12 +4,14 @@
 //! `intake`, authenticate through `authenticated` and answer errors in
 //! the one shape of `error`.
 
+mod admin;
 mod authenticated;
 mod error;
 mod intake;
 mod rest;
 mod ws;
 
+pub use admin::LIVE_WITHIN_MS;
 pub use authenticated::Authenticated;
 pub use error::ApiError;
 
@@ -25,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use colloquy_bus::Bus;
-use colloquy_store::Conversations;
+use colloquy_store::{BotRegistry, Conversations};
 use intake::Acks;
 use serde_json::json;
 use std::sync::atomic::AtomicBool;
@@ -46,6 +48,9 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub sources: Sources,
     pub ready: AtomicBool,
+    /// Where the admin API keeps bot versions and rollouts; without one
+    /// the admin routes answer 404 `no_registry`.
+    pub registry: Option<Arc<dyn BotRegistry>>,
     /// Acknowledgements of recent messages, for idempotent retries.
     acks: Acks,
     /// Open WebSocket sessions per user, for the per-user cap.
@@ -75,6 +80,7 @@ impl Gateway {
             metrics,
             sources,
             ready: AtomicBool::new(false),
+            registry: None,
             acks: Acks::default(),
             sessions: ws::Sessions::default(),
             clock: crate::clock::unix_ms,
@@ -91,6 +97,15 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/conversations/{user}/events", get(rest::get_events))
         .route("/v1/conversations/{user}/state", get(rest::get_state))
         .route("/v1/stream", get(ws::stream))
+        .route("/v1/bots", post(admin::push).get(admin::list))
+        .route("/v1/bots/{name}/versions/{version}", get(admin::show))
+        .route(
+            "/v1/bots/{name}/rollout",
+            get(admin::get_rollout).put(admin::set_rollout),
+        )
+        .route("/v1/bots/{name}/promote", post(admin::promote))
+        .route("/v1/bots/{name}/rollback", post(admin::rollback))
+        .route("/v1/bots/{name}/history", get(admin::history))
         .route(
             "/v1/openapi.json",
             get(|| async { Json(openapi::document()) }),

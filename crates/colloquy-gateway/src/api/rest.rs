@@ -133,6 +133,9 @@ pub(super) async fn get_state(
         "last_intent": s.last_intent,
         "last_confidence": s.last_confidence,
         "handed_off": s.handed_off,
+        // The bot version the user's turns go to and why (stable, canary,
+        // pinned), with their user-id tail; null before the first routed turn.
+        "route": s.route,
     })))
 }
 

@@ -33,7 +33,11 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
             l1: None,
         };
         let metrics = Arc::new(Metrics::default());
-        let gateway = wiring::gateway(&cfg, verifier, bus, conversations, hub, metrics, sources)?;
+        let registry = wiring::open_registry(&cfg).await?;
+        let mut gateway =
+            wiring::gateway(&cfg, verifier, bus, conversations, hub, metrics, sources)?;
+        gateway.registry = registry;
+        let gateway = Arc::new(gateway);
         wiring::serve_http(&cfg, gateway.clone(), "the gateway", None).await?;
         gateway.ready.store(false, Ordering::Relaxed);
         feed.stop().await;

@@ -26,8 +26,10 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     let key = wiring::snapshot_key(&cfg)?;
     let conversations = wiring::conversations(&cfg, store.clone(), key.clone());
     let hot = wiring::hot_states(&cfg, &key)?;
-    let engine = wiring::engine(&cfg, store, key, hot.clone())?;
-    let bot_id = engine.bot().bot.id.clone();
+    let registry = wiring::open_registry(&cfg).await?;
+    let engine = wiring::engine(&cfg, registry.clone(), store, key, hot.clone(), "serve").await?;
+    let table = engine.versions().current();
+    let stable = table.assigned("").1.bot.id.clone();
 
     bus.ensure_topic(TOPIC_IN, cfg.bus.partitions).await?;
     let stage = cfg.bus.stage(TOPIC_IN, GROUP_IN);
@@ -48,11 +50,13 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         stages: vec![runner.stats()],
         l1: Some(hot),
     };
-    let gateway = wiring::gateway(&cfg, verifier, bus, conversations, hub, metrics, sources)?;
+    let mut gateway = wiring::gateway(&cfg, verifier, bus, conversations, hub, metrics, sources)?;
+    gateway.registry = registry;
+    let gateway = Arc::new(gateway);
     wiring::serve_http(
         &cfg,
         gateway.clone(),
-        &format!("{} {}", bot_id.name, bot_id.version),
+        &format!("{} {}", stable.name, stable.version),
         Some(&secret),
     )
     .await?;

@@ -65,7 +65,8 @@ fn run_member(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         let store = wiring::open_store(&cfg).await?;
         let key = wiring::snapshot_key(&cfg)?;
         let hot = wiring::hot_states(&cfg, &key)?;
-        let engine = wiring::engine(&cfg, store, key, hot.clone())?;
+        let registry = wiring::open_registry(&cfg).await?;
+        let engine = wiring::engine(&cfg, registry, store, key, hot.clone(), "worker").await?;
         for topic in [TOPIC_IN, TOPIC_NLU, TOPIC_OUT] {
             bus.ensure_topic(topic, cfg.bus.partitions).await?;
         }

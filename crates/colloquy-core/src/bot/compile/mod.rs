@@ -19,6 +19,7 @@ mod sources;
 mod steps;
 
 pub use ctx::{BotError, SourceFile};
+pub use settings::check_registry_name;
 
 use super::model::Bot;
 use crate::event::BotRef;
@@ -58,6 +59,7 @@ pub fn compile(files: &[SourceFile]) -> Result<Bot, Vec<BotError>> {
         threshold: settings.threshold,
         fallback: spec.fallback,
         abandon: spec.abandon,
+        withdrawn: spec.withdrawn,
         intents,
         entities: sections
             .entities

@@ -35,16 +35,43 @@ pub(super) fn compile(ctx: &mut Ctx, names: &Names, spec: &BotSpec, at: &At) -> 
         );
     }
     for (field, name) in [("name", &spec.name), ("version", &spec.version)] {
-        if name.trim().is_empty() {
-            ctx.err(at, field, "must not be empty");
+        if let Err(problem) = check_registry_name(name) {
+            ctx.err(at, field, problem);
         }
     }
     names.response(ctx, at, "fallback", &spec.fallback);
     if let Some(a) = &spec.abandon {
         names.response(ctx, at, "abandon", a);
     }
+    if let Some(w) = &spec.withdrawn {
+        names.response(ctx, at, "withdrawn", w);
+    }
     Settings {
         session_timeout_ms,
         threshold,
+    }
+}
+
+/// A bot's name and version key it in the registry, in URLs and in file
+/// names, so they are short and plain: letters, digits, `.`, `_`, `+`,
+/// `-`, not starting with `.` (e.g. `shoe-store`, `1.2.0+lottery`).
+pub fn check_registry_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > 64 {
+        return Err(format!("must be at most 64 characters, got {}", name.len()));
+    }
+    if name.starts_with('.') {
+        return Err(format!("must not start with '.', got {name:?}"));
+    }
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-')))
+    {
+        Some(c) => Err(format!(
+            "may hold only letters, digits, '.', '_', '+' and '-', got {c:?} in {name:?}"
+        )),
+        None => Ok(()),
     }
 }

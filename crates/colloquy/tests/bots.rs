@@ -1,0 +1,257 @@
+//! Bot versions on a running `colloquy serve`: push through the admin API,
+//! canary by user-id tail, promote with sessions pinned, roll back, and a
+//! restart that keeps the rollout. No step restarts the server.
+
+mod server;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use server::{root, token, Server};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().http1_only().build().unwrap()
+}
+
+/// The shoe store's files, as `colloquy bots push` sends them.
+fn shoe_store() -> BTreeMap<String, String> {
+    let dir = root().join("bots/shoe-store");
+    let mut files = BTreeMap::new();
+    let mut todo = vec![dir.clone()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_str().unwrap().to_string();
+            if p.is_dir() {
+                if name != "scenarios" {
+                    todo.push(p);
+                }
+            } else if name.ends_with(".yaml") {
+                let rel = p.strip_prefix(&dir).unwrap().to_str().unwrap().to_string();
+                files.insert(rel, std::fs::read_to_string(&p).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// Version 1.1.0: the same bot, greeting with a marker.
+fn v2() -> BTreeMap<String, String> {
+    let mut files = shoe_store();
+    let bot = files.get_mut("bot.yaml").unwrap();
+    *bot = bot.replace("version: \"1.0.0\"", "version: \"1.1.0\"");
+    let responses = files.get_mut("responses.yaml").unwrap();
+    *responses = responses.replacen("  greet:\n", "  greet:\n    - V2 您好!\n", 1);
+    let responses = files.get_mut("responses.yaml").unwrap();
+    // Only the marked variant, so every greeting of 1.1.0 shows it.
+    let start = responses.find("    - V2 您好!\n").unwrap() + "    - V2 您好!\n".len();
+    let end = responses[start..].find("  thanks:").unwrap() + start;
+    responses.replace_range(start..end, "");
+    files
+}
+
+async fn admin(
+    c: &reqwest::Client,
+    s: &Server,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut r = c
+        .request(method, s.url(path))
+        .bearer_auth(token("ops", "admin"));
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn say(c: &reqwest::Client, s: &Server, user: &str, text: &str) -> Vec<String> {
+    let r = c
+        .post(s.url(&format!("/v1/conversations/{user}/messages?wait_ms=5000")))
+        .bearer_auth(token(user, "chat"))
+        .json(&json!({ "text": text }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{user}: {text}");
+    let v: Value = r.json().await.unwrap();
+    v["replies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn route(c: &reqwest::Client, s: &Server, user: &str) -> Value {
+    let r = c
+        .get(s.url(&format!("/v1/conversations/{user}/state")))
+        .bearer_auth(token(user, "chat"))
+        .send()
+        .await
+        .unwrap();
+    r.json::<Value>().await.unwrap()["route"].clone()
+}
+
+fn greeted_by_v2(replies: &[String]) -> bool {
+    replies.iter().any(|r| r.starts_with("V2"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_roll_out_by_tail_pin_sessions_and_roll_back_without_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let mut s = Server::start(data.path(), &[]);
+    let c = client();
+    use reqwest::Method;
+
+    // The directory serve started with is registered and serves everyone.
+    let (st, list) = admin(&c, &s, Method::GET, "/v1/bots", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(list["versions"][0]["version"], "1.0.0");
+    assert_eq!(list["versions"][0]["name"], "shoe-store");
+    let chat = c
+        .get(s.url("/v1/bots"))
+        .bearer_auth(token("alice", "chat"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chat.status(), StatusCode::FORBIDDEN);
+
+    // Push: new, repeated, changed under the same version, invalid.
+    let files = v2();
+    let (st, pushed) = admin(
+        &c,
+        &s,
+        Method::POST,
+        "/v1/bots",
+        Some(json!({ "files": files })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{pushed}");
+    assert_eq!(pushed["pushed_by"], "ops");
+    assert_eq!(pushed["hash"].as_str().unwrap().len(), 64);
+    let (st, _) = admin(
+        &c,
+        &s,
+        Method::POST,
+        "/v1/bots",
+        Some(json!({ "files": files })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let mut changed = files.clone();
+    changed
+        .get_mut("responses.yaml")
+        .unwrap()
+        .push_str("\n  extra: 多余\n");
+    let (st, e) = admin(
+        &c,
+        &s,
+        Method::POST,
+        "/v1/bots",
+        Some(json!({ "files": changed })),
+    )
+    .await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("version_exists"))
+    );
+    let mut broken = files.clone();
+    let bot = broken.get_mut("bot.yaml").unwrap();
+    *bot = bot.replace("fallback: fallback", "fallback: no_such_response");
+    let (st, e) = admin(
+        &c,
+        &s,
+        Method::POST,
+        "/v1/bots",
+        Some(json!({ "files": broken })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    let first = &e["error"]["details"]["errors"][0];
+    assert_eq!(first["file"], "bot.yaml");
+    assert_eq!(first["field"], "bot.fallback");
+    assert!(first["line"].as_u64().unwrap() > 0);
+    let (st, listed) = admin(&c, &s, Method::GET, "/v1/bots?bot=shoe-store", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        listed["versions"].as_array().unwrap().len(),
+        2,
+        "the refused pushes kept nothing"
+    );
+    let (st, shown) = admin(
+        &c,
+        &s,
+        Method::GET,
+        "/v1/bots/shoe-store/versions/1.1.0",
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(shown["files"]["bot.yaml"], files["bot.yaml"]);
+
+    // Before the canary: a user on stable, in a session.
+    assert!(!greeted_by_v2(&say(&c, &s, "u41", "你好").await));
+
+    // Canary to tail 0.
+    let asked = Instant::now();
+    let (st, r) = admin(
+        &c,
+        &s,
+        Method::PUT,
+        "/v1/bots/shoe-store/rollout",
+        Some(json!({"stable": "1.0.0", "canary": {"version": "1.1.0", "tails": [0]}})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_eq!(r["rollout"]["generation"], 2);
+    let processes = r["processes"].as_array().unwrap();
+    assert_eq!(processes.len(), 1, "{r}");
+    assert_eq!(processes[0]["status"], "active", "{r}");
+    assert!(greeted_by_v2(&say(&c, &s, "u10", "你好").await));
+    println!("admin call to first canary reply: {:?}", asked.elapsed());
+    assert_eq!(
+        route(&c, &s, "u10").await,
+        json!({"version": "1.1.0", "reason": "canary", "tail": 0})
+    );
+    assert!(!greeted_by_v2(&say(&c, &s, "u11", "你好").await));
+    assert_eq!(route(&c, &s, "u11").await["reason"], "stable");
+
+    // Promote: new users get 1.1.0; u41's session stays on 1.0.0.
+    let (st, r) = admin(&c, &s, Method::POST, "/v1/bots/shoe-store/promote", None).await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_eq!(r["rollout"]["rollout"]["stable"], "1.1.0");
+    assert!(greeted_by_v2(&say(&c, &s, "u42", "你好").await));
+    assert!(!greeted_by_v2(&say(&c, &s, "u41", "你好").await));
+    assert_eq!(route(&c, &s, "u41").await["reason"], "pinned");
+
+    // Roll back: 1.1.0 is withdrawn, its users are back on 1.0.0 at once.
+    let (st, r) = admin(&c, &s, Method::POST, "/v1/bots/shoe-store/rollback", None).await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_eq!(r["rollout"]["rollout"]["stable"], "1.0.0");
+    assert_eq!(r["rollout"]["rollout"]["withdrawn"], json!(["1.1.0"]));
+    assert!(!greeted_by_v2(&say(&c, &s, "u10", "你好").await));
+    assert!(!greeted_by_v2(&say(&c, &s, "u42", "你好").await));
+    assert_eq!(route(&c, &s, "u42").await["version"], "1.0.0");
+
+    let (st, h) = admin(&c, &s, Method::GET, "/v1/bots/shoe-store/history", None).await;
+    assert_eq!(st, StatusCode::OK);
+    let actions: Vec<&str> = h["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["rollback", "promote", "set", "local"]);
+
+    // A restart keeps what the admin API set.
+    assert_eq!(s.terminate(), Some(0));
+    let s = Server::start(data.path(), &[]);
+    let (_, r) = admin(&c, &s, Method::GET, "/v1/bots/shoe-store/rollout", None).await;
+    assert_eq!(r["rollout"]["generation"], 4, "{r}");
+    assert!(!greeted_by_v2(&say(&c, &s, "u10", "你好").await));
+}
