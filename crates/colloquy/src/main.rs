@@ -2,6 +2,7 @@
 //! of library pieces. Logic belongs in the crates, not here.
 
 mod bench;
+mod bots;
 mod chat;
 mod check;
 mod config;
@@ -65,6 +66,8 @@ enum Command {
     /// Load generator: simulated users talk to a running server; prints
     /// turns/s and latency percentiles.
     Bench(bench::BenchArgs),
+    /// Bot versions and rollouts on a running server (admin API).
+    Bots(bots::BotsArgs),
     /// Intent classifier tools.
     Nlu {
         #[command(subcommand)]
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => roles::migrate::run(args),
         Command::Token(args) => token::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Bots(args) => bots::run(args),
         Command::Nlu {
             command: NluCommand::Eval(args),
         } => nlu_eval::run(args),

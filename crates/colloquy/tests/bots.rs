@@ -255,3 +255,85 @@ async fn versions_roll_out_by_tail_pin_sessions_and_roll_back_without_a_restart(
     assert_eq!(r["rollout"]["generation"], 4, "{r}");
     assert!(!greeted_by_v2(&say(&c, &s, "u10", "你好").await));
 }
+
+fn cli(s: &Server, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_colloquy"))
+        .arg("bots")
+        .args(args)
+        .env("COLLOQUY_URL", s.url(""))
+        .env("COLLOQUY_TOKEN", token("ops", "admin"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bots_command_drives_a_rollout() {
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start(data.path(), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    for (path, text) in v2() {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    let d = dir.path().to_str().unwrap();
+    let (ok, out) = cli(&s, &["push", d]);
+    assert!(ok, "{out}");
+    assert!(out.contains("shoe-store 1.1.0 pushed"), "{out}");
+    let (ok, out) = cli(&s, &["list", "shoe-store"]);
+    assert!(
+        ok && out.contains("1.0.0") && out.contains("1.1.0"),
+        "{out}"
+    );
+    let (ok, out) = cli(
+        &s,
+        &[
+            "rollout",
+            "shoe-store",
+            "--stable",
+            "1.0.0",
+            "--canary",
+            "1.1.0",
+            "--tails",
+            "0,1",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("canary 1.1.0 for tails [0,1]"), "{out}");
+    assert!(out.contains("active"), "{out}");
+    let c = client();
+    assert!(greeted_by_v2(&say(&c, &s, "u21", "你好").await));
+    let (ok, out) = cli(&s, &["rollout", "shoe-store", "--stable", "9.9.9"]);
+    assert!(!ok && out.contains("unknown_version"), "{out}");
+    let (ok, out) = cli(&s, &["promote", "shoe-store"]);
+    assert!(ok && out.contains("stable 1.1.0"), "{out}");
+    let (ok, out) = cli(&s, &["rollback", "shoe-store"]);
+    assert!(
+        ok && out.contains("stable 1.0.0") && out.contains("withdrawn"),
+        "{out}"
+    );
+    let (ok, out) = cli(&s, &["history", "shoe-store"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().count(), 4, "{out}");
+    // A bot that does not compile is refused with file, line and field.
+    std::fs::write(
+        dir.path().join("bot.yaml"),
+        std::fs::read_to_string(dir.path().join("bot.yaml"))
+            .unwrap()
+            .replace("version: \"1.1.0\"", "version: \"1.2.0\"")
+            .replace("fallback: fallback", "fallback: nope"),
+    )
+    .unwrap();
+    let (ok, out) = cli(&s, &["push", d]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("422") && out.contains("bot.yaml:") && out.contains("bot.fallback"),
+        "{out}"
+    );
+}
