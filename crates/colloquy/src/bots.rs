@@ -103,20 +103,22 @@ pub fn run(args: BotsArgs) -> anyhow::Result<ExitCode> {
                     None => "/v1/bots".into(),
                 };
                 let v = client.call(Method::GET, &path, None).await?;
-                println!(
-                    "{:<20} {:<24} {:<14} {:<16} {}",
-                    "bot", "version", "hash", "pushed by", "pushed at"
-                );
-                for v in v["versions"].as_array().into_iter().flatten() {
+                let row = |cells: [&str; 5]| {
                     println!(
-                        "{:<20} {:<24} {:<14} {:<16} {}",
+                        "{:<20} {:<24} {:<14} {:<20} {}",
+                        cells[0], cells[1], cells[2], cells[3], cells[4]
+                    )
+                };
+                row(["bot", "version", "hash", "pushed by", "pushed at"]);
+                for v in v["versions"].as_array().into_iter().flatten() {
+                    let hash = v["hash"].as_str().unwrap_or("");
+                    row([
                         v["name"].as_str().unwrap_or(""),
                         v["version"].as_str().unwrap_or(""),
-                        &v["hash"].as_str().unwrap_or("")
-                            [..12.min(v["hash"].as_str().unwrap_or("").len())],
+                        hash.get(..12).unwrap_or(hash),
                         v["pushed_by"].as_str().unwrap_or(""),
-                        time(v["pushed_at_ms"].as_i64())
-                    );
+                        &time(v["pushed_at_ms"].as_i64()),
+                    ]);
                 }
             }
             BotsCommand::Rollout {
