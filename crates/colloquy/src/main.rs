@@ -7,6 +7,7 @@ mod check;
 mod config;
 mod keys;
 mod nlu_eval;
+mod nlu_test;
 mod roles;
 mod token;
 mod wiring;
@@ -65,7 +66,8 @@ enum Command {
     /// Load generator: simulated users talk to a running server; prints
     /// turns/s and latency percentiles.
     Bench(bench::BenchArgs),
-    /// Intent classifier tools.
+    /// Intent classifier tools: score it on a data set, or a bot on the
+    /// messages its users type.
     Nlu {
         #[command(subcommand)]
         command: NluCommand,
@@ -77,6 +79,12 @@ enum NluCommand {
     /// Train on one TSV file and score another (`text<TAB>intent` per line;
     /// intent `oos` in the test file marks an out-of-scope example).
     Eval(nlu_eval::EvalArgs),
+    /// Score a bot's NLU, trained as the server trains it, on messages
+    /// users might type (`text<TAB>intent[<TAB>entity=value,…]` per line):
+    /// accuracy, fallbacks and wrong intents per intent, and the misses.
+    /// Exit 1 below --min-accuracy or above --max-wrong, 2 for input that
+    /// cannot be tested.
+    Test(nlu_test::TestArgs),
 }
 
 fn init_logs(format: LogFormat) {
@@ -106,6 +114,9 @@ fn main() -> ExitCode {
         Command::Nlu {
             command: NluCommand::Eval(args),
         } => nlu_eval::run(args),
+        Command::Nlu {
+            command: NluCommand::Test(args),
+        } => nlu_test::run(args),
     };
     match result {
         Ok(code) => code,
