@@ -259,6 +259,7 @@ impl Run<'_> {
                             .response
                             .clone()
                             .unwrap_or_default();
+                        self.fill_from_entities(input, Some(slot));
                         self.say(&r);
                         self.say(prompt);
                     }
@@ -373,29 +374,48 @@ impl Run<'_> {
         self.say(reprompt);
     }
 
-    /// Fill every slot whose own entity appears in the message, so that
-    /// "星云跑鞋有 39 码吗" answers two questions before they are asked.
+    /// Fill every slot (but the one being asked for, which its question
+    /// handles) that a mapping fills from an entity in the message, so
+    /// that "星云跑鞋有 39 码吗" answers two questions before they are
+    /// asked, whatever the intent, a fallback included.
     fn fill_from_entities(&mut self, input: &Input, except: Option<&str>) {
-        let slots: Vec<String> = self
+        let found: Vec<(String, Value)> = self
             .bot
             .slots
-            .iter()
-            .filter(|(name, s)| {
-                Some(name.as_str()) != except
-                    && s.entity
-                        .as_ref()
-                        .is_some_and(|e| input.nlu.entities.iter().any(|m| &m.entity == e))
-            })
-            .map(|(name, _)| name.clone())
+            .keys()
+            .filter(|name| Some(name.as_str()) != except)
+            .filter_map(|name| Some((name.clone(), self.mapped(name, input, false)?)))
             .collect();
-        for slot in slots {
-            if let Filled::Value(v) = self.value_for(&slot, input) {
+        for (slot, raw) in found {
+            if let Filled::Value(v) = check(&self.bot.slots[&slot], raw, false) {
                 self.set_slot(&slot, v);
             }
         }
     }
 
-    /// The value the message gives for `slot`, converted and validated.
+    /// The raw value of the first of `slot`'s mappings that applies to this
+    /// message and whose entity it holds; a list slot takes every match.
+    fn mapped(&self, slot: &str, input: &Input, asked: bool) -> Option<Value> {
+        let def = &self.bot.slots[slot];
+        let nlu = input.nlu;
+        let intent = nlu.intent.as_deref();
+        def.from
+            .iter()
+            .filter(|m| m.applies(intent, asked))
+            .find_map(|m| {
+                let mut matches = nlu.entities.iter().filter(|e| e.entity == m.entity);
+                if def.slot_type == SlotType::List {
+                    let items: Vec<Value> = matches.map(|e| e.value.clone()).collect();
+                    (!items.is_empty()).then_some(Value::List(items))
+                } else {
+                    matches.next().map(|e| e.value.clone())
+                }
+            })
+    }
+
+    /// The value the answer to a question for `slot` gives, converted and
+    /// validated: from the slot's mappings, else (since the user was asked)
+    /// any number for a numeric slot, yes or no, or the whole reply.
     fn value_for(&self, slot: &str, input: &Input) -> Filled {
         let def = &self.bot.slots[slot];
         let nlu = input.nlu;
@@ -405,19 +425,7 @@ impl Run<'_> {
                 .find(|m| m.entity == name)
                 .map(|m| m.value.clone())
         };
-        let raw: Option<Value> = match (&def.entity, def.slot_type) {
-            (Some(e), SlotType::List) => {
-                let items: Vec<Value> = nlu
-                    .entities
-                    .iter()
-                    .filter(|m| &m.entity == e)
-                    .map(|m| m.value.clone())
-                    .collect();
-                (!items.is_empty()).then_some(Value::List(items))
-            }
-            (Some(e), _) => first(e),
-            (None, _) => None,
-        };
+        let raw = self.mapped(slot, input, true);
         // The whole reply is the last candidate; validation decides.
         let whole = || {
             let t = input.text.trim();
@@ -442,16 +450,7 @@ impl Run<'_> {
             return Filled::Nothing;
         };
         let guessed = !from_entity && matches!(def.slot_type, SlotType::Text | SlotType::Enum);
-        match convert(def.slot_type, raw) {
-            Some(v) => match validate(def, &v) {
-                Ok(()) => Filled::Value(v),
-                Err(reason) => Filled::Invalid { reason, guessed },
-            },
-            None => Filled::Invalid {
-                reason: format!("not a valid {:?}", def.slot_type).to_lowercase(),
-                guessed,
-            },
-        }
+        check(def, raw, guessed)
     }
 
     fn run_flow(&mut self, flow: &str, start: usize) {
@@ -652,6 +651,20 @@ impl Run<'_> {
 }
 
 /// Convert a raw value into the slot's type, if it can be.
+/// A raw value converted to the slot's type and validated.
+fn check(def: &crate::bot::Slot, raw: Value, guessed: bool) -> Filled {
+    match convert(def.slot_type, raw) {
+        Some(v) => match validate(def, &v) {
+            Ok(()) => Filled::Value(v),
+            Err(reason) => Filled::Invalid { reason, guessed },
+        },
+        None => Filled::Invalid {
+            reason: format!("not a valid {:?}", def.slot_type).to_lowercase(),
+            guessed,
+        },
+    }
+}
+
 fn convert(t: SlotType, v: Value) -> Option<Value> {
     Some(match (t, v) {
         (SlotType::Int, Value::Int(i)) => Value::Int(i),

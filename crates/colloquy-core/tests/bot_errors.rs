@@ -225,3 +225,55 @@ fn missing_bot_section_and_intent_conflicts() {
         "{text}"
     );
 }
+
+#[test]
+fn bad_slot_mappings_name_file_line_and_field() {
+    let errs = errors(&[(
+        "m.yaml",
+        "intents:\n  buy: {examples: [x], response: hi}\nentities:\n  model: {lookup: {a: []}}\nslots:\n  model:\n    type: text\n    from:\n      - entity: model\n        intents: [buy, sell]\n      - entity: colour\n        when: sometimes\n      - entity: model\n        intents: [buy]\n        not_intents: [buy]\n      - {entity: number, not_intents: []}\n  pick:\n    type: text\n    entity: model\n    from: []\n",
+    )]);
+    let text = errs
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    for expected in [
+        "m.yaml:10: slots.model.from[0].intents[1]: unknown intent `sell`",
+        "m.yaml:11: slots.model.from[1].entity: unknown entity `colour`",
+        "m.yaml:12: slots.model.from[1].when: unknown `when: sometimes` (expected always or asked)",
+        "m.yaml:15: slots.model.from[2].not_intents: give `intents`",
+        "m.yaml:16: slots.model.from[3].not_intents: an empty list",
+        "m.yaml:19: slots.pick.entity: `entity` is the shorthand of a one-entry `from`",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    assert_eq!(errs.len(), 6, "{text}");
+}
+
+#[test]
+fn slot_mappings_compile_with_the_shorthand_and_the_default() {
+    use colloquy_core::bot::{IntentFilter, Mapping};
+    let bot = compile(&files(&[(
+        "m.yaml",
+        "intents:\n  buy: {examples: [x], response: hi}\nentities:\n  model: {lookup: {a: []}}\n  qty: {builtin: number}\nslots:\n  model: {type: text}\n  other: {type: text, entity: model}\n  never: {type: text, from: []}\n  qty:\n    type: int\n    from:\n      - {entity: qty, intents: [buy]}\n      - {entity: number, when: asked}\n",
+    )]))
+    .expect("compiles");
+    assert_eq!(bot.slots["model"].from, vec![Mapping::entity("model")]);
+    assert_eq!(bot.slots["other"].from, vec![Mapping::entity("model")]);
+    assert_eq!(bot.slots["never"].from, vec![]);
+    assert_eq!(
+        bot.slots["qty"].from,
+        vec![
+            Mapping {
+                intents: IntentFilter::Only(vec!["buy".into()]),
+                ..Mapping::entity("qty")
+            },
+            Mapping {
+                only_when_asked: true,
+                ..Mapping::entity("number")
+            },
+        ]
+    );
+    // A slot that shares no name with an entity has no mapping.
+    assert_eq!(bot.slots["size"].from, vec![]);
+}

@@ -200,6 +200,129 @@ fn sessions_expire_and_remembered_slots_survive() {
 }
 
 #[test]
+fn a_fallback_or_an_aside_still_fills_the_slots_its_entities_name() {
+    let bot = bot();
+    let mut s = State::new("u");
+    assert_eq!(
+        turn(
+            &bot,
+            &mut s,
+            "1",
+            &nlu(None, &[("model", Value::from("m"))]),
+            T0
+        ),
+        vec!["sorry"]
+    );
+    assert_eq!(s.slots.get("model"), Some(&Value::from("m")));
+    // Asked for a size, the user says hello and names another model.
+    turn(&bot, &mut s, "2", &nlu(Some("buy"), &[]), T0 + 1);
+    let replies = turn(
+        &bot,
+        &mut s,
+        "3",
+        &nlu(Some("hi"), &[("model", Value::from("x"))]),
+        T0 + 2,
+    );
+    assert_eq!(replies.last().map(String::as_str), Some("which size?"));
+    assert_eq!(s.slots.get("model"), Some(&Value::from("x")));
+}
+
+/// A bot whose `qty` slot is filled only under `buy` or when asked for,
+/// and whose `note` slot is never filled from an entity.
+const MAPPED: &str = r#"
+bot: {name: t, version: "1", fallback: fallback}
+intents:
+  buy: {examples: [buy]}
+  hours: {examples: [hours], response: open}
+  ask: {examples: [ask]}
+  track: {examples: [track], response: open}
+entities:
+  qty: {builtin: number}
+  note: {regex: 'note (\w+)'}
+slots:
+  qty:
+    type: int
+    from:
+      - {entity: qty, intents: [buy]}
+      - {entity: qty, when: asked}
+  note: {type: text, from: []}
+  tag:
+    type: text
+    from: [{entity: note, not_intents: [track]}]
+responses:
+  fallback: sorry
+  open: we open at 11
+  ask_qty: how many?
+  ask_note: any note?
+  done: "{qty} ok"
+flows:
+  buy:
+    intents: [buy]
+    steps:
+      - ask: qty
+      - say: done
+  ask:
+    intents: [ask]
+    steps:
+      - ask: note
+      - say: done
+"#;
+
+#[test]
+fn mappings_decide_which_turns_fill_a_slot() {
+    let bot = compile(&[SourceFile {
+        path: "bot.yaml".into(),
+        text: MAPPED.into(),
+    }])
+    .expect("compiles");
+    let mut s = State::new("u");
+    let four = [("qty", Value::Int(4)), ("note", Value::from("x"))];
+    turn(&bot, &mut s, "1", &nlu(Some("hours"), &four), T0);
+    assert_eq!(s.slots.get("qty"), None, "not under hours");
+    assert_eq!(s.slots.get("note"), None, "`from: []` never fills");
+    assert_eq!(s.slots.get("tag"), Some(&Value::from("x")));
+    turn(
+        &bot,
+        &mut s,
+        "2",
+        &nlu(Some("track"), &[("note", Value::from("y"))]),
+        T0 + 1,
+    );
+    assert_eq!(
+        s.slots.get("tag"),
+        Some(&Value::from("x")),
+        "not under track"
+    );
+    turn(&bot, &mut s, "3", &nlu(None, &four), T0 + 2);
+    assert_eq!(s.slots.get("qty"), None, "a fallback is not `buy`");
+    assert_eq!(
+        turn(&bot, &mut s, "4", &nlu(Some("buy"), &four), T0 + 3),
+        vec!["4 ok"],
+        "under buy the number fills the slot before it is asked"
+    );
+    let mut s = State::new("v");
+    assert_eq!(
+        turn(&bot, &mut s, "1", &nlu(Some("buy"), &[]), T0),
+        vec!["how many?"]
+    );
+    assert_eq!(
+        turn(
+            &bot,
+            &mut s,
+            "2",
+            &nlu(None, &[("qty", Value::Int(3))]),
+            T0 + 1
+        ),
+        vec!["3 ok"],
+        "`when: asked` takes the answer whatever its intent"
+    );
+    // Asked for, a slot with no mapping still takes the whole reply.
+    turn(&bot, &mut s, "3", &nlu(Some("ask"), &[]), T0 + 2);
+    turn(&bot, &mut s, "4", &nlu(None, &[]), T0 + 3);
+    assert_eq!(s.slots.get("note"), Some(&Value::from("4")));
+}
+
+#[test]
 fn a_duplicate_message_produces_nothing() {
     let bot = bot();
     let mut s = State::new("u");

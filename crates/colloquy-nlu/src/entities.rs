@@ -25,8 +25,19 @@ enum ValueType {
 }
 
 impl ValueType {
+    fn is_numeric(self) -> bool {
+        !matches!(self, ValueType::Text)
+    }
+
     fn convert(self, text: &str) -> Option<Value> {
-        let number = || parse_number(text);
+        // A capture may hold the unit a half needs (`三十九码半`): then the
+        // one number found in it is its value.
+        let number = || {
+            parse_number(text).or_else(|| match find_numbers(text)[..] {
+                [(_, _, n)] => Some(n),
+                _ => None,
+            })
+        };
         match self {
             ValueType::Text => Some(Value::Text(text.to_string())),
             ValueType::Float => number().map(Value::Float),
@@ -53,6 +64,31 @@ enum Matcher {
 struct Lookup {
     phrases: HashMap<String, String>,
     longest: usize,
+    /// Phrases long enough to be matched with a typo, by first character,
+    /// in the order of the table (so ties are broken the same way on
+    /// every run).
+    fuzzy: HashMap<char, Vec<(Vec<char>, String)>>,
+}
+
+/// Phrases shorter than this are matched exactly: one typo in `veg` or
+/// `星云` leaves too little to be sure of.
+const FUZZY_MIN_CHARS: usize = 4;
+
+/// Whether `a` and `b` differ by one insertion, deletion or substitution
+/// (or not at all).
+fn within_one_edit(a: &[char], b: &[char]) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if long.len() - short.len() > 1 {
+        return false;
+    }
+    let prefix = short.iter().zip(long).take_while(|(x, y)| x == y).count();
+    if prefix == short.len() {
+        return true;
+    }
+    // Past the first difference, the rest must agree once one character
+    // is skipped: in both (substitution) or in the longer (insertion).
+    let skip = usize::from(short.len() == long.len());
+    short[prefix + skip..] == long[prefix + 1..]
 }
 
 #[derive(Debug)]
@@ -117,7 +153,15 @@ impl EntityExtractor {
                 Matcher::Regex { regex, group } => {
                     for captures in regex.captures_iter(normalised) {
                         if let Some(m) = captures.get(*group) {
-                            emit(char_at(m.start()), char_at(m.end()), m.as_str());
+                            let (start, end) = (char_at(m.start()), char_at(m.end()));
+                            // `39到40码` names two sizes but writes the unit
+                            // once: the lower end is a match too.
+                            if entity.value_type.is_numeric() {
+                                if let Some((s, e)) = range_start(normalised, &bytes, start) {
+                                    emit(s, e, &normalised[bytes[s]..bytes[e]]);
+                                }
+                            }
+                            emit(start, end, m.as_str());
                         }
                     }
                 }
@@ -198,6 +242,22 @@ fn compile(name: &str, spec: &EntitySpec) -> Result<Entity, NluError> {
     })
 }
 
+/// Words that join the two ends of a range: `39到40`, `39-40`, `39~40`.
+const RANGE_JOINERS: &[&str] = &["到", "至", "-", "~", "～", "—", "–", " to "];
+
+/// The span of the number that opens a range ending in a match at char
+/// `start`: `39` in `39到40码`.
+fn range_start(text: &str, bytes: &[usize], start: usize) -> Option<(usize, usize)> {
+    let before = text[..bytes[start]].trim_end();
+    let joined = RANGE_JOINERS
+        .iter()
+        .find_map(|j| before.strip_suffix(j.trim_start()))?
+        .trim_end();
+    let end = joined.chars().count();
+    let (s, e, _) = find_numbers(joined).pop()?;
+    (e == end).then_some((s, e))
+}
+
 fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() && !crate::tokenize::is_cjk(c)
 }
@@ -221,26 +281,78 @@ impl Lookup {
             }
         }
         let longest = phrases.keys().map(|p| p.chars().count()).max().unwrap_or(0);
-        Ok(Lookup { phrases, longest })
+        let mut fuzzy: HashMap<char, Vec<(Vec<char>, String)>> = HashMap::new();
+        for (canonical, synonyms) in table {
+            for phrase in std::iter::once(canonical).chain(synonyms) {
+                let chars: Vec<char> = normalize(phrase).chars().collect();
+                if chars.len() >= FUZZY_MIN_CHARS {
+                    fuzzy
+                        .entry(chars[0])
+                        .or_default()
+                        .push((chars, canonical.clone()));
+                }
+            }
+        }
+        Ok(Lookup {
+            phrases,
+            longest,
+            fuzzy,
+        })
     }
 
-    /// Longest match first, left to right, without overlaps. A phrase that
-    /// starts or ends with a Latin letter or digit must not continue a word
-    /// (`red` does not match in `bored`); Chinese has no such boundaries.
+    /// The longest span from `start` that is one typo away from a phrase of
+    /// at least `FUZZY_MIN_CHARS` characters, if longer than `exact` (the
+    /// length of the exact match there). The span must begin and end with
+    /// the phrase's first and last characters: typos fall inside words,
+    /// while a changed ending is more often another word (`larger` is not
+    /// `large`, `星云跑鞋s`'s `s` is not part of the name).
+    fn fuzzy_at(
+        &self,
+        chars: &[char],
+        start: usize,
+        exact: usize,
+        bounded: &dyn Fn(usize, usize) -> bool,
+    ) -> Option<(usize, &str)> {
+        let mut best: Option<(usize, &str)> = None;
+        for (phrase, canonical) in self.fuzzy.get(&chars[start])? {
+            let last = phrase[phrase.len() - 1];
+            for len in [phrase.len() + 1, phrase.len(), phrase.len() - 1] {
+                let end = start + len;
+                let better = len > best.map_or(exact, |(e, _)| e - start);
+                if !better || end > chars.len() || chars[end - 1] != last {
+                    continue;
+                }
+                if within_one_edit(&chars[start..end], phrase) && bounded(start, end) {
+                    best = Some((end, canonical.as_str()));
+                }
+            }
+        }
+        best
+    }
+
+    /// Longest match first, left to right, without overlaps; a phrase of
+    /// four characters or more also matches with one typo (`pepperonni`,
+    /// `山岳徒歩鞋`), and an exact match wins over a typo of the same
+    /// length. A phrase that starts or ends with a Latin letter or digit
+    /// must not continue a word (`red` does not match in `bored`); Chinese
+    /// has no such boundaries.
     fn find<'a>(&'a self, text: &str, bytes: &[usize]) -> Vec<(usize, usize, &'a str)> {
         let chars: Vec<char> = text.chars().collect();
         let joins = |a: usize, b: usize| is_word_char(chars[a]) && is_word_char(chars[b]);
+        let bounded = |start: usize, end: usize| {
+            (start == 0 || !joins(start - 1, start)) && (end == chars.len() || !joins(end - 1, end))
+        };
         let mut found = Vec::new();
         let mut start = 0;
         while start < chars.len() {
             let longest = self.longest.min(chars.len() - start);
-            let hit = (1..=longest).rev().find_map(|len| {
+            let exact = (1..=longest).rev().find_map(|len| {
                 let end = start + len;
                 let canonical = self.phrases.get(&text[bytes[start]..bytes[end]])?;
-                let bounded = (start == 0 || !joins(start - 1, start))
-                    && (end == chars.len() || !joins(end - 1, end));
-                bounded.then_some((end, canonical.as_str()))
+                bounded(start, end).then_some((end, canonical.as_str()))
             });
+            let exact_len = exact.map_or(0, |(end, _)| end - start);
+            let hit = self.fuzzy_at(&chars, start, exact_len, &bounded).or(exact);
             match hit {
                 Some((end, canonical)) => {
                     found.push((start, end, canonical));
@@ -401,6 +513,124 @@ mod tests {
         assert_eq!(of(&x.extract("bigger"), "size"), vec![]);
         // Chinese text has no word boundaries to respect.
         assert_eq!(of(&x.extract("要big的"), "size").len(), 1);
+    }
+
+    #[test]
+    fn lookups_forgive_one_typo_in_long_phrases_only() {
+        let x = extractor(vec![
+            (
+                "model",
+                lookup(&[("山岳徒步鞋", &["山岳"]), ("星云跑鞋", &["星云"])]),
+            ),
+            (
+                "pizza",
+                lookup(&[("pepperoni", &[]), ("margherita", &[]), ("veg", &[])]),
+            ),
+            ("size", lookup(&[("large", &[])])),
+        ]);
+        let hits = |text: &str, entity: &str| -> Vec<(Value, String, usize, usize)> {
+            of(&x.extract(text), entity)
+                .into_iter()
+                .map(|(v, t, s, e)| (v.clone(), t.to_string(), s, e))
+                .collect()
+        };
+        let text = |v: &str| Value::Text(v.into());
+        let model = |t: &str| hits(t, "model");
+        // Substitution, beating the shorter exact synonym 山岳.
+        assert_eq!(
+            model("山岳徒歩鞋还有吗"),
+            vec![(text("山岳徒步鞋"), "山岳徒歩鞋".to_string(), 0, 5)]
+        );
+        // Deletion and insertion.
+        assert_eq!(
+            model("星跑鞋"),
+            vec![(text("星云跑鞋"), "星跑鞋".to_string(), 0, 3)]
+        );
+        assert_eq!(
+            model("晨云跑鞋").len(),
+            0,
+            "the first character must be right"
+        );
+        assert_eq!(
+            model("星云跑跑鞋"),
+            vec![(text("星云跑鞋"), "星云跑跑鞋".to_string(), 0, 5)]
+        );
+        let pizza = |t: &str| hits(t, "pizza");
+        assert_eq!(
+            pizza("a pepperonni please"),
+            vec![(text("pepperoni"), "pepperonni".to_string(), 2, 12)]
+        );
+        assert_eq!(pizza("one margheritta").len(), 1);
+        assert_eq!(pizza("one margrita").len(), 0, "two typos");
+        assert_eq!(pizza("a vag pizza").len(), 0, "too short for a typo");
+        assert_eq!(pizza("xpepperonni").len(), 0, "inside another word");
+        // An exact match is not stretched over the next character.
+        assert_eq!(
+            model("星云跑鞋s"),
+            vec![(text("星云跑鞋"), "星云跑鞋".to_string(), 0, 4)]
+        );
+        let size = |t: &str| hits(t, "size");
+        assert_eq!(size("a lage one").len(), 1);
+        assert_eq!(size("larger"), vec![], "a changed ending is another word");
+    }
+
+    #[test]
+    fn one_edit() {
+        let c = |s: &str| s.chars().collect::<Vec<_>>();
+        for (a, b, expected) in [
+            ("abcd", "abcd", true),
+            ("abcd", "abxd", true),
+            ("abcd", "abd", true),
+            ("abcd", "abcde", true),
+            ("abcd", "xbcd", true),
+            ("abcd", "badc", false),
+            ("abcd", "ab", false),
+            ("abcd", "axcy", false),
+            ("", "a", true),
+        ] {
+            assert_eq!(within_one_edit(&c(a), &c(b)), expected, "{a} {b}");
+            assert_eq!(within_one_edit(&c(b), &c(a)), expected, "{b} {a}");
+        }
+    }
+
+    #[test]
+    fn numeric_regexes_take_halves_and_both_ends_of_a_range() {
+        let x = extractor(vec![
+            (
+                "size",
+                regex(r"([0-9一二三四五六七八九十两]+)\s*(?:码|号)", Some("int")),
+            ),
+            (
+                "half",
+                regex(r"([0-9一二三四五六七八九十两]+\s*码半?)", Some("float")),
+            ),
+            ("code", regex(r"([0-9]+)号", None)),
+        ]);
+        let sizes = |text: &str| -> Vec<Value> {
+            of(&x.extract(&normalize(text)), "size")
+                .into_iter()
+                .map(|(v, ..)| v.clone())
+                .collect()
+        };
+        assert_eq!(sizes("39到40码"), vec![Value::Int(39), Value::Int(40)]);
+        assert_eq!(sizes("39 - 40码"), vec![Value::Int(39), Value::Int(40)]);
+        assert_eq!(
+            sizes("三十九至四十码"),
+            vec![Value::Int(39), Value::Int(40)]
+        );
+        assert_eq!(sizes("３９～４０碼"), vec![Value::Int(39), Value::Int(40)]);
+        assert_eq!(sizes("要40码"), vec![Value::Int(40)]);
+        assert_eq!(sizes("兩碼"), vec![Value::Int(2)]);
+        assert_eq!(
+            of(&x.extract("三十九码半"), "half"),
+            vec![(&Value::Float(39.5), "三十九码半", 0, 5)]
+        );
+        assert_eq!(
+            of(&x.extract("39码"), "half"),
+            vec![(&Value::Float(39.0), "39码", 0, 3)]
+        );
+        // A text entity is not a number: no range.
+        assert_eq!(of(&x.extract("1到2号"), "code").len(), 1);
     }
 
     #[test]

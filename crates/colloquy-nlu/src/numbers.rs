@@ -1,7 +1,8 @@
 //! Numbers written with Arabic digits (`39`, `39.5`, `1,200`, full-width
 //! `３９`) or Chinese numerals (`三十九`, `两百零五`, `三万五千`, `三点五`),
-//! mixtures such as `3万`, and English words up to ninety-nine (`two`,
-//! `twenty five`), which is how people answer "how many?".
+//! mixtures such as `3万`, a trailing half (`三十九码半`, `两个半`), and
+//! English words up to ninety-nine (`two`, `twenty five`), which is how
+//! people answer "how many?".
 
 /// The value of a Chinese digit character, including the financial forms
 /// (壹贰叁…), traditional 兩, and 幺 (how 1 is read out in phone numbers).
@@ -109,8 +110,24 @@ fn parse_english(s: &str) -> Option<f64> {
     words.next().is_none().then_some(f64::from(value))
 }
 
+/// Words between a number and 半 that say what the half is of: `三十九码半`
+/// is size 39.5, `两个半` 2.5, `三点半` half past three.
+fn is_half_unit(c: char) -> bool {
+    matches!(
+        c,
+        '码' | '号' | '个' | '岁' | '斤' | '米' | '点' | '天' | '年'
+    )
+}
+
+/// `s` without a trailing `<unit>半`, if it has one. A bare `N半` is not
+/// a half: `一半` is "a half" and `两半` "two halves".
+fn strip_half(s: &str) -> Option<&str> {
+    s.strip_suffix('半')?.strip_suffix(is_half_unit)
+}
+
 /// Parses one whole number; `None` if any part of `s` (after trimming) is
-/// not part of a number. Chinese integers follow the usual grammar, plus
+/// not part of a number. An integer may end in a half: `39码半`,
+/// `三十九码半` and `两个半` are 39.5, 39.5 and 2.5. Chinese integers follow the usual grammar, plus
 /// the spoken shortcut where a final digit after a unit means the next
 /// lower unit (`两百五` = 250, `三万五` = 35 000); a string of bare digits
 /// is read digit by digit (`二零二四` = 2024). Fractions after 点 or `.`
@@ -119,6 +136,11 @@ pub fn parse_number(s: &str) -> Option<f64> {
     let s = s.trim();
     if s.starts_with(|c: char| c.is_ascii_alphabetic()) {
         return parse_english(&s.to_lowercase());
+    }
+    if let Some(whole) = strip_half(s) {
+        // Only a whole number takes a half: `3.5半` means nothing.
+        let n = parse_number(whole).filter(|n| n.fract() == 0.0 && *n >= 0.0)?;
+        return Some(n + 0.5);
     }
     let (negative, s) = match s.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -381,12 +403,20 @@ pub fn find_numbers(text: &str) -> Vec<(usize, usize, f64)> {
                 break;
             }
         }
+        let integral = !chars[start..end].iter().any(|&c| is_decimal_point(c));
+        // `两个半` is 2.5, not the quantity word `两个`.
+        let halved = integral
+            && chars.get(end).is_some_and(|&c| is_half_unit(c))
+            && chars.get(end + 1) == Some(&'半');
+        if halved {
+            end += 2;
+        }
         i = end;
         let glued_to_name = start > 0 && chars[start - 1].is_ascii_alphabetic() && is_digit(start);
         if glued_to_name {
             continue;
         }
-        if end - start == 1 {
+        if end - start == 1 && !halved {
             let next = chars.get(end).copied();
             let ambiguous = match chars[start] {
                 '一' => next.is_some_and(crate::tokenize::is_cjk),
@@ -405,9 +435,41 @@ pub fn find_numbers(text: &str) -> Vec<(usize, usize, f64)> {
     found
 }
 
+/// `n` in Chinese numerals as people write them: `三十九`, `十五` (not
+/// `一十五`), `一百零五`, `两千`… for `n` below 10 000. Used to teach the
+/// classifier that `三十九码` is said like `39码`.
+pub fn chinese_numeral(n: u32) -> Option<String> {
+    const DIGITS: [char; 10] = ['零', '一', '二', '三', '四', '五', '六', '七', '八', '九'];
+    if n >= 10_000 {
+        return None;
+    }
+    if n < 10 {
+        return Some(DIGITS[n as usize].to_string());
+    }
+    let mut out = String::new();
+    let mut zero = false;
+    for (unit, scale) in [("千", 1000), ("百", 100), ("十", 10), ("", 1)] {
+        let d = (n / scale % 10) as usize;
+        if d == 0 {
+            zero = !out.is_empty();
+            continue;
+        }
+        if zero {
+            out.push('零');
+            zero = false;
+        }
+        // 十五, not 一十五; but 一百一十五 keeps it.
+        if !(scale == 10 && d == 1 && out.is_empty()) {
+            out.push(DIGITS[d]);
+        }
+        out.push_str(unit);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{find_numbers, parse_number};
+    use super::{chinese_numeral, find_numbers, parse_number};
     use proptest::prelude::*;
 
     /// The formal reading of `n < 10^8`: 一千零五, 三万零二百, 一十五.
@@ -460,7 +522,31 @@ mod tests {
         }
 
         #[test]
-        fn found_numbers_are_in_bounds_and_parse(text in "[a-z0-9 ,.一二两三十百千万零点个下码]{0,24}") {
+        fn chinese_numerals_round_trip(n in 0u32..10_000) {
+            let written = chinese_numeral(n).unwrap();
+            prop_assert_eq!(parse_number(&written), Some(f64::from(n)), "{}", written);
+            prop_assert_eq!(find_numbers(&format!("要{written}码")), vec![(1, 1 + written.chars().count(), f64::from(n))]);
+        }
+
+        #[test]
+        fn halves_round_trip(n in 0u32..10_000, unit in "[码号个岁点]") {
+            let written = format!("{}{unit}半", chinese_numeral(n).unwrap());
+            prop_assert_eq!(parse_number(&written), Some(f64::from(n) + 0.5));
+            prop_assert_eq!(parse_number(&format!("{n}{unit}半")), Some(f64::from(n) + 0.5));
+        }
+
+        #[test]
+        fn never_panics_and_never_infinite(text in "[-0-9０-９.．,点半码个两兩一二三四五六七八九十百千万亿億 a-z]{0,40}") {
+            if let Some(n) = parse_number(&text) {
+                prop_assert!(n.is_finite());
+            }
+            for (_, _, n) in find_numbers(&text) {
+                prop_assert!(n.is_finite());
+            }
+        }
+
+        #[test]
+        fn found_numbers_are_in_bounds_and_parse(text in "[a-z0-9 ,.一二两三十百千万零点个下码半]{0,24}") {
             let chars: Vec<char> = text.chars().collect();
             let mut last_end = 0;
             for (start, end, value) in find_numbers(&text) {
@@ -621,6 +707,58 @@ mod tests {
         assert_eq!(values("两百"), vec![200.0]);
         assert_eq!(values("一百个"), vec![100.0]);
         assert_eq!(values("iphone 15"), vec![15.0]);
+    }
+
+    #[test]
+    fn halves_and_ranges() {
+        assert_eq!(parse_number("三十九码半"), Some(39.5));
+        assert_eq!(parse_number("39码半"), Some(39.5));
+        assert_eq!(parse_number("两个半"), Some(2.5));
+        assert_eq!(parse_number("兩个半"), Some(2.5));
+        assert_eq!(parse_number("３９码半"), Some(39.5));
+        for text in [
+            "半",
+            "码半",
+            "一半",
+            "39半",
+            "3.5个半",
+            "39.5码半",
+            "-3个半",
+            "三十九码",
+        ] {
+            assert_eq!(parse_number(text), None, "{text}");
+        }
+        assert_eq!(find_numbers("我穿三十九码半"), vec![(2, 7, 39.5)]);
+        assert_eq!(values("要两个半小时"), vec![2.5]);
+        assert_eq!(values("三点半见"), vec![3.5]);
+        assert_eq!(values("39.5码"), vec![39.5]);
+        // A decimal takes no half, and a lone 两个 is still no number.
+        assert_eq!(values("39.5码半"), vec![39.5]);
+        assert_eq!(values("两个人"), vec![] as Vec<f64>);
+        assert_eq!(values("吃了一半"), vec![] as Vec<f64>);
+        // Both ends of a range, neither of them negative.
+        assert_eq!(values("39-40"), vec![39.0, 40.0]);
+        assert_eq!(find_numbers("39到40码"), vec![(0, 2, 39.0), (3, 5, 40.0)]);
+        assert_eq!(values("三十九至四十码"), vec![39.0, 40.0]);
+        assert_eq!(values("39~41"), vec![39.0, 41.0]);
+    }
+
+    #[test]
+    fn writes_chinese_numerals_as_people_do() {
+        let cases = [
+            (0, "零"),
+            (7, "七"),
+            (10, "十"),
+            (15, "十五"),
+            (39, "三十九"),
+            (105, "一百零五"),
+            (115, "一百一十五"),
+            (2024, "二千零二十四"),
+        ];
+        for (n, text) in cases {
+            assert_eq!(chinese_numeral(n).as_deref(), Some(text));
+        }
+        assert_eq!(chinese_numeral(10_000), None);
     }
 
     #[test]

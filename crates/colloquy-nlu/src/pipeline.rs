@@ -1,13 +1,125 @@
 //! The NLU stage of a bot: classifier and entity extractor trained from
 //! its definition, turning a message into an `NluResult`.
 
+use crate::numbers::{chinese_numeral, find_numbers};
 use crate::{normalize, Classifier, EntityExtractor, NluError, TrainConfig};
 use colloquy_core::bot::spec::EntitySpec;
 use colloquy_core::NluResult;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// How many ranked intents an `NluResult` carries.
 const RANKED: usize = 5;
+
+/// At most this many variants of one example from substituting lookup
+/// values: enough for every model of a small catalogue, bounded so that a
+/// bot with long lookup lists still trains in milliseconds.
+const VARIANTS_PER_EXAMPLE: usize = 8;
+
+/// The training set: every example, plus variants that teach the
+/// classifier what the examples imply but cannot list. An example naming
+/// a value of a lookup entity ("星云跑鞋有39码吗") gets the other values
+/// and synonyms in its place (every model asked about the same way), and
+/// one whose number is written in digits gets it in Chinese numerals, or
+/// the other way round (三十九码 is said like 39码: the tokenizer folds
+/// digit runs into one feature, but numerals are Chinese characters).
+fn augment(
+    intents: &[(String, Vec<String>)],
+    entities: &BTreeMap<String, EntitySpec>,
+) -> Vec<(String, String)> {
+    // Per lookup entity: (phrase, canonical) in table order.
+    let lookups: Vec<Vec<(String, &str)>> = entities
+        .values()
+        .filter_map(|e| e.lookup.as_ref())
+        .map(|table| {
+            table
+                .iter()
+                .flat_map(|(canonical, synonyms)| {
+                    std::iter::once(canonical)
+                        .chain(synonyms)
+                        .map(move |p| (normalize(p), canonical.as_str()))
+                })
+                .filter(|(p, _)| !p.is_empty())
+                .collect()
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for (intent, examples) in intents {
+        let mut add = |text: &String| {
+            if seen.insert((text.clone(), intent.clone())) {
+                out.push((text.clone(), intent.clone()));
+            }
+        };
+        examples.iter().for_each(&mut add);
+        let per_example: Vec<Vec<String>> = examples
+            .iter()
+            .map(|example| {
+                let text = normalize(example);
+                let mut variants: Vec<String> = respelled_number(&text).into_iter().collect();
+                for phrases in &lookups {
+                    variants.extend(substituted(&text, phrases));
+                }
+                variants
+            })
+            .collect();
+        // At most as many variants as examples, taken in turns across the
+        // examples: an intent with many entity-laden examples must not
+        // outweigh the others (its phrasing would win every close call,
+        // "get me a human" becoming an order because "get me a pepperoni"
+        // was said a dozen ways).
+        let rounds = per_example.iter().map(Vec::len).max().unwrap_or(0);
+        (0..rounds)
+            .flat_map(|i| per_example.iter().filter_map(move |v| v.get(i)))
+            .take(examples.len())
+            .for_each(&mut add);
+    }
+    out
+}
+
+/// `text` with its longest phrase of one lookup entity replaced by the
+/// phrases of the other values: their canonical names first, then their
+/// synonyms, taking each value in turn so that a few variants still
+/// cover every value.
+fn substituted(text: &str, phrases: &[(String, &str)]) -> Vec<String> {
+    let Some((found, canonical)) = phrases
+        .iter()
+        .filter(|(p, _)| text.contains(p.as_str()))
+        .max_by_key(|(p, _)| p.chars().count())
+    else {
+        return Vec::new();
+    };
+    let mut by_value: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (phrase, value) in phrases.iter().filter(|(_, v)| v != canonical) {
+        by_value.entry(value).or_default().push(phrase);
+    }
+    let rounds = by_value.values().map(Vec::len).max().unwrap_or(0);
+    (0..rounds)
+        .flat_map(|i| by_value.values().filter_map(move |p| p.get(i)))
+        .take(VARIANTS_PER_EXAMPLE)
+        .map(|phrase| text.replacen(found.as_str(), phrase, 1))
+        .collect()
+}
+
+/// `text` with its first whole number below 10 000 written the other way:
+/// `39` as `三十九`, `三十九` as `39`.
+fn respelled_number(text: &str) -> Option<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let (start, end, value) = find_numbers(text)
+        .into_iter()
+        .find(|&(_, _, n)| n.fract() == 0.0 && (0.0..10_000.0).contains(&n))?;
+    let written: String = chars[start..end].iter().collect();
+    let n = value as u32;
+    let other = if written.chars().all(|c| c.is_ascii_digit()) {
+        chinese_numeral(n)?
+    } else if written.chars().any(|c| c.is_ascii_digit()) {
+        return None;
+    } else {
+        n.to_string()
+    };
+    let before: String = chars[..start].iter().collect();
+    let after: String = chars[end..].iter().collect();
+    Some(format!("{before}{other}{after}"))
+}
 
 #[derive(Debug)]
 pub struct BotNlu {
@@ -32,10 +144,7 @@ impl BotNlu {
         if let Some((intent, _)) = intents.iter().find(|(_, examples)| examples.is_empty()) {
             return Err(NluError::IntentWithoutExamples(intent.clone()));
         }
-        let examples: Vec<(String, String)> = intents
-            .iter()
-            .flat_map(|(intent, examples)| examples.iter().map(|e| (e.clone(), intent.clone())))
-            .collect();
+        let examples = augment(intents, entities);
         let classifier = if examples.is_empty() {
             None
         } else {
@@ -85,16 +194,28 @@ mod tests {
     }
 
     fn shop() -> BotNlu {
-        let entities = BTreeMap::from([(
-            "size".to_string(),
-            EntitySpec {
-                regex: Some(r"([0-9一二三四五六七八九十两]+)\s*(?:码|号)".into()),
-                group: None,
-                lookup: None,
-                builtin: None,
-                value_type: Some("int".into()),
-            },
-        )]);
+        let entities = BTreeMap::from([
+            (
+                "size".to_string(),
+                EntitySpec {
+                    regex: Some(r"([0-9一二三四五六七八九十两]+)\s*(?:码|号)".into()),
+                    group: None,
+                    lookup: None,
+                    builtin: None,
+                    value_type: Some("int".into()),
+                },
+            ),
+            (
+                "model".to_string(),
+                EntitySpec {
+                    lookup: Some(BTreeMap::from([
+                        ("星云跑鞋".to_string(), vec![]),
+                        ("疾风板鞋".to_string(), vec![]),
+                    ])),
+                    ..EntitySpec::default()
+                },
+            ),
+        ]);
         let intents = intents(&[
             ("greet", &["你好", "您好", "在吗", "哈喽", "有人吗"]),
             ("thanks", &["谢谢", "多谢", "谢谢你", "感谢"]),
@@ -140,6 +261,91 @@ mod tests {
         assert!(result.confidence < 0.4);
         assert_eq!(result.entities[0].entity, "number");
         assert_eq!(result.entities[0].value, Value::Int(42));
+    }
+
+    #[test]
+    fn augmentation_substitutes_lookup_values_and_respells_numbers() {
+        let entities = BTreeMap::from([(
+            "model".to_string(),
+            EntitySpec {
+                lookup: Some(BTreeMap::from([
+                    ("星云跑鞋".to_string(), vec!["星云".to_string()]),
+                    ("疾风板鞋".to_string(), vec!["疾风".to_string()]),
+                    ("云朵休闲鞋".to_string(), vec![]),
+                ])),
+                ..EntitySpec::default()
+            },
+        )]);
+        let data = intents(&[("ask", &["星云跑鞋有39码吗", "有货吗"]), ("hi", &["你好"])]);
+        let texts: Vec<String> = augment(&data, &entities)
+            .into_iter()
+            .map(|(text, intent)| format!("{intent}:{text}"))
+            .collect();
+        // As many variants as examples, the first of each example first.
+        assert_eq!(
+            texts,
+            vec![
+                "ask:星云跑鞋有39码吗",
+                "ask:有货吗",
+                "ask:星云跑鞋有三十九码吗",
+                "ask:云朵休闲鞋有39码吗",
+                "hi:你好",
+            ]
+        );
+        let model: Vec<(String, &str)> = [
+            ("星云跑鞋", "星云跑鞋"),
+            ("星云", "星云跑鞋"),
+            ("疾风板鞋", "疾风板鞋"),
+            ("疾风", "疾风板鞋"),
+            ("云朵休闲鞋", "云朵休闲鞋"),
+        ]
+        .iter()
+        .map(|&(p, v)| (p.to_string(), v))
+        .collect();
+        // Every other value first, then their synonyms; the longest phrase
+        // found is the one replaced.
+        assert_eq!(
+            substituted("星云跑鞋有货吗", &model),
+            vec!["云朵休闲鞋有货吗", "疾风板鞋有货吗", "疾风有货吗"]
+        );
+        assert_eq!(substituted("有货吗", &model), Vec::<String>::new());
+        assert_eq!(respelled_number("三十九码半"), None, "not a whole number");
+        assert_eq!(respelled_number("要三十九码"), Some("要39码".into()));
+        assert_eq!(respelled_number("订单2026110101"), None);
+    }
+
+    #[test]
+    fn augmentation_is_bounded_per_example() {
+        let table: BTreeMap<String, Vec<String>> = (0..50)
+            .map(|i| (format!("value{i:02}"), vec![format!("alias{i:02}")]))
+            .collect();
+        let entities = BTreeMap::from([(
+            "thing".to_string(),
+            EntitySpec {
+                lookup: Some(table),
+                ..EntitySpec::default()
+            },
+        )]);
+        let data = intents(&[("want", &["i want value07 now", "nothing here"])]);
+        let out = augment(&data, &entities);
+        // Two examples, two variants: the intent keeps its weight.
+        assert_eq!(out.len(), 4);
+        let phrases: Vec<(String, &str)> = (0..50)
+            .map(|i| (format!("value{i:02}"), "v"))
+            .chain([("value07".to_string(), "w")])
+            .collect();
+        assert_eq!(
+            substituted("i want value07 now", &phrases).len(),
+            VARIANTS_PER_EXAMPLE
+        );
+    }
+
+    #[test]
+    fn augmentation_teaches_other_models_and_numerals() {
+        // Trained on one model asked in digits, the bot understands another
+        // model asked in Chinese numerals.
+        let result = shop().parse("疾风板鞋有四十二码吗");
+        assert_eq!(result.intent.as_deref(), Some("ask_stock"), "{result:?}");
     }
 
     #[test]

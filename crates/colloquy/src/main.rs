@@ -8,6 +8,7 @@ mod check;
 mod config;
 mod keys;
 mod nlu_eval;
+mod nlu_test;
 mod roles;
 mod token;
 mod wiring;
@@ -68,7 +69,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Bot versions and rollouts on a running server (admin API).
     Bots(bots::BotsArgs),
-    /// Intent classifier tools.
+    /// Intent classifier tools: score it on a data set, or a bot on the
+    /// messages its users type.
     Nlu {
         #[command(subcommand)]
         command: NluCommand,
@@ -80,6 +82,12 @@ enum NluCommand {
     /// Train on one TSV file and score another (`text<TAB>intent` per line;
     /// intent `oos` in the test file marks an out-of-scope example).
     Eval(nlu_eval::EvalArgs),
+    /// Score a bot's NLU, trained as the server trains it, on messages
+    /// users might type (`text<TAB>intent[<TAB>entity=value,…]` per line):
+    /// accuracy, fallbacks and wrong intents per intent, and the misses.
+    /// Exit 1 below --min-accuracy or above --max-wrong, 2 for input that
+    /// cannot be tested.
+    Test(nlu_test::TestArgs),
 }
 
 fn init_logs(format: LogFormat) {
@@ -110,6 +118,9 @@ fn main() -> ExitCode {
         Command::Nlu {
             command: NluCommand::Eval(args),
         } => nlu_eval::run(args),
+        Command::Nlu {
+            command: NluCommand::Test(args),
+        } => nlu_test::run(args),
     };
     match result {
         Ok(code) => code,

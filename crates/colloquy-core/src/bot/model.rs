@@ -66,14 +66,54 @@ impl SlotType {
 #[derive(Debug, Clone)]
 pub struct Slot {
     pub slot_type: SlotType,
-    /// The entity that fills it, if the bot defines one.
-    pub entity: Option<String>,
+    /// Where entities fill it from, in order; the first that applies and
+    /// was found in the message gives the value.
+    pub from: Vec<Mapping>,
     pub remember: bool,
     pub sensitive: bool,
     pub values: Option<Vec<String>>,
     pub range: Option<[f64; 2]>,
     pub pattern: Option<Regex>,
     pub invalid: Option<String>,
+}
+
+/// One source of a slot's value: an entity, and when it counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapping {
+    pub entity: String,
+    pub intents: IntentFilter,
+    /// Only in the answer to a question for this very slot.
+    pub only_when_asked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum IntentFilter {
+    Any,
+    Only(Vec<String>),
+    Except(Vec<String>),
+}
+
+impl Mapping {
+    /// Any intent, on any turn: what `entity: NAME` and the default mean.
+    pub fn entity(name: &str) -> Mapping {
+        Mapping {
+            entity: name.to_string(),
+            intents: IntentFilter::Any,
+            only_when_asked: false,
+        }
+    }
+
+    /// Whether the mapping counts in a message recognised as `intent`
+    /// (`None`: a fallback) while its slot is (`asked`) or is not being
+    /// asked for.
+    pub fn applies(&self, intent: Option<&str>, asked: bool) -> bool {
+        let by_intent = match &self.intents {
+            IntentFilter::Any => true,
+            IntentFilter::Only(list) => intent.is_some_and(|i| list.iter().any(|l| l == i)),
+            IntentFilter::Except(list) => !intent.is_some_and(|i| list.iter().any(|l| l == i)),
+        };
+        by_intent && (asked || !self.only_when_asked)
+    }
 }
 
 /// A response template: literal text with `{slot}` holes.
@@ -236,6 +276,42 @@ mod tests {
         slots.insert("model".to_string(), Value::from("星云跑鞋"));
         slots.insert("size".to_string(), Value::Int(39));
         assert_eq!(t.render(&slots), "星云跑鞋 39码 {not a slot} {}");
+    }
+
+    #[test]
+    fn mappings_apply_by_intent_and_question() {
+        let any = Mapping::entity("model");
+        assert!(any.applies(None, false) && any.applies(Some("buy"), true));
+        let only = Mapping {
+            intents: IntentFilter::Only(vec!["buy".into()]),
+            ..Mapping::entity("n")
+        };
+        assert!(only.applies(Some("buy"), false));
+        assert!(!only.applies(Some("hours"), false));
+        assert!(
+            !only.applies(None, true),
+            "a fallback is not one of the intents"
+        );
+        let except = Mapping {
+            intents: IntentFilter::Except(vec!["track".into()]),
+            ..Mapping::entity("n")
+        };
+        assert!(!except.applies(Some("track"), true));
+        assert!(except.applies(Some("buy"), false));
+        assert!(except.applies(None, false), "a fallback is not excluded");
+        let asked = Mapping {
+            only_when_asked: true,
+            ..Mapping::entity("n")
+        };
+        assert!(asked.applies(None, true) && asked.applies(Some("buy"), true));
+        assert!(!asked.applies(Some("buy"), false));
+        let both = Mapping {
+            intents: IntentFilter::Only(vec!["buy".into()]),
+            only_when_asked: true,
+            ..Mapping::entity("n")
+        };
+        assert!(both.applies(Some("buy"), true));
+        assert!(!both.applies(Some("buy"), false) && !both.applies(None, true));
     }
 
     #[test]

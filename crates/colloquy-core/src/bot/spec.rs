@@ -88,9 +88,15 @@ pub struct EntitySpec {
 pub struct SlotSpec {
     #[serde(rename = "type")]
     pub slot_type: String,
-    /// Entity that fills this slot; default: the entity of the same name.
+    /// Shorthand for `from: [{entity: NAME}]`. Without `entity` or `from`,
+    /// the entity of the same name (if any) fills the slot on every turn.
     #[serde(default)]
     pub entity: Option<String>,
+    /// Where the slot is filled from, first match wins: each entry names an
+    /// entity and when it counts. `from: []` fills the slot only by asking
+    /// for it or by a `set` step.
+    #[serde(default)]
+    pub from: Option<Vec<SlotMappingSpec>>,
     /// Survives the end of a session.
     #[serde(default)]
     pub remember: bool,
@@ -110,6 +116,26 @@ pub struct SlotSpec {
     /// Response said when a value fails validation (then the prompt again).
     #[serde(default)]
     pub invalid: Option<String>,
+}
+
+/// One source of a slot's value, like Rasa's `from_entity` mapping: an
+/// entity found in a message fills the slot whatever the intent (a
+/// fallback included) unless `intents`, `not_intents` or `when` narrow it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotMappingSpec {
+    pub entity: String,
+    /// Only when the message was recognised as one of these intents.
+    #[serde(default)]
+    pub intents: Option<Vec<String>>,
+    /// Never when the message was recognised as one of these (a fallback
+    /// turn has no intent, so it is never excluded by this list).
+    #[serde(default)]
+    pub not_intents: Option<Vec<String>>,
+    /// `always` (the default) or `asked`: only in the answer to a question
+    /// for this slot.
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 /// One response: a single template or a list of variants.

@@ -1,11 +1,11 @@
-//! Slots: their types, the entity that fills each, and the validation a
-//! value must pass.
+//! Slots: their types, the entities that fill each (and when), and the
+//! validation a value must pass.
 
 use super::checks::Names;
 use super::ctx::{At, Ctx};
 use super::sources::Merged;
-use crate::bot::model::{Slot, SlotType};
-use crate::bot::spec::{EntitySpec, SlotSpec};
+use crate::bot::model::{IntentFilter, Mapping, Slot, SlotType};
+use crate::bot::spec::{EntitySpec, SlotMappingSpec, SlotSpec};
 use crate::value::Value;
 use regex::Regex;
 use std::collections::BTreeMap;
@@ -41,16 +41,7 @@ fn slot(
         );
         SlotType::Text
     });
-    let entity = match &s.entity {
-        Some(e) => {
-            if !entities.contains_key(e) && e != "number" {
-                ctx.err(at, "entity", format!("unknown entity `{e}`"));
-            }
-            Some(e.clone())
-        }
-        // A slot named like an entity is filled by it without saying so.
-        None => entities.contains_key(name).then(|| name.to_string()),
-    };
+    let from = mappings(ctx, names, entities, name, s, at);
     if slot_type == SlotType::Enum && s.values.as_ref().is_none_or(|v| v.is_empty()) {
         ctx.err(at, "values", "an enum slot needs a non-empty `values` list");
     }
@@ -85,13 +76,115 @@ fn slot(
     }
     Slot {
         slot_type,
-        entity,
+        from,
         remember: s.remember,
         sensitive: s.sensitive,
         values: s.values.clone(),
         range: s.range,
         pattern,
         invalid: s.invalid.clone(),
+    }
+}
+
+/// Where a slot is filled from: its `from` list, the `entity` shorthand,
+/// or by default the entity of the same name.
+fn mappings(
+    ctx: &mut Ctx,
+    names: &Names,
+    entities: &Merged<EntitySpec>,
+    name: &str,
+    s: &SlotSpec,
+    at: &At,
+) -> Vec<Mapping> {
+    let known = |e: &str| entities.contains_key(e) || e == "number";
+    match (&s.entity, &s.from) {
+        (Some(_), Some(_)) => {
+            ctx.err(
+                at,
+                "entity",
+                "`entity` is the shorthand of a one-entry `from`: give one or the other",
+            );
+            Vec::new()
+        }
+        (Some(e), None) => {
+            if !known(e) {
+                ctx.err(at, "entity", format!("unknown entity `{e}`"));
+            }
+            vec![Mapping::entity(e)]
+        }
+        (None, Some(list)) => list
+            .iter()
+            .enumerate()
+            .map(|(i, m)| mapping(ctx, names, &known, &at.child(&format!(".from[{i}]")), m))
+            .collect(),
+        // A slot named like an entity is filled by it without saying so.
+        (None, None) => entities
+            .contains_key(name)
+            .then(|| Mapping::entity(name))
+            .into_iter()
+            .collect(),
+    }
+}
+
+fn mapping(
+    ctx: &mut Ctx,
+    names: &Names,
+    known: &dyn Fn(&str) -> bool,
+    at: &At,
+    m: &SlotMappingSpec,
+) -> Mapping {
+    if !known(&m.entity) {
+        ctx.err(at, "entity", format!("unknown entity `{}`", m.entity));
+    }
+    let mut check_intents = |field: &str, list: &[String]| {
+        if list.is_empty() {
+            ctx.err(at, field, "an empty list: leave the field out instead");
+        }
+        for (i, intent) in list.iter().enumerate() {
+            if !names.intents.contains_key(intent) {
+                ctx.err(
+                    at,
+                    &format!("{field}[{i}]"),
+                    format!("unknown intent `{intent}`"),
+                );
+            }
+        }
+    };
+    let intents = match (&m.intents, &m.not_intents) {
+        (Some(only), None) => {
+            check_intents("intents", only);
+            IntentFilter::Only(only.clone())
+        }
+        (None, Some(except)) => {
+            check_intents("not_intents", except);
+            IntentFilter::Except(except.clone())
+        }
+        (None, None) => IntentFilter::Any,
+        (Some(_), Some(_)) => {
+            ctx.err(
+                at,
+                "not_intents",
+                "give `intents` (the only ones that fill the slot) or `not_intents` (the ones that never do), not both",
+            );
+            IntentFilter::Any
+        }
+    };
+    let only_when_asked = match m.when.as_deref() {
+        None | Some("always") => false,
+        Some("asked") => true,
+        Some(other) => {
+            ctx.err(
+                at,
+                "when",
+                format!("unknown `when: {other}` (expected always or asked)"),
+            );
+            false
+        }
+    };
+    Mapping {
+        entity: m.entity.clone(),
+        intents,
+        only_when_asked,
     }
 }
 

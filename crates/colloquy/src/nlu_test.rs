@@ -1,0 +1,480 @@
+//! `colloquy nlu test BOT_DIR CASES.tsv`: how well a bot understands what
+//! its users type. The bot is loaded and trained exactly as the server
+//! loads it; every case is parsed as a message would be, and the answer is
+//! right, a fallback (nothing above the bot's threshold: the user is asked
+//! again) or a wrong intent (the bot acts on a misunderstanding, which is
+//! worse). A bot author runs it to improve a bot; CI runs it on the
+//! shipped bots.
+
+use anyhow::Context;
+use colloquy_core::bot::values_equal;
+use colloquy_core::{NluResult, Value};
+use colloquy_nlu::eval::OOS;
+use colloquy_nlu::BotNlu;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct TestArgs {
+    /// The bot directory, trained as the server trains it.
+    bot: PathBuf,
+    /// `text<TAB>intent[<TAB>entity=value,…]` per line; `#` starts a comment
+    /// line. The intent `oos` marks a message the bot should not understand.
+    cases: PathBuf,
+    /// Exit 1 when the share of right answers (0 to 1) is below this.
+    #[arg(long, default_value_t = 0.0)]
+    min_accuracy: f64,
+    /// Exit 1 when more cases than this get a wrong intent above the
+    /// threshold (a fallback is a miss; a wrong intent is worse).
+    #[arg(long)]
+    max_wrong: Option<usize>,
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "OUT")]
+    json: Option<PathBuf>,
+}
+
+/// One line of a cases file.
+#[derive(Debug, Clone, PartialEq)]
+struct Case {
+    line: usize,
+    text: String,
+    intent: String,
+    /// `(entity, value)` pairs the message must yield.
+    entities: Vec<(String, String)>,
+}
+
+/// Reads a cases file; the error is `line: problem`.
+fn parse_cases(content: &str) -> Result<Vec<Case>, (usize, String)> {
+    let mut cases = Vec::new();
+    for (i, raw) in content.lines().enumerate() {
+        let line = i + 1;
+        if raw.trim().is_empty() || raw.trim_start().starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = raw.split('\t').map(str::trim).collect();
+        let (text, intent, entities) = match fields[..] {
+            [text, intent] => (text, intent, ""),
+            [text, intent, entities] => (text, intent, entities),
+            _ => {
+                return Err((
+                    line,
+                    format!(
+                        "expected text<TAB>intent or text<TAB>intent<TAB>entities, found {} tab-separated fields",
+                        fields.len()
+                    ),
+                ))
+            }
+        };
+        if text.is_empty() {
+            return Err((line, "empty text".into()));
+        }
+        if intent.is_empty() {
+            return Err((line, "empty intent".into()));
+        }
+        let entities = entities
+            .split(',')
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| match pair.split_once('=') {
+                Some((name, value)) if !name.trim().is_empty() && !value.trim().is_empty() => {
+                    Ok((name.trim().to_string(), value.trim().to_string()))
+                }
+                _ => Err((
+                    line,
+                    format!("entity `{pair}` is not written as name=value"),
+                )),
+            })
+            .collect::<Result<_, _>>()?;
+        cases.push(Case {
+            line,
+            text: text.to_string(),
+            intent: intent.to_string(),
+            entities,
+        });
+    }
+    if cases.is_empty() {
+        return Err((0, "no cases".into()));
+    }
+    Ok(cases)
+}
+
+#[derive(Debug, Default, Serialize, PartialEq)]
+struct IntentReport {
+    cases: usize,
+    right: usize,
+    fallbacks: usize,
+    wrong: usize,
+    /// Intent recognised instead → how many times.
+    confused_with: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum MissKind {
+    /// Nothing above the threshold: the bot says it did not understand.
+    Fallback,
+    /// Another intent above the threshold: the bot acts on it.
+    Wrong,
+    /// The intent was right or not, but an expected entity is missing.
+    Entities,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+struct Miss {
+    line: usize,
+    kind: MissKind,
+    text: String,
+    expected: String,
+    /// The top-ranked intent, even below the threshold, and its confidence.
+    top: Option<(String, f32)>,
+    /// For `entities`: the `name=value` pairs not found.
+    missing: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    bot: String,
+    threshold: f32,
+    cases: usize,
+    right: usize,
+    accuracy: f64,
+    fallbacks: usize,
+    wrong: usize,
+    entity_checks: usize,
+    entity_misses: usize,
+    intents: BTreeMap<String, IntentReport>,
+    misses: Vec<Miss>,
+}
+
+/// Scores `cases` on a trained bot; `threshold` is the bot's, used only
+/// to be reported (the NLU applies it).
+fn score(bot: &str, nlu: &BotNlu, threshold: f32, cases: &[Case]) -> Report {
+    let mut intents: BTreeMap<String, IntentReport> = BTreeMap::new();
+    let mut misses = Vec::new();
+    let (mut entity_checks, mut entity_misses) = (0, 0);
+    for case in cases {
+        let result = nlu.parse(&case.text);
+        let per = intents.entry(case.intent.clone()).or_default();
+        per.cases += 1;
+        let expected = (case.intent != OOS).then_some(case.intent.as_str());
+        let top = result
+            .intents
+            .first()
+            .map(|s| (s.name.clone(), s.confidence));
+        let kind = match (result.intent.as_deref(), expected) {
+            (got, want) if got == want => None,
+            (None, _) => Some(MissKind::Fallback),
+            (Some(got), _) => {
+                *per.confused_with.entry(got.to_string()).or_default() += 1;
+                Some(MissKind::Wrong)
+            }
+        };
+        match kind {
+            None => per.right += 1,
+            Some(MissKind::Fallback) => per.fallbacks += 1,
+            Some(_) => per.wrong += 1,
+        }
+        let missing = missing_entities(&result, &case.entities);
+        entity_checks += case.entities.len();
+        entity_misses += missing.len();
+        let miss = |kind, missing| Miss {
+            line: case.line,
+            kind,
+            text: case.text.clone(),
+            expected: case.intent.clone(),
+            top: top.clone(),
+            missing,
+        };
+        if let Some(kind) = kind {
+            misses.push(miss(kind, Vec::new()));
+        }
+        if !missing.is_empty() {
+            misses.push(miss(MissKind::Entities, missing));
+        }
+    }
+    let right: usize = intents.values().map(|i| i.right).sum();
+    Report {
+        bot: bot.to_string(),
+        threshold,
+        cases: cases.len(),
+        right,
+        accuracy: right as f64 / cases.len().max(1) as f64,
+        fallbacks: intents.values().map(|i| i.fallbacks).sum(),
+        wrong: intents.values().map(|i| i.wrong).sum(),
+        entity_checks,
+        entity_misses,
+        intents,
+        misses,
+    }
+}
+
+/// The expected `name=value` pairs that no entity of the message matches.
+fn missing_entities(result: &NluResult, expected: &[(String, String)]) -> Vec<String> {
+    expected
+        .iter()
+        .filter(|(name, value)| {
+            let want = Value::Text(value.clone());
+            !result
+                .entities
+                .iter()
+                .any(|m| &m.entity == name && values_equal(&m.value, &want))
+        })
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect()
+}
+
+fn print(report: &Report, cases_path: &Path) {
+    println!(
+        "bot            {} (threshold {:.2})",
+        report.bot, report.threshold
+    );
+    println!("cases          {}", report.cases);
+    println!(
+        "accuracy       {:.2}% ({}/{})",
+        report.accuracy * 100.0,
+        report.right,
+        report.cases
+    );
+    println!(
+        "fallbacks      {} (the right intent or none, below the threshold)",
+        report.fallbacks
+    );
+    println!(
+        "wrong intents  {} (another intent above the threshold)",
+        report.wrong
+    );
+    if report.entity_checks > 0 {
+        println!(
+            "entities       {}/{} found",
+            report.entity_checks - report.entity_misses,
+            report.entity_checks
+        );
+    }
+    println!();
+    println!(
+        "{:<20} {:>5} {:>5} {:>8} {:>5} {:>8}  confused with",
+        "intent", "cases", "right", "fallback", "wrong", "accuracy"
+    );
+    for (name, i) in &report.intents {
+        let confused: Vec<String> = i
+            .confused_with
+            .iter()
+            .map(|(other, n)| format!("{other}×{n}"))
+            .collect();
+        println!(
+            "{:<20} {:>5} {:>5} {:>8} {:>5} {:>7.1}%  {}",
+            name,
+            i.cases,
+            i.right,
+            i.fallbacks,
+            i.wrong,
+            i.right as f64 * 100.0 / i.cases as f64,
+            confused.join(", ")
+        );
+    }
+    if !report.misses.is_empty() {
+        println!();
+        println!("misses:");
+    }
+    for m in &report.misses {
+        let top = m
+            .top
+            .as_ref()
+            .map(|(name, c)| format!("{name} {c:.2}"))
+            .unwrap_or_else(|| "nothing".into());
+        let what = match m.kind {
+            MissKind::Fallback => format!("fallback  expected {}, top {top}", m.expected),
+            MissKind::Wrong => format!("WRONG     expected {}, got {top}", m.expected),
+            MissKind::Entities => format!("entities  missing {}", m.missing.join(", ")),
+        };
+        println!(
+            "  {}:{}  {what}  {:?}",
+            cases_path.display(),
+            m.line,
+            m.text
+        );
+    }
+}
+
+/// Exit 2 for input that cannot be tested (bot, file, unknown intent),
+/// 1 for a bot below the bar, 0 otherwise.
+pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
+    let usage = |message: String| {
+        eprintln!("error: {message}");
+        Ok(ExitCode::from(2))
+    };
+    let loaded = match colloquy_worker::load_bot(&args.bot) {
+        Ok(loaded) => loaded,
+        Err(e) => return usage(format!("{}: {e}", args.bot.display())),
+    };
+    let content = match std::fs::read_to_string(&args.cases) {
+        Ok(c) => c,
+        Err(e) => return usage(format!("{}: {e}", args.cases.display())),
+    };
+    let cases = match parse_cases(&content) {
+        Ok(cases) => cases,
+        Err((line, problem)) => {
+            return usage(format!("{}:{line}: {problem}", args.cases.display()))
+        }
+    };
+    let known: BTreeSet<&str> = loaded.bot.intents.keys().map(String::as_str).collect();
+    if let Some(case) = cases
+        .iter()
+        .find(|c| c.intent != OOS && !known.contains(c.intent.as_str()))
+    {
+        let names: Vec<&str> = known.into_iter().collect();
+        return usage(format!(
+            "{}:{}: unknown intent `{}` (the bot has {}; `{OOS}` marks a message it should not understand)",
+            args.cases.display(),
+            case.line,
+            case.intent,
+            names.join(", ")
+        ));
+    }
+    let bot = &loaded.bot;
+    let name = format!("{} {}", bot.id.name, bot.id.version);
+    let report = score(&name, &loaded.nlu, bot.threshold, &cases);
+    print(&report, &args.cases);
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut failed = false;
+    if report.accuracy < args.min_accuracy {
+        eprintln!(
+            "FAIL: accuracy {:.2}% is below --min-accuracy {:.2}%",
+            report.accuracy * 100.0,
+            args.min_accuracy * 100.0
+        );
+        failed = true;
+    }
+    if let Some(max) = args.max_wrong.filter(|&max| report.wrong > max) {
+        eprintln!(
+            "FAIL: {} wrong intents above the threshold, more than --max-wrong {max}",
+            report.wrong
+        );
+        failed = true;
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use colloquy_core::bot::spec::EntitySpec;
+
+    #[test]
+    fn reads_cases_with_and_without_entities() {
+        let cases =
+            parse_cases("# comment\n\n有39码吗\task\tsize=39, model=a\nhi there\tgreet\n").unwrap();
+        assert_eq!(
+            cases,
+            vec![
+                Case {
+                    line: 3,
+                    text: "有39码吗".into(),
+                    intent: "ask".into(),
+                    entities: vec![("size".into(), "39".into()), ("model".into(), "a".into())],
+                },
+                Case {
+                    line: 4,
+                    text: "hi there".into(),
+                    intent: "greet".into(),
+                    entities: vec![],
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_lines_name_their_line() {
+        let err = |text: &str| parse_cases(text).unwrap_err();
+        assert_eq!(err("a\tb\nno tab\n").0, 2);
+        assert!(err("no tab").1.contains("found 1 tab-separated fields"));
+        assert_eq!(err("a\tb\tc\td").1, "expected text<TAB>intent or text<TAB>intent<TAB>entities, found 4 tab-separated fields");
+        assert_eq!(err(" \tgreet"), (1, "empty text".into()));
+        assert_eq!(err("hi\t "), (1, "empty intent".into()));
+        assert_eq!(
+            err("hi\tgreet\tsize"),
+            (1, "entity `size` is not written as name=value".into())
+        );
+        assert_eq!(err("# only a comment\n"), (0, "no cases".into()));
+    }
+
+    fn nlu() -> BotNlu {
+        let intents = [
+            ("greet", &["hello", "hi there", "good morning"][..]),
+            (
+                "order",
+                &["i want a pizza", "order a pizza please", "one pizza"],
+            ),
+            ("track", &["where is my order", "track my delivery"]),
+        ];
+        let intents: Vec<(String, Vec<String>)> = intents
+            .iter()
+            .map(|(n, e)| (n.to_string(), e.iter().map(|s| s.to_string()).collect()))
+            .collect();
+        let entities = BTreeMap::from([(
+            "pizza".to_string(),
+            EntitySpec {
+                lookup: Some(BTreeMap::from([("pepperoni".to_string(), vec![])])),
+                ..EntitySpec::default()
+            },
+        )]);
+        BotNlu::train(&intents, &entities, 0.5).unwrap()
+    }
+
+    fn case(line: usize, text: &str, intent: &str, entities: &[(&str, &str)]) -> Case {
+        Case {
+            line,
+            text: text.into(),
+            intent: intent.into(),
+            entities: entities
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn scores_right_fallback_wrong_and_entities_apart() {
+        let nlu = nlu();
+        let cases = [
+            case(1, "hello", "greet", &[]),
+            case(
+                2,
+                "i want a pepperoni pizza",
+                "order",
+                &[("pizza", "pepperoni")],
+            ),
+            // A greeting labelled as tracking: a wrong intent.
+            case(3, "good morning", "track", &[]),
+            // Nothing like any example: a fallback.
+            case(4, "qwxz", "order", &[("pizza", "margherita")]),
+            case(5, "zzz", OOS, &[]),
+        ];
+        let r = score("t 1", &nlu, 0.5, &cases);
+        assert_eq!((r.cases, r.right, r.fallbacks, r.wrong), (5, 3, 1, 1));
+        assert!((r.accuracy - 0.6).abs() < 1e-9);
+        assert_eq!((r.entity_checks, r.entity_misses), (2, 1));
+        assert_eq!(r.intents["track"].confused_with["greet"], 1);
+        assert_eq!(r.intents["order"].fallbacks, 1);
+        assert_eq!(r.intents[OOS].right, 1);
+        let kinds: Vec<(usize, &MissKind)> = r.misses.iter().map(|m| (m.line, &m.kind)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (3, &MissKind::Wrong),
+                (4, &MissKind::Fallback),
+                (4, &MissKind::Entities)
+            ]
+        );
+        assert_eq!(r.misses[2].missing, vec!["pizza=margherita"]);
+    }
+}

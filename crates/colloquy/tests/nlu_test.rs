@@ -1,0 +1,146 @@
+//! `colloquy nlu test` as a bot author and CI run it: the shipped bots on
+//! their paraphrase sets, the exit codes, the report and the errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn nlu_test(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_colloquy"))
+        .current_dir(root())
+        .env_remove("RUST_LOG")
+        .args(["nlu", "test"])
+        .args(args)
+        .output()
+        .expect("run colloquy nlu test")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The bar CI holds the shipped bots to on paraphrases they were never
+/// trained on: the share of right intents (a fallback is a miss), and no
+/// wrong intent above the threshold at all, since the bot would act on it.
+const SHOE_STORE_MIN: &str = "0.78";
+const PIZZA_SHOP_MIN: &str = "0.81";
+
+#[test]
+fn the_shipped_bots_understand_their_paraphrases() {
+    for (bot, min) in [
+        ("shoe-store", SHOE_STORE_MIN),
+        ("pizza-shop", PIZZA_SHOP_MIN),
+    ] {
+        let cases = format!("bots/{bot}/nlu-tests.tsv");
+        let lines = std::fs::read_to_string(root().join(&cases)).unwrap();
+        let count = lines
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .count();
+        assert!(count >= 60, "{cases}: only {count} cases");
+        let out = nlu_test(&[
+            &format!("bots/{bot}"),
+            &cases,
+            "--min-accuracy",
+            min,
+            "--max-wrong",
+            "0",
+        ]);
+        assert!(
+            out.status.success(),
+            "{bot}:\n{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn reports_misses_writes_json_and_fails_below_the_bar() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = dir.path().join("cases.tsv");
+    std::fs::write(
+        &cases,
+        "# a right answer, a wrong intent, and an entity the message lacks\nhello\tgreet\nwhere is my order\thours\ncan i get a large pepperoni\torder_pizza\tpizza=veggie\n",
+    )
+    .unwrap();
+    let json = dir.path().join("report.json");
+    let out = nlu_test(&[
+        "bots/pizza-shop",
+        cases.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("accuracy       66.67% (2/3)"), "{stdout}");
+    assert!(stdout.contains("wrong intents  1"), "{stdout}");
+    assert!(
+        stdout.contains(":3  WRONG     expected hours, got track_order"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(":4  entities  missing pizza=veggie"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["cases"], 3);
+    assert_eq!(report["wrong"], 1);
+    assert_eq!(
+        report["intents"]["hours"]["confused_with"]["track_order"],
+        1
+    );
+    assert_eq!(report["misses"][0]["kind"], "wrong");
+
+    let below = nlu_test(&[
+        "bots/pizza-shop",
+        cases.to_str().unwrap(),
+        "--min-accuracy",
+        "0.9",
+    ]);
+    assert_eq!(below.status.code(), Some(1));
+    assert!(text(&below.stderr).contains("below --min-accuracy 90.00%"));
+    let wrong = nlu_test(&[
+        "bots/pizza-shop",
+        cases.to_str().unwrap(),
+        "--max-wrong",
+        "0",
+    ]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(text(&wrong.stderr).contains("1 wrong intents above the threshold"));
+}
+
+#[test]
+fn bad_cases_are_reported_with_file_and_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.tsv");
+    for (content, expected) in [
+        (
+            "hello\tgreet\nno tab here\n",
+            "bad.tsv:2: expected text<TAB>intent",
+        ),
+        (
+            "hello\tgreet\n\nhi\tgreeting\n",
+            "bad.tsv:3: unknown intent `greeting`",
+        ),
+        (
+            "hello\tgreet\tsize\n",
+            "bad.tsv:1: entity `size` is not written as name=value",
+        ),
+    ] {
+        std::fs::write(&bad, content).unwrap();
+        let out = nlu_test(&["bots/pizza-shop", bad.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{content:?}");
+        assert!(
+            text(&out.stderr).contains(expected),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let out = nlu_test(&["bots/no-such-bot", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+}
