@@ -49,7 +49,32 @@ pub fn document() -> Value {
                     "bot": {"type": "object", "properties": {"name": {"type": "string"}, "version": {"type": "string"}}},
                     "type": {"type": "string", "enum": ["session_started", "user_said", "intent_recognised", "slot_set",
                         "slot_cleared", "slot_rejected", "flow_started", "flow_step", "flow_ended", "action_called",
-                        "handed_off", "bot_said"]}}}
+                        "handed_off", "bot_said", "route_changed"]}}},
+                "Route": {"type": "object", "nullable": true, "description": "The bot version the user's turns go to, and why", "properties": {
+                    "version": {"type": "string"},
+                    "reason": {"type": "string", "enum": ["stable", "canary", "pinned"]},
+                    "tail": {"type": "integer", "minimum": 0, "maximum": 9, "description": "The user id's last digit, or the last digit of its FNV-1a hash"}}},
+                "Rollout": {"type": "object", "required": ["stable"], "properties": {
+                    "stable": {"type": "string"},
+                    "canary": {"type": "object", "nullable": true, "required": ["version", "tails"], "properties": {
+                        "version": {"type": "string"},
+                        "tails": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 9}}}},
+                    "withdrawn": {"type": "array", "items": {"type": "string"}, "description": "Versions rolled back: no session stays pinned on them"}}},
+                "RolloutStatus": {"type": "object", "properties": {
+                    "rollout": {"type": "object", "properties": {
+                        "name": {"type": "string"}, "generation": {"type": "integer"},
+                        "rollout": {"$ref": "#/components/schemas/Rollout"},
+                        "action": {"type": "string", "enum": ["set", "promote", "rollback", "guard", "local"]},
+                        "by": {"type": "string"}, "at_ms": {"type": "integer"}, "note": {"type": "string"}}},
+                    "processes": {"type": "array", "description": "Every live process (reported within 15 s) and whether it activated this generation",
+                        "items": {"type": "object", "properties": {
+                            "process": {"type": "string"}, "generation": {"type": "integer"},
+                            "status": {"type": "string", "enum": ["active", "failed", "pending"]},
+                            "error": {"type": "string", "nullable": true}}}}}},
+                "VersionInfo": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "version": {"type": "string"},
+                    "hash": {"type": "string", "description": "SHA-256 of the files (hex)"},
+                    "pushed_at_ms": {"type": "integer"}, "pushed_by": {"type": "string"}}}
             }
         },
         "security": [{"bearer": []}],
@@ -78,7 +103,54 @@ pub fn document() -> Value {
             "/v1/conversations/{user}/state": {"get": {
                 "summary": "The user's current state: slots, active flow, session",
                 "parameters": [user_param()],
-                "responses": with(json!({"200": {"description": "State", "content": {"application/json": {"schema": {"type": "object"}}}}}))}},
+                "responses": with(json!({"200": {"description": "State", "content": {"application/json": {"schema": {"type": "object",
+                    "properties": {"route": {"$ref": "#/components/schemas/Route"}}}}}}}))}},
+            "/v1/bots": {
+                "post": {"summary": "Admin: push a bot version (its name and version are those of its `bot:` section)",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["files"],
+                        "properties": {"files": {"type": "object", "additionalProperties": {"type": "string"},
+                            "description": "Path inside the bot directory (`/`-separated, *.yaml) → YAML text"}}}}}},
+                    "responses": with(json!({
+                        "201": {"description": "Pushed", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/VersionInfo"}}}},
+                        "200": {"description": "The same version with the same files was there already"},
+                        "409": error_response("That version exists with other files (version_exists)"),
+                        "413": error_response("Larger than limits.max_bot_bytes"),
+                        "422": error_response("The bot does not compile (invalid_bot); error.details.errors lists file, line, field and message")}))},
+                "get": {"summary": "Admin: list bot versions",
+                    "parameters": [{"name": "bot", "in": "query", "schema": {"type": "string"}, "description": "Only this bot's"}],
+                    "responses": with(json!({"200": {"description": "Versions, oldest first", "content": {"application/json": {"schema": {"type": "object",
+                        "properties": {"versions": {"type": "array", "items": {"$ref": "#/components/schemas/VersionInfo"}}}}}}}}))}},
+            "/v1/bots/{name}/versions/{version}": {"get": {"summary": "Admin: a version with its files",
+                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "version", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": with(json!({"200": {"description": "The version"}, "404": error_response("No such version")}))}},
+            "/v1/bots/{name}/rollout": {
+                "get": {"summary": "Admin: the bot's rollout and each live process's activation",
+                    "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "responses": with(json!({"200": {"description": "Rollout", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RolloutStatus"}}}},
+                        "404": error_response("No rollout yet")}))},
+                "put": {"summary": "Admin: set the rollout; answers once every live process activated it (or failed to), or after 3 s",
+                    "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["stable"], "properties": {
+                        "stable": {"type": "string"},
+                        "canary": {"type": "object", "properties": {"version": {"type": "string"}, "tails": {"type": "array", "items": {"type": "integer"}}}},
+                        "expected_generation": {"type": "integer", "description": "Refuse (409) if the rollout moved on since this generation"}}}}}},
+                    "responses": with(json!({"200": {"description": "Set", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RolloutStatus"}}}},
+                        "404": error_response("A version it names was never pushed (unknown_version)"),
+                        "409": error_response("The rollout changed meanwhile (rollout_changed)"),
+                        "422": error_response("Tails not 0-9, no tails, or canary equal to stable")}))}},
+            "/v1/bots/{name}/promote": {"post": {"summary": "Admin: the canary becomes stable; running sessions finish on their version",
+                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": with(json!({"200": {"description": "Promoted", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RolloutStatus"}}}},
+                    "409": error_response("No canary (no_canary)")}))}},
+            "/v1/bots/{name}/rollback": {"post": {"summary": "Admin: withdraw the canary, or without one the stable version for the one before it; its users move at their next turn",
+                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": with(json!({"200": {"description": "Rolled back", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RolloutStatus"}}}},
+                    "409": error_response("Nothing to roll back to (nothing_to_roll_back)")}))}},
+            "/v1/bots/{name}/history": {"get": {"summary": "Admin: the rollout's generations, newest first",
+                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+                "responses": with(json!({"200": {"description": "History"}}))}},
             "/v1/stream": {"get": {
                 "summary": "WebSocket: send {\"type\":\"message\",\"text\":...,\"id\":...}; the server answers {\"type\":\"accepted\"}, pushes each bot line as {\"type\":\"reply\",\"seq\",\"message_id\",\"text\"} and closes a turn with {\"type\":\"done\",\"message_id\",\"seq\",\"replies\"}; errors come as {\"type\":\"error\",\"error\":{\"code\",\"message\"}}",
                 "parameters": [
