@@ -11,6 +11,7 @@
 //! deterministic: the same examples give the same model and the same
 //! answers. Benchmarks and tests may read data files.
 
+pub mod baseline;
 pub mod classifier;
 pub mod entities;
 pub mod eval;
@@ -19,7 +20,7 @@ pub mod numbers;
 pub mod pipeline;
 pub mod tokenize;
 
-pub use classifier::{Classifier, TrainConfig};
+pub use classifier::{Classifier, Fallback, TrainConfig};
 pub use entities::EntityExtractor;
 pub use normalize::normalize;
 pub use pipeline::BotNlu;
