@@ -79,9 +79,9 @@ type FeatureRows = HashMap<u64, u32, BuildHasherDefault<PassThrough>>;
 
 /// A message as the network sees it: `(row, weight)` for each known
 /// feature, plus how much of the message those features cover.
-struct Vector {
-    entries: Vec<(u32, f32)>,
-    coverage: f32,
+pub(crate) struct Vector {
+    pub(crate) entries: Vec<(u32, f32)>,
+    pub(crate) coverage: f32,
 }
 
 /// A trained intent classifier. Only features seen in training get a
@@ -278,7 +278,7 @@ impl Classifier {
 
     /// Sublinear TF times IDF times the feature's weight, scaled to unit
     /// length counting unseen features too.
-    fn vectorize(&self, normalised: &str) -> Vector {
+    pub(crate) fn vectorize(&self, normalised: &str) -> Vector {
         let mut features = Vec::with_capacity(4 * normalised.len());
         tokenize::features(normalised, &mut features);
         features.sort_unstable_by_key(|&(hash, _)| hash);
@@ -353,9 +353,13 @@ impl Classifier {
 
     /// Confidence per intent, in the order of `intents()`.
     fn confidences(&self, normalised: &str) -> Vec<f32> {
-        let vector = self.vectorize(normalised);
+        self.confidences_of(&self.vectorize(normalised))
+    }
+
+    /// `confidences` of a message already vectorised.
+    pub(crate) fn confidences_of(&self, vector: &Vector) -> Vec<f32> {
         let mut act = self.activations();
-        self.forward(&vector, &mut act);
+        self.forward(vector, &mut act);
         softmax(&mut act.output, self.temperature);
         let scale = vector.coverage.sqrt();
         for p in &mut act.output {
@@ -399,6 +403,11 @@ impl Classifier {
         let confidences = self.confidences(&normalize(text));
         let (best, margin) = top_two(&confidences);
         (&self.intents[best], confidences[best], margin)
+    }
+
+    /// How many features have a weight row (were seen in training).
+    pub(crate) fn feature_rows(&self) -> usize {
+        self.rows.len()
     }
 
     /// The intents this classifier knows, in alphabetical order.

@@ -15,6 +15,7 @@ pub mod baseline;
 pub mod classifier;
 pub mod entities;
 pub mod eval;
+mod neighbours;
 mod normalize;
 pub mod numbers;
 pub mod pipeline;
