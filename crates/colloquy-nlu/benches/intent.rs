@@ -1,20 +1,31 @@
 //! Intent classification benchmark on public data sets: CLINC150 (with
 //! out-of-scope queries), SNIPS and CAIS (Chinese). Reads the data from
 //! `$COLLOQUY_DATA` (default: `shared/data` beside the workspace), prints
-//! one line per data set and writes all reports as JSON to `nlu.json` in
-//! `$COLLOQUY_BENCH_OUT` (default: `bench-results/` in the workspace).
+//! per data set one line for colloquy's classifier and one for the
+//! reference baseline (TF-IDF + linear SVM, `colloquy_nlu::baseline`),
+//! then how colloquy's top confidences are distributed for right, wrong
+//! and out-of-scope answers, and writes all reports as JSON to `nlu.json`
+//! in `$COLLOQUY_BENCH_OUT` (default: `bench-results/` in the workspace).
 //!
 //! Run with `cargo bench -p colloquy-nlu --bench intent`.
 
 #[path = "../../../benches/report.rs"]
 mod report;
 
-use colloquy_nlu::eval::{evaluate, EvalConfig, EvalReport, OOS};
+use colloquy_nlu::eval::{evaluate, evaluate_baseline, EvalConfig, EvalReport, OOS};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::{env, fs};
 
 type Examples = Vec<(String, String)>;
+
+/// A data set as the benchmark runs it: train, test and how to choose
+/// the fallback rule.
+struct DataSet {
+    train: Examples,
+    test: Examples,
+    cfg: EvalConfig,
+}
 
 fn main() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -26,40 +37,87 @@ fn main() {
         .unwrap_or_else(|| workspace.join("../shared/data"));
 
     let mut reports = BTreeMap::new();
+    let mut deciles = Vec::new();
     println!(
-        "{:<10} {:>6} {:>6} {:>7} {:>9} {:>8} {:>9} {:>8} {:>12}",
+        "{:<10} {:<9} {:>6} {:>6} {:>7} {:>9} {:>8} {:>9} {:>7} {:>8} {:>11}",
         "data set",
+        "model",
         "train",
         "test",
         "intents",
         "accuracy",
         "oos rec",
         "threshold",
+        "margin",
         "train s",
         "classify/s"
     );
-    for (name, run) in [
-        ("clinc150", clinc as fn(&Path) -> EvalReport),
+    for (name, load) in [
+        ("clinc150", clinc as fn(&Path) -> DataSet),
         ("snips", snips),
         ("cais", cais),
     ] {
-        let report = run(&data);
-        println!(
-            "{name:<10} {:>6} {:>6} {:>7} {:>8.2}% {:>8} {:>9.3} {:>8.2} {:>12.0}",
-            report.train_examples,
-            report.test_examples,
-            report.intents,
-            100.0 * report.in_scope_accuracy,
-            report
-                .oos_recall
-                .map_or("-".to_string(), |r| format!("{:.2}%", 100.0 * r)),
-            report.threshold,
-            report.train_seconds,
-            report.classifications_per_second,
+        let set = load(&data);
+        let colloquy = evaluate(&set.train, &set.test, &set.cfg).expect("colloquy evaluates");
+        let baseline =
+            evaluate_baseline(&set.train, &set.test, &set.cfg).expect("baseline evaluates");
+        for (model, report) in [("colloquy", &colloquy), ("tfidf-svm", &baseline)] {
+            print_line(name, model, report);
+        }
+        if let Some(d) = &colloquy.confidence_deciles {
+            deciles.push((name, d.clone()));
+        }
+        reports.insert(
+            name,
+            BTreeMap::from([("colloquy", colloquy), ("tfidf_svm", baseline)]),
         );
-        reports.insert(name, report);
+    }
+    println!("\ncolloquy's top confidence by tenths of [0, 1] (count of test examples per bin)");
+    println!(
+        "{:<10} {:<8} {}",
+        "data set",
+        "answer",
+        (0..10)
+            .map(|i| format!("{:>6}", format!(".{i}")))
+            .collect::<String>()
+    );
+    for (name, d) in deciles {
+        for (kind, counts) in [("correct", d.correct), ("wrong", d.wrong), ("oos", d.oos)] {
+            if counts.iter().any(|&c| c > 0) {
+                let bins: String = counts.iter().map(|c| format!("{c:>6}")).collect();
+                println!("{name:<10} {kind:<8} {bins}");
+            }
+        }
     }
     report::write("nlu.json", &reports);
+}
+
+fn print_line(name: &str, model: &str, report: &EvalReport) {
+    let rule = |x: f32| {
+        if x.is_finite() {
+            format!("{x:.3}")
+        } else {
+            "-".to_string()
+        }
+    };
+    println!(
+        "{name:<10} {model:<9} {:>6} {:>6} {:>7} {:>8.2}% {:>8} {:>9} {:>7} {:>8.2} {:>11.0}",
+        report.train_examples,
+        report.test_examples,
+        report.intents,
+        100.0 * report.in_scope_accuracy,
+        report
+            .oos_recall
+            .map_or("-".to_string(), |r| format!("{:.2}%", 100.0 * r)),
+        rule(report.threshold),
+        rule(if report.threshold.is_finite() {
+            report.margin
+        } else {
+            f32::NAN
+        }),
+        report.train_seconds,
+        report.classifications_per_second,
+    );
 }
 
 fn read(path: &Path) -> String {
@@ -78,8 +136,9 @@ fn require_terms(dir: &Path, file: &str) {
     );
 }
 
-/// Threshold chosen on `val` + `oos_val`; tested on `test` + `oos_test`.
-fn clinc(data: &Path) -> EvalReport {
+/// Threshold and margin chosen on `val` + `oos_val`; tested on `test` +
+/// `oos_test`.
+fn clinc(data: &Path) -> DataSet {
     let dir = data.join("clinc150");
     require_terms(&dir, "LICENSE");
     let json: serde_json::Value =
@@ -96,30 +155,29 @@ fn clinc(data: &Path) -> EvalReport {
             })
             .collect()
     };
-    let cfg = EvalConfig {
-        val: [split("val"), split("oos_val")].concat(),
-        timing_passes: 3,
-        ..EvalConfig::default()
-    };
-    evaluate(
-        &split("train"),
-        &[split("test"), split("oos_test")].concat(),
-        &cfg,
-    )
-    .expect("clinc150 evaluates")
-}
-
-/// No out-of-scope data, so the threshold is 0: plain accuracy.
-fn closed_set_config() -> EvalConfig {
-    EvalConfig {
-        threshold: Some(0.0),
-        timing_passes: 3,
-        ..EvalConfig::default()
+    DataSet {
+        train: split("train"),
+        test: [split("test"), split("oos_test")].concat(),
+        cfg: EvalConfig {
+            val: [split("val"), split("oos_val")].concat(),
+            timing_passes: 3,
+            ..EvalConfig::default()
+        },
     }
 }
 
+/// No out-of-scope data, so every answer is accepted: plain accuracy.
+fn closed_set(train: Examples, test: Examples) -> DataSet {
+    let cfg = EvalConfig {
+        threshold: Some(f32::NEG_INFINITY),
+        timing_passes: 3,
+        ..EvalConfig::default()
+    };
+    DataSet { train, test, cfg }
+}
+
 /// The Goo et al. (2018) split: line-aligned `seq.in` and `label`.
-fn snips(data: &Path) -> EvalReport {
+fn snips(data: &Path) -> DataSet {
     let dir = data.join("snips");
     require_terms(&dir, "LICENSE");
     let split = |name: &str| -> Examples {
@@ -137,12 +195,12 @@ fn snips(data: &Path) -> EvalReport {
         );
         examples
     };
-    evaluate(&split("train"), &split("test"), &closed_set_config()).expect("snips evaluates")
+    closed_set(split("train"), split("test"))
 }
 
 /// `ch.<split>` has one `char TAG` per line (the char may be a space) and a blank line after each
 /// utterance; `ch.<split>.intent` has one label per utterance.
-fn cais(data: &Path) -> EvalReport {
+fn cais(data: &Path) -> DataSet {
     let dir = data.join("cais");
     require_terms(&dir, "README.md");
     let split = |name: &str| -> Examples {
@@ -176,5 +234,5 @@ fn cais(data: &Path) -> EvalReport {
     };
     let test = split("test");
     assert!(test.iter().all(|(_, intent)| intent != OOS));
-    evaluate(&split("train"), &test, &closed_set_config()).expect("cais evaluates")
+    closed_set(split("train"), test)
 }

@@ -79,9 +79,9 @@ type FeatureRows = HashMap<u64, u32, BuildHasherDefault<PassThrough>>;
 
 /// A message as the network sees it: `(row, weight)` for each known
 /// feature, plus how much of the message those features cover.
-struct Vector {
-    entries: Vec<(u32, f32)>,
-    coverage: f32,
+pub(crate) struct Vector {
+    pub(crate) entries: Vec<(u32, f32)>,
+    pub(crate) coverage: f32,
 }
 
 /// A trained intent classifier. Only features seen in training get a
@@ -278,7 +278,7 @@ impl Classifier {
 
     /// Sublinear TF times IDF times the feature's weight, scaled to unit
     /// length counting unseen features too.
-    fn vectorize(&self, normalised: &str) -> Vector {
+    pub(crate) fn vectorize(&self, normalised: &str) -> Vector {
         let mut features = Vec::with_capacity(4 * normalised.len());
         tokenize::features(normalised, &mut features);
         features.sort_unstable_by_key(|&(hash, _)| hash);
@@ -353,9 +353,13 @@ impl Classifier {
 
     /// Confidence per intent, in the order of `intents()`.
     fn confidences(&self, normalised: &str) -> Vec<f32> {
-        let vector = self.vectorize(normalised);
+        self.confidences_of(&self.vectorize(normalised))
+    }
+
+    /// `confidences` of a message already vectorised.
+    pub(crate) fn confidences_of(&self, vector: &Vector) -> Vec<f32> {
         let mut act = self.activations();
-        self.forward(&vector, &mut act);
+        self.forward(vector, &mut act);
         softmax(&mut act.output, self.temperature);
         let scale = vector.coverage.sqrt();
         for p in &mut act.output {
@@ -389,19 +393,70 @@ impl Classifier {
 
     /// The best intent and its confidence, without building the ranking.
     pub fn predict_top(&self, text: &str) -> (&str, f32) {
+        let (intent, confidence, _) = self.predict_top_margin(text);
+        (intent, confidence)
+    }
+
+    /// `predict_top` and how far the best confidence leads the runner-up
+    /// (all of it with a single intent), for `Fallback::accepts`.
+    pub fn predict_top_margin(&self, text: &str) -> (&str, f32, f32) {
         let confidences = self.confidences(&normalize(text));
-        let mut best = 0;
-        for (i, &c) in confidences.iter().enumerate() {
-            if c > confidences[best] {
-                best = i;
-            }
-        }
-        (&self.intents[best], confidences[best])
+        let (best, margin) = top_two(&confidences);
+        (&self.intents[best], confidences[best], margin)
+    }
+
+    /// How many features have a weight row (were seen in training).
+    pub(crate) fn feature_rows(&self) -> usize {
+        self.rows.len()
     }
 
     /// The intents this classifier knows, in alphabetical order.
     pub fn intents(&self) -> &[String] {
         &self.intents
+    }
+}
+
+/// The index of the highest score (the first on ties) and its lead over
+/// the second highest, or the score itself when there is no other.
+pub(crate) fn top_two(scores: &[f32]) -> (usize, f32) {
+    let mut best = 0;
+    for (i, &s) in scores.iter().enumerate() {
+        if s > scores[best] {
+            best = i;
+        }
+    }
+    let second = scores
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != best)
+        .map(|(_, &s)| s)
+        .fold(None, |m: Option<f32>, s| Some(m.map_or(s, |m| m.max(s))));
+    (best, second.map_or(scores[best], |s| scores[best] - s))
+}
+
+/// When a message falls back instead of getting its top intent: when the
+/// top confidence is under `threshold`, or leads the runner-up by less
+/// than `margin`. Two intents nearly tied mean the model cannot tell them
+/// apart, however sure it is that the message is one of the two, and a
+/// wrong intent costs more than a question back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fallback {
+    pub threshold: f32,
+    pub margin: f32,
+}
+
+impl Fallback {
+    pub fn accepts(&self, confidence: f32, margin: f32) -> bool {
+        confidence >= self.threshold && margin >= self.margin
+    }
+
+    /// `accepts` for a ranking as `Classifier::predict` returns it.
+    pub fn accepts_ranked(&self, ranked: &[IntentScore]) -> bool {
+        match ranked {
+            [] => false,
+            [top] => self.accepts(top.confidence, top.confidence),
+            [top, second, ..] => self.accepts(top.confidence, top.confidence - second.confidence),
+        }
     }
 }
 
@@ -557,6 +612,34 @@ mod tests {
             "{partly} vs {unrelated}"
         );
         assert!(unrelated < 0.3, "{unrelated}");
+    }
+
+    #[test]
+    fn margin_rule_falls_back_on_near_ties() {
+        assert_eq!(top_two(&[0.25, 0.5, 0.375]), (1, 0.125));
+        assert_eq!(top_two(&[0.7]), (0, 0.7));
+        let rule = Fallback {
+            threshold: 0.4,
+            margin: 0.1,
+        };
+        let ranked = |scores: &[f32]| -> Vec<IntentScore> {
+            scores
+                .iter()
+                .map(|&confidence| IntentScore {
+                    name: "x".into(),
+                    confidence,
+                })
+                .collect()
+        };
+        assert!(rule.accepts_ranked(&ranked(&[0.6, 0.3])));
+        assert!(!rule.accepts_ranked(&ranked(&[0.5, 0.45])), "ambiguous");
+        assert!(!rule.accepts_ranked(&ranked(&[0.35, 0.1])), "unsure");
+        assert!(rule.accepts_ranked(&ranked(&[0.5])));
+        assert!(!rule.accepts_ranked(&[]));
+        // An ambiguous message between two trained intents.
+        let (_, confidence, margin) = TOY.predict_top_margin("hello, will it rain");
+        let (_, clear_confidence, clear_margin) = TOY.predict_top_margin("hello");
+        assert!(margin < clear_margin && confidence < clear_confidence);
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! Measuring a classifier on labelled data: accuracy on in-scope examples,
-//! recall of out-of-scope ones (label `oos`, never trained on) at a
-//! confidence threshold, and speed.
+//! recall of out-of-scope ones (label `oos`, never trained on) under a
+//! fallback rule (threshold and margin), the distribution of confidences,
+//! and speed; for colloquy's classifier and for the reference baseline.
 
+use crate::baseline::Baseline;
+use crate::classifier::Fallback;
 use crate::{Classifier, NluError, TrainConfig};
 use serde::Serialize;
 use std::time::Instant;
@@ -53,13 +56,48 @@ pub fn parse_tsv(content: &str) -> Result<Vec<(String, String)>, TsvError> {
 #[derive(Debug, Clone, Default)]
 pub struct EvalConfig {
     pub train: TrainConfig,
-    /// Fixed threshold; when `None` it is chosen on `val` if that holds
-    /// out-of-scope examples, else `DEFAULT_THRESHOLD`.
+    /// Fixed threshold; when `None` it is chosen on `val` (with the
+    /// margin) if that holds out-of-scope examples, else
+    /// `DEFAULT_THRESHOLD`. `f32::NEG_INFINITY` accepts every answer.
     pub threshold: Option<f32>,
-    /// Validation examples (in-scope and `oos`) for choosing the threshold.
+    /// Fixed margin with a fixed threshold; `None` means 0 there.
+    pub margin: Option<f32>,
+    /// Validation examples (in-scope and `oos`) for choosing the
+    /// threshold and margin.
     pub val: Vec<(String, String)>,
     /// Passes over the test set when timing classification (at least one).
     pub timing_passes: usize,
+}
+
+/// How many examples of each kind had their top confidence in each tenth
+/// of [0, 1]: bin `i` holds confidences in `[i/10, (i+1)/10)`, the last
+/// one includes 1. Only for models whose scores are probabilities.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ConfidenceDeciles {
+    /// In scope, right intent (whether or not it cleared the threshold).
+    pub correct: [usize; 10],
+    /// In scope, wrong intent.
+    pub wrong: [usize; 10],
+    /// Out of scope.
+    pub oos: [usize; 10],
+}
+
+impl ConfidenceDeciles {
+    fn count(examples: &[(String, String)], predictions: &[Prediction<'_>]) -> Self {
+        let mut d = ConfidenceDeciles::default();
+        for ((_, label), p) in examples.iter().zip(predictions) {
+            let bin = ((p.confidence.clamp(0.0, 1.0) * 10.0) as usize).min(9);
+            let counts = if label == OOS {
+                &mut d.oos
+            } else if p.intent == label {
+                &mut d.correct
+            } else {
+                &mut d.wrong
+            };
+            counts[bin] += 1;
+        }
+        d
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -67,39 +105,141 @@ pub struct EvalReport {
     pub train_examples: usize,
     pub test_examples: usize,
     pub intents: usize,
-    /// Correct intent with confidence at or above the threshold.
+    /// Correct intent and accepted by the fallback rule.
     pub in_scope_accuracy: f64,
-    /// Out-of-scope examples below the threshold; `None` without any.
+    /// Out-of-scope examples that fell back; `None` without any.
     pub oos_recall: Option<f64>,
-    /// Of the examples below the threshold, how many were out of scope.
+    /// Of the examples that fell back, how many were out of scope.
     pub oos_precision: Option<f64>,
+    /// Lowest accepted top confidence.
     pub threshold: f32,
+    /// Lowest accepted lead of the top confidence over the runner-up.
+    pub margin: f32,
     /// `config`, `val` or `default`.
     pub threshold_source: &'static str,
     pub train_seconds: f64,
     /// Single-threaded, normalisation included.
     pub classifications_per_second: f64,
+    /// `None` for a model whose scores are not probabilities.
+    pub confidence_deciles: Option<ConfidenceDeciles>,
 }
 
-/// Trains on `train` and scores `test`, where examples labelled `oos` are
-/// out of scope.
+/// What `evaluate` needs of a trained model.
+trait Scorer {
+    /// Whether confidences are probabilities, so their deciles mean
+    /// something.
+    const PROBABILITIES: bool;
+    fn score<'a>(&'a self, text: &str) -> Prediction<'a>;
+    fn intent_count(&self) -> usize;
+}
+
+/// The top intent, its score and its lead over the runner-up.
+#[derive(Debug, Clone, Copy)]
+struct Prediction<'a> {
+    intent: &'a str,
+    confidence: f32,
+    margin: f32,
+}
+
+impl Scorer for Classifier {
+    const PROBABILITIES: bool = true;
+    fn score<'a>(&'a self, text: &str) -> Prediction<'a> {
+        let (intent, confidence, margin) = self.predict_top_margin(text);
+        Prediction {
+            intent,
+            confidence,
+            margin,
+        }
+    }
+    fn intent_count(&self) -> usize {
+        self.intents().len()
+    }
+}
+
+impl Scorer for Baseline {
+    const PROBABILITIES: bool = false;
+    fn score<'a>(&'a self, text: &str) -> Prediction<'a> {
+        let (intent, confidence, margin) = self.predict_top_margin(text);
+        Prediction {
+            intent,
+            confidence,
+            margin,
+        }
+    }
+    fn intent_count(&self) -> usize {
+        self.intents().len()
+    }
+}
+
+/// Trains colloquy's classifier on `train` and scores `test`, where
+/// examples labelled `oos` are out of scope.
 pub fn evaluate(
     train: &[(String, String)],
     test: &[(String, String)],
     cfg: &EvalConfig,
 ) -> Result<EvalReport, NluError> {
+    check_training(train)?;
+    let started = Instant::now();
+    let model = Classifier::train(train, &cfg.train)?;
+    Ok(measure(
+        &model,
+        started.elapsed().as_secs_f64(),
+        train,
+        test,
+        cfg,
+    ))
+}
+
+/// `evaluate` for the TF-IDF + linear SVM reference (`cfg.train` does
+/// not apply to it).
+pub fn evaluate_baseline(
+    train: &[(String, String)],
+    test: &[(String, String)],
+    cfg: &EvalConfig,
+) -> Result<EvalReport, NluError> {
+    check_training(train)?;
+    let started = Instant::now();
+    let model = Baseline::train(train)?;
+    Ok(measure(
+        &model,
+        started.elapsed().as_secs_f64(),
+        train,
+        test,
+        cfg,
+    ))
+}
+
+fn check_training(train: &[(String, String)]) -> Result<(), NluError> {
     if train.iter().any(|(_, intent)| intent == OOS) {
         return Err(NluError::OosInTraining);
     }
-    let started = Instant::now();
-    let model = Classifier::train(train, &cfg.train)?;
-    let train_seconds = started.elapsed().as_secs_f64();
+    Ok(())
+}
 
-    let (threshold, threshold_source) = match cfg.threshold {
-        Some(t) => (t, "config"),
-        None => match choose_threshold(&model, &cfg.val) {
-            Some(t) => (t, "val"),
-            None => (DEFAULT_THRESHOLD, "default"),
+fn measure<M: Scorer>(
+    model: &M,
+    train_seconds: f64,
+    train: &[(String, String)],
+    test: &[(String, String)],
+    cfg: &EvalConfig,
+) -> EvalReport {
+    let (fallback, threshold_source) = match cfg.threshold {
+        Some(threshold) => (
+            Fallback {
+                threshold,
+                margin: cfg.margin.unwrap_or(0.0),
+            },
+            "config",
+        ),
+        None => match choose_fallback(model, &cfg.val) {
+            Some(f) => (f, "val"),
+            None => (
+                Fallback {
+                    threshold: DEFAULT_THRESHOLD,
+                    margin: 0.0,
+                },
+                "default",
+            ),
         },
     };
 
@@ -108,7 +248,7 @@ pub fn evaluate(
     let mut predictions = Vec::with_capacity(test.len());
     for pass in 0..passes {
         for (text, _) in test {
-            let prediction = model.predict_top(text);
+            let prediction = model.score(text);
             if pass == 0 {
                 predictions.push(prediction);
             }
@@ -116,19 +256,21 @@ pub fn evaluate(
     }
     let elapsed = started.elapsed().as_secs_f64();
 
-    let scores = Scores::count(test, &predictions, threshold);
-    Ok(EvalReport {
+    let scores = Scores::count(test, &predictions, fallback);
+    EvalReport {
         train_examples: train.len(),
         test_examples: test.len(),
-        intents: model.intents().len(),
+        intents: model.intent_count(),
         in_scope_accuracy: ratio(scores.in_scope_correct, scores.in_scope),
         oos_recall: (scores.oos > 0).then(|| ratio(scores.oos_rejected, scores.oos)),
         oos_precision: (scores.oos > 0).then(|| ratio(scores.oos_rejected, scores.rejected)),
-        threshold,
+        threshold: fallback.threshold,
+        margin: fallback.margin,
         threshold_source,
         train_seconds,
         classifications_per_second: (passes * test.len()) as f64 / elapsed.max(1e-9),
-    })
+        confidence_deciles: M::PROBABILITIES.then(|| ConfidenceDeciles::count(test, &predictions)),
+    }
 }
 
 struct Scores {
@@ -140,7 +282,11 @@ struct Scores {
 }
 
 impl Scores {
-    fn count(examples: &[(String, String)], predictions: &[(&str, f32)], threshold: f32) -> Scores {
+    fn count(
+        examples: &[(String, String)],
+        predictions: &[Prediction<'_>],
+        fallback: Fallback,
+    ) -> Scores {
         let mut s = Scores {
             in_scope: 0,
             in_scope_correct: 0,
@@ -148,15 +294,15 @@ impl Scores {
             oos_rejected: 0,
             rejected: 0,
         };
-        for ((_, label), &(predicted, confidence)) in examples.iter().zip(predictions) {
-            let accepted = confidence >= threshold;
+        for ((_, label), p) in examples.iter().zip(predictions) {
+            let accepted = fallback.accepts(p.confidence, p.margin);
             s.rejected += usize::from(!accepted);
             if label == OOS {
                 s.oos += 1;
                 s.oos_rejected += usize::from(!accepted);
             } else {
                 s.in_scope += 1;
-                s.in_scope_correct += usize::from(accepted && predicted == label);
+                s.in_scope_correct += usize::from(accepted && p.intent == label);
             }
         }
         s
@@ -171,30 +317,70 @@ fn ratio(part: usize, whole: usize) -> f64 {
     }
 }
 
-/// The threshold under which most of `val` is handled correctly: in-scope
-/// examples accepted with the right intent plus out-of-scope examples
-/// rejected, every example counting once. Ties go to the lower threshold.
-/// `None` if `val` lacks either kind of example.
-fn choose_threshold(model: &Classifier, val: &[(String, String)]) -> Option<f32> {
-    let predictions: Vec<(&str, f32)> = val
-        .iter()
-        .map(|(text, _)| model.predict_top(text))
+/// The threshold and margin under which most of `val` is handled
+/// correctly: in-scope examples accepted with the right intent plus
+/// out-of-scope examples rejected, every example counting once. Margins
+/// are tried at 0 and at every twentieth quantile of `val`'s margins; ties
+/// go to the lower margin, then the lower threshold. `None` if `val` lacks
+/// either kind of example.
+fn choose_fallback<M: Scorer>(model: &M, val: &[(String, String)]) -> Option<Fallback> {
+    let oos = val.iter().filter(|(_, intent)| intent == OOS).count();
+    if oos == 0 || oos == val.len() {
+        return None;
+    }
+    let predictions: Vec<Prediction<'_>> = val.iter().map(|(text, _)| model.score(text)).collect();
+    let mut margins: Vec<f32> = predictions.iter().map(|p| p.margin).collect();
+    margins.sort_by(f32::total_cmp);
+    let mut candidates: Vec<f32> = (0..20)
+        .map(|q| margins[q * (margins.len() - 1) / 20])
+        .filter(|&m| m > 0.0)
         .collect();
-    let mut candidates: Vec<f32> = predictions.iter().map(|&(_, c)| c).collect();
-    candidates.sort_by(f32::total_cmp);
+    candidates.insert(0, 0.0);
     candidates.dedup();
-    let mut best: Option<(usize, f32)> = None;
-    for t in candidates {
-        let s = Scores::count(val, &predictions, t);
-        if s.oos == 0 || s.in_scope == 0 {
-            return None;
-        }
-        let handled = s.in_scope_correct + s.oos_rejected;
-        if best.is_none_or(|(b, _)| handled > b) {
-            best = Some((handled, t));
+    // Sweep thresholds upwards over examples sorted by confidence: at
+    // each one, handled = out-of-scope rejected (by margin, or below the
+    // threshold) + right answers that clear both.
+    let mut order: Vec<usize> = (0..val.len()).collect();
+    order.sort_by(|&a, &b| {
+        predictions[a]
+            .confidence
+            .total_cmp(&predictions[b].confidence)
+    });
+    let is_oos: Vec<bool> = val.iter().map(|(_, intent)| intent == OOS).collect();
+    let correct: Vec<bool> = val
+        .iter()
+        .zip(&predictions)
+        .map(|((_, intent), p)| p.intent == intent)
+        .collect();
+    let mut best: Option<(usize, Fallback)> = None;
+    for &margin in &candidates {
+        let eligible = |i: usize| predictions[i].margin >= margin;
+        let mut oos_rejected = (0..val.len())
+            .filter(|&i| is_oos[i] && !eligible(i))
+            .count();
+        let mut correct_accepted = (0..val.len())
+            .filter(|&i| !is_oos[i] && correct[i] && eligible(i))
+            .count();
+        let mut i = 0;
+        while i < order.len() {
+            let threshold = predictions[order[i]].confidence;
+            let handled = oos_rejected + correct_accepted;
+            if best.is_none_or(|(b, _)| handled > b) {
+                best = Some((handled, Fallback { threshold, margin }));
+            }
+            // Raising the threshold past this confidence rejects all
+            // examples that have it.
+            while i < order.len() && predictions[order[i]].confidence == threshold {
+                let e = order[i];
+                if eligible(e) {
+                    oos_rejected += usize::from(is_oos[e]);
+                    correct_accepted -= usize::from(!is_oos[e] && correct[e]);
+                }
+                i += 1;
+            }
         }
     }
-    best.map(|(_, t)| t)
+    best.map(|(_, f)| f)
 }
 
 #[cfg(test)]
@@ -317,6 +503,58 @@ mod tests {
             (DEFAULT_THRESHOLD, "default")
         );
         assert_eq!(report.in_scope_accuracy, 1.0);
+    }
+
+    #[test]
+    fn baseline_evaluates_side_by_side() {
+        let test = pairs(&[("hello there", "greet"), ("track my order", "track")]);
+        let cfg = EvalConfig {
+            threshold: Some(f32::NEG_INFINITY),
+            ..EvalConfig::default()
+        };
+        let report = evaluate_baseline(&toy_train(), &test, &cfg).unwrap();
+        assert_eq!(report.in_scope_accuracy, 1.0);
+        assert_eq!(report.confidence_deciles, None, "decision values");
+        let report = evaluate(&toy_train(), &test, &cfg).unwrap();
+        let deciles = report.confidence_deciles.unwrap();
+        assert_eq!(deciles.correct.iter().sum::<usize>(), 2);
+        assert_eq!(deciles.wrong.iter().sum::<usize>(), 0);
+    }
+
+    #[test]
+    fn a_margin_is_chosen_when_it_rejects_more_out_of_scope() {
+        // Out-of-scope examples sure of themselves but tied: only the
+        // margin separates them from the right answers.
+        struct Fixed(Vec<(&'static str, f32, f32)>);
+        impl Scorer for Fixed {
+            const PROBABILITIES: bool = true;
+            fn score<'a>(&'a self, text: &str) -> Prediction<'a> {
+                let i: usize = text.parse().unwrap();
+                let (intent, confidence, margin) = self.0[i];
+                Prediction {
+                    intent,
+                    confidence,
+                    margin,
+                }
+            }
+            fn intent_count(&self) -> usize {
+                2
+            }
+        }
+        let model = Fixed(vec![
+            ("greet", 0.9, 0.8),
+            ("track", 0.6, 0.5),
+            ("greet", 0.8, 0.05),
+            ("track", 0.7, 0.02),
+        ]);
+        let val = pairs(&[("0", "greet"), ("1", "track"), ("2", OOS), ("3", OOS)]);
+        let fallback = choose_fallback(&model, &val).unwrap();
+        assert!(
+            fallback.margin > 0.05 && fallback.margin <= 0.5,
+            "{fallback:?}"
+        );
+        assert!(fallback.threshold <= 0.6, "{fallback:?}");
+        assert_eq!(choose_fallback(&model, &val[..2]), None);
     }
 
     #[test]

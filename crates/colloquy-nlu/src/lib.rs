@@ -11,15 +11,17 @@
 //! deterministic: the same examples give the same model and the same
 //! answers. Benchmarks and tests may read data files.
 
+pub mod baseline;
 pub mod classifier;
 pub mod entities;
 pub mod eval;
+mod neighbours;
 mod normalize;
 pub mod numbers;
 pub mod pipeline;
 pub mod tokenize;
 
-pub use classifier::{Classifier, TrainConfig};
+pub use classifier::{Classifier, Fallback, TrainConfig};
 pub use entities::EntityExtractor;
 pub use normalize::normalize;
 pub use pipeline::BotNlu;

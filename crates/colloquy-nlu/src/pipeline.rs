@@ -1,10 +1,12 @@
 //! The NLU stage of a bot: classifier and entity extractor trained from
 //! its definition, turning a message into an `NluResult`.
 
+use crate::classifier::top_two;
+use crate::neighbours::{Neighbours, SecondOpinion};
 use crate::numbers::{chinese_numeral, find_numbers};
 use crate::{normalize, Classifier, EntityExtractor, NluError, TrainConfig};
 use colloquy_core::bot::spec::EntitySpec;
-use colloquy_core::NluResult;
+use colloquy_core::{IntentScore, NluResult};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How many ranked intents an `NluResult` carries.
@@ -121,10 +123,38 @@ fn respelled_number(text: &str) -> Option<String> {
     Some(format!("{before}{other}{after}"))
 }
 
+/// The classifier's ranking of `normalised` and whether its top intent is
+/// accepted: at or above `threshold`, or below it when the nearest
+/// examples agree with the network clearly (see `SecondOpinion`).
+fn classify(
+    classifier: &Classifier,
+    neighbours: &Neighbours,
+    threshold: f32,
+    normalised: &str,
+) -> (Vec<IntentScore>, bool) {
+    let vector = classifier.vectorize(normalised);
+    let net = classifier.confidences_of(&vector);
+    let (best, _) = top_two(&net);
+    let accepted = net[best] >= threshold
+        || SecondOpinion::default().accepts(threshold, &net, &neighbours.similarities(&vector));
+    let mut scores: Vec<IntentScore> = net
+        .into_iter()
+        .zip(classifier.intents())
+        .map(|(confidence, name)| IntentScore {
+            name: name.clone(),
+            confidence,
+        })
+        .collect();
+    // Stable: ties keep the alphabetical order of intents, and the first
+    // is the `best` of `top_two`.
+    scores.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+    (scores, accepted)
+}
+
 #[derive(Debug)]
 pub struct BotNlu {
     /// `None` for a bot without intents: it still extracts entities.
-    classifier: Option<Classifier>,
+    classifier: Option<(Classifier, Neighbours)>,
     entities: EntityExtractor,
     threshold: f32,
 }
@@ -132,7 +162,8 @@ pub struct BotNlu {
 impl BotNlu {
     /// Trains on `(intent, examples)`; every intent needs at least one
     /// example. `threshold` is the confidence below which `parse` reports
-    /// no intent. Training takes milliseconds for a bot with a few dozen
+    /// no intent, unless the network and the nearest examples both point
+    /// clearly at the same one (`neighbours::SecondOpinion`). Training takes milliseconds for a bot with a few dozen
     /// examples. A bot with a single intent still gets meaningful
     /// confidences: how much of the message its examples cover (see
     /// `classifier`).
@@ -148,7 +179,9 @@ impl BotNlu {
         let classifier = if examples.is_empty() {
             None
         } else {
-            Some(Classifier::train(&examples, &TrainConfig::default())?)
+            let classifier = Classifier::train(&examples, &TrainConfig::default())?;
+            let neighbours = Neighbours::new(&classifier, &examples);
+            Some((classifier, neighbours))
         };
         Ok(BotNlu {
             classifier,
@@ -159,16 +192,18 @@ impl BotNlu {
 
     pub fn parse(&self, text: &str) -> NluResult {
         let normalised = normalize(text);
-        let mut intents = match &self.classifier {
-            Some(classifier) => classifier.rank(&normalised),
-            None => Vec::new(),
+        let (mut intents, accepted) = match &self.classifier {
+            Some((classifier, neighbours)) => {
+                classify(classifier, neighbours, self.threshold, &normalised)
+            }
+            None => (Vec::new(), false),
         };
         intents.truncate(RANKED);
         let confidence = intents.first().map_or(0.0, |top| top.confidence);
         NluResult {
             intent: intents
                 .first()
-                .filter(|top| top.confidence >= self.threshold)
+                .filter(|_| accepted)
                 .map(|top| top.name.clone()),
             confidence,
             intents,
