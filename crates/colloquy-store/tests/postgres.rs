@@ -65,3 +65,8 @@ async fn postgres_one_bad_append_spares_its_group() {
 async fn postgres_opens_from_the_store_config() {
     sql_common::opens_from_the_store_config(&server().await).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_registry_conforms() {
+    sql_common::registry_conforms(&server().await).await;
+}

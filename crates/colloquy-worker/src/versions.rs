@@ -286,8 +286,9 @@ pub enum RegisterError {
     Registry(#[from] RegistryError),
 }
 
-/// `colloquy serve --bot DIR` at start: load the directory's bot, keep it
-/// in the registry, and serve it, so local work needs no admin calls.
+/// A process started with `--bot DIR` (`serve`, `worker`): load the
+/// directory's bot, keep it in the registry, and serve it, so local work
+/// needs no admin calls.
 ///
 /// The version is the one its `bot:` section declares; when the registry
 /// holds that version with other files (the YAML was edited without a new
@@ -316,29 +317,36 @@ pub async fn register_dir(
         Err(e) => return Err(e.into()),
     };
     let key = version.info.version.clone();
-    let current = registry.rollout(&name).await?;
-    let ours = current
-        .as_ref()
-        .is_none_or(|r| r.action == RolloutAction::Local);
-    let serving = current
-        .as_ref()
-        .is_some_and(|r| r.rollout.stable == key && r.rollout.canary.is_none());
-    let rolled_out = ours && !serving;
-    if rolled_out {
+    // Workers started together race here: the loser of a compare-and-set
+    // looks again at what the winner wrote.
+    let mut rolled_out = false;
+    for _ in 0..3 {
+        let current = registry.rollout(&name).await?;
+        let ours = current
+            .as_ref()
+            .is_none_or(|r| r.action == RolloutAction::Local);
+        let serving = current
+            .as_ref()
+            .is_some_and(|r| r.rollout.stable == key && r.rollout.canary.is_none());
+        if !ours || serving {
+            break;
+        }
         let expected = current.as_ref().map_or(0, |r| r.generation);
-        registry
-            .set_rollout(
-                &name,
-                expected,
-                RolloutChange {
-                    rollout: Rollout::stable(&key),
-                    action: RolloutAction::Local,
-                    by: LOCAL.into(),
-                    at_ms: now_ms,
-                    note: Some("served from its directory by `colloquy serve --bot`".into()),
-                },
-            )
-            .await?;
+        let change = RolloutChange {
+            rollout: Rollout::stable(&key),
+            action: RolloutAction::Local,
+            by: LOCAL.into(),
+            at_ms: now_ms,
+            note: Some("served from the directory a process was started with".into()),
+        };
+        match registry.set_rollout(&name, expected, change).await {
+            Ok(_) => {
+                rolled_out = true;
+                break;
+            }
+            Err(RegistryError::Stale { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(Registered {
         bot: Arc::new(keyed(loaded, key)),
@@ -348,4 +356,4 @@ pub async fn register_dir(
 }
 
 /// Who [`register_dir`] acts as, in the registry and its history.
-const LOCAL: &str = "colloquy serve --bot";
+const LOCAL: &str = "colloquy --bot";

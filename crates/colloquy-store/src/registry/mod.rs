@@ -202,7 +202,7 @@ pub struct RolloutChange {
 }
 
 impl RolloutChange {
-    fn record(self, name: &str, generation: u64) -> RolloutRecord {
+    pub(crate) fn record(self, name: &str, generation: u64) -> RolloutRecord {
         RolloutRecord {
             name: name.into(),
             generation,
@@ -216,10 +216,9 @@ impl RolloutChange {
 }
 
 /// The registry of the deployment `config` describes: beside the event log
-/// or SQLite store, in `data_dir/registry` (one process, like the store).
-/// The distributed topology's registry (in its SQL database) is not built
-/// yet: with a SQL store there is none, and processes serve the bot
-/// directory they were started with.
+/// or SQLite store, in `data_dir/registry` (one process, like the store);
+/// with a SQL store, in the database of shard 00, shared by every process
+/// (its tables are created by `colloquy migrate`).
 pub async fn open(
     config: &crate::StoreConfig,
     data_dir: &std::path::Path,
@@ -233,12 +232,14 @@ pub async fn open(
                 .map_err(|e| RegistryError::Unavailable(format!("opening the registry: {e}")))??;
             Ok(Some(std::sync::Arc::new(reg)))
         }
-        StoreBackend::Mysql | StoreBackend::Postgres => Ok(None),
+        StoreBackend::Mysql | StoreBackend::Postgres => {
+            crate::sql::open_registry(&config.sql).await.map(Some)
+        }
     }
 }
 
 /// The checks every backend makes before it keeps a version.
-fn check_version(v: &StoredVersion) -> Result<(), RegistryError> {
+pub(crate) fn check_version(v: &StoredVersion) -> Result<(), RegistryError> {
     for (what, value) in [("name", &v.info.name), ("version", &v.info.version)] {
         check_registry_name(value)
             .map_err(|p| RegistryError::Invalid(format!("bot {what} {p}")))?;
@@ -254,7 +255,7 @@ fn check_version(v: &StoredVersion) -> Result<(), RegistryError> {
 
 /// The checks every backend makes before it sets a rollout: sound, and
 /// every version it serves pushed (`known(v)`).
-fn check_rollout(
+pub(crate) fn check_rollout(
     name: &str,
     rollout: Rollout,
     known: impl Fn(&str) -> bool,

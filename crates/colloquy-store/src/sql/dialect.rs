@@ -26,6 +26,9 @@ pub trait Dialect: sqlx::Database + HasStatementCache + sealed::Sealed {
     /// Entry `i` takes a shard from version `i` to `i + 1`, one statement
     /// each. Append only: released entries must never change.
     const MIGRATIONS: &'static [&'static [&'static str]];
+    /// The bot registry's tables, in the database of shard 00; `CREATE
+    /// TABLE IF NOT EXISTS`, run by every migration.
+    const REGISTRY_TABLES: &'static [&'static str];
     /// Follows `INSERT INTO colloquy_schema (shard, version) VALUES (..)`.
     const VERSION_UPSERT: &'static str;
     /// Follows `INSERT INTO {table} (user_id, seq, ts_ms, body, hmac)

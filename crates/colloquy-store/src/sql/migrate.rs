@@ -170,6 +170,14 @@ where
     ) -> Result<(), StoreError> {
         let error = |e| self.error(e);
         conn.execute(DB::CREATE_SCHEMA_TABLE).await.map_err(error)?;
+        // Not versioned per shard: created if missing by every migration,
+        // under the lock (concurrent CREATE TABLE IF NOT EXISTS can fail
+        // on PostgreSQL).
+        if self.shards.contains(&0) {
+            for statement in DB::REGISTRY_TABLES {
+                conn.execute(*statement).await.map_err(error)?;
+            }
+        }
         let versions = self.versions(conn).await.map_err(error)?;
         for &shard in &self.shards {
             let found = versions.get(&shard).copied().unwrap_or(0);

@@ -57,6 +57,8 @@ mod migrate;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 mod dialect;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
+mod registry;
+#[cfg(any(feature = "mysql", feature = "postgres"))]
 mod statement;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 mod store;
@@ -81,6 +83,21 @@ pub use store::{SqlStore, MAX_USER_ID_BYTES};
 
 use crate::{ConversationStore, StoreError};
 use std::sync::Arc;
+
+/// The bot registry in the database of shard 00 (created by [`migrate`]).
+pub async fn open_registry(
+    config: &SqlConfig,
+) -> Result<Arc<dyn crate::BotRegistry>, crate::RegistryError> {
+    #[cfg(any(feature = "mysql", feature = "postgres"))]
+    return registry::open(config).await;
+    #[cfg(not(any(feature = "mysql", feature = "postgres")))]
+    Err(crate::RegistryError::Unavailable(
+        config
+            .dialect()
+            .map_or_else(|e| e, |k| k.not_built())
+            .to_string(),
+    ))
+}
 
 /// Open every database of `config` and check that it is migrated; the
 /// backend is chosen by the URLs' scheme.

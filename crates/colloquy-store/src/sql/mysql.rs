@@ -66,6 +66,31 @@ impl Dialect for MySql {
             "DROP TABLE IF EXISTS event_ids",
         ],
     ];
+    const REGISTRY_TABLES: &'static [&'static str] = &[
+        "CREATE TABLE IF NOT EXISTS bot_versions (
+            name         VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+            version      VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+            hash         CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+            files        LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+            pushed_at_ms BIGINT NOT NULL,
+            pushed_by    VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+            PRIMARY KEY (name, version)
+        ) ENGINE = InnoDB",
+        "CREATE TABLE IF NOT EXISTS bot_rollouts (
+            name       VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+            generation BIGINT NOT NULL,
+            record     LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+            PRIMARY KEY (name, generation)
+        ) ENGINE = InnoDB",
+        "CREATE TABLE IF NOT EXISTS bot_activations (
+            name       VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+            process    VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+            generation BIGINT NOT NULL,
+            error      LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+            at_ms      BIGINT NOT NULL,
+            PRIMARY KEY (name, process)
+        ) ENGINE = InnoDB",
+    ];
     const VERSION_UPSERT: &'static str = "ON DUPLICATE KEY UPDATE version = VALUES(version)";
     // Assignments run left to right on the updated row: seq goes last so
     // that the others still compare against the stored one.

@@ -57,6 +57,31 @@ impl Dialect for Postgres {
             "DROP TABLE IF EXISTS event_ids",
         ],
     ];
+    const REGISTRY_TABLES: &'static [&'static str] = &[
+        "CREATE TABLE IF NOT EXISTS bot_versions (
+            name         TEXT NOT NULL,
+            version      TEXT NOT NULL,
+            hash         TEXT NOT NULL,
+            files        TEXT NOT NULL,
+            pushed_at_ms BIGINT NOT NULL,
+            pushed_by    TEXT NOT NULL,
+            PRIMARY KEY (name, version)
+        )",
+        "CREATE TABLE IF NOT EXISTS bot_rollouts (
+            name       TEXT NOT NULL,
+            generation BIGINT NOT NULL,
+            record     TEXT NOT NULL,
+            PRIMARY KEY (name, generation)
+        )",
+        "CREATE TABLE IF NOT EXISTS bot_activations (
+            name       TEXT NOT NULL,
+            process    TEXT NOT NULL,
+            generation BIGINT NOT NULL,
+            error      TEXT,
+            at_ms      BIGINT NOT NULL,
+            PRIMARY KEY (name, process)
+        )",
+    ];
     const VERSION_UPSERT: &'static str =
         "ON CONFLICT (shard) DO UPDATE SET version = EXCLUDED.version";
     const SNAPSHOT_UPSERT: &'static str = "ON CONFLICT (user_id) DO UPDATE

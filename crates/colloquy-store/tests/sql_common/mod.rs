@@ -675,3 +675,27 @@ pub async fn opens_from_the_store_config(server: &Server) {
     drop(store);
     server.cleanup().await;
 }
+
+/// The bot registry on this server: the conformance suite; a database that
+/// was never migrated is refused with the command to run.
+pub async fn registry_conforms(server: &Server) {
+    let bare = server.scratch().await;
+    match colloquy_store::sql::open_registry(&SqlConfig::single(server.url(&bare))).await {
+        Err(e) => assert!(e.to_string().contains("colloquy migrate"), "{e}"),
+        Ok(_) => panic!("a registry opened on an unmigrated database"),
+    }
+    let (_, config) = server.migrated().await;
+    let reg = colloquy_store::sql::open_registry(&config)
+        .await
+        .expect("registry");
+    colloquy_store::registry::conformance::run_all(reg.as_ref(), "bot").await;
+    // A second process sees what the first wrote.
+    let other = colloquy_store::sql::open_registry(&config)
+        .await
+        .expect("registry");
+    assert_eq!(
+        other.rollout("bot-ro").await.unwrap().unwrap().generation,
+        3
+    );
+    server.cleanup().await;
+}

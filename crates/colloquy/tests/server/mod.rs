@@ -247,3 +247,40 @@ pub async fn wait_all_processed(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The shoe store's files, as `colloquy bots push` sends them.
+pub fn shoe_store() -> BTreeMap<String, String> {
+    let dir = root().join("bots/shoe-store");
+    let mut files = BTreeMap::new();
+    let mut todo = vec![dir.clone()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_str().unwrap().to_string();
+            if p.is_dir() {
+                if name != "scenarios" {
+                    todo.push(p);
+                }
+            } else if name.ends_with(".yaml") {
+                let rel = p.strip_prefix(&dir).unwrap().to_str().unwrap().to_string();
+                files.insert(rel, std::fs::read_to_string(&p).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// Version 1.1.0: the same bot, greeting with a marker.
+pub fn v2() -> BTreeMap<String, String> {
+    let mut files = shoe_store();
+    let bot = files.get_mut("bot.yaml").unwrap();
+    *bot = bot.replace("version: \"1.0.0\"", "version: \"1.1.0\"");
+    let responses = files.get_mut("responses.yaml").unwrap();
+    *responses = responses.replacen("  greet:\n", "  greet:\n    - V2 您好!\n", 1);
+    let responses = files.get_mut("responses.yaml").unwrap();
+    // Only the marked variant, so every greeting of 1.1.0 shows it.
+    let start = responses.find("    - V2 您好!\n").unwrap() + "    - V2 您好!\n".len();
+    let end = responses[start..].find("  thanks:").unwrap() + start;
+    responses.replace_range(start..end, "");
+    files
+}
