@@ -30,6 +30,21 @@ pub struct Limits {
     /// The largest bot version the admin API takes (all its files, as
     /// the JSON of the push).
     pub max_bot_bytes: usize,
+    /// Messages a user may send per second, over all their tokens and
+    /// connections, and how many at once after a pause (0: unlimited).
+    /// Messages sent with an admin token (a trusted service acting for
+    /// many users) count only against `admin_token_rate`.
+    pub user_rate: f64,
+    pub user_burst: u32,
+    /// The same for one chat token.
+    pub token_rate: f64,
+    pub token_burst: u32,
+    /// The same for one admin token (0: unlimited, the default).
+    pub admin_token_rate: f64,
+    pub admin_token_burst: u32,
+    /// Messages one WebSocket connection may send per second, and burst.
+    pub ws_message_rate: f64,
+    pub ws_message_burst: u32,
 }
 
 impl Default for Limits {
@@ -43,6 +58,16 @@ impl Default for Limits {
             ws_ping_interval: Duration::from_secs(30),
             ws_idle_timeout: Duration::from_secs(10 * 60),
             max_bot_bytes: 4 * 1024 * 1024,
+            // A person types far below this; a stuck client retrying in a
+            // loop is held to it.
+            user_rate: 5.0,
+            user_burst: 20,
+            token_rate: 5.0,
+            token_burst: 20,
+            admin_token_rate: 0.0,
+            admin_token_burst: 0,
+            ws_message_rate: 5.0,
+            ws_message_burst: 20,
         }
     }
 }

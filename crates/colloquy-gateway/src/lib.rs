@@ -13,4 +13,5 @@ pub mod hub;
 pub mod input;
 pub mod metrics;
 pub mod openapi;
+pub mod ratelimit;
 pub mod server;

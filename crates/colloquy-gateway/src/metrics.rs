@@ -48,6 +48,12 @@ pub struct Metrics {
     http: HistogramFamily,
     messages: Family<StageLabels, Counter>,
     intents: Family<IntentLabels, Counter>,
+    rate_limited: Family<LimitLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
 }
 
 /// Values sampled from other parts of the process when scraped.
@@ -116,6 +122,12 @@ impl Default for Metrics {
         let http: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let messages = Family::<StageLabels, Counter>::default();
         let intents = Family::<IntentLabels, Counter>::default();
+        let rate_limited = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Messages refused by a rate limit (user, token or connection)",
+            rate_limited.clone(),
+        );
         registry.register(
             "http_request_duration_seconds",
             "HTTP request latency",
@@ -136,6 +148,7 @@ impl Default for Metrics {
             http,
             messages,
             intents,
+            rate_limited,
         }
     }
 }
@@ -250,6 +263,12 @@ impl Metrics {
     pub fn message(&self, stage: &'static str, outcome: &'static str) {
         self.messages
             .get_or_create(&StageLabels { stage, outcome })
+            .inc();
+    }
+
+    pub fn rate_limited(&self, limit: &'static str) {
+        self.rate_limited
+            .get_or_create(&LimitLabels { limit })
             .inc();
     }
 

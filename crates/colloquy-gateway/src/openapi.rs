@@ -90,6 +90,7 @@ pub fn document() -> Value {
                     "202": {"description": "Durably queued", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
                     "413": error_response("Body larger than 64 KiB"),
                     "422": error_response("Text refused by the content policy"),
+                    "429": error_response("Over the user's or the token's message rate (rate_limited; see Retry-After)"),
                     "503": error_response("Queue full (see Retry-After) or unavailable"),
                 }))}},
             "/v1/conversations/{user}/events": {"get": {

@@ -101,8 +101,19 @@ fn hs256_round_trip() {
         Principal {
             user_id: "alice".into(),
             scopes: vec![Scope::Chat],
-            expires_at: NOW + 3600
+            expires_at: NOW + 3600,
+            token_id: principal.token_id,
         }
+    );
+    // Tokens are told apart for their rate limits, the same token alike.
+    let other = Issuer::hs256(SECRET, None, None)
+        .issue("alice", Scope::Chat, HOUR, NOW + 1)
+        .unwrap();
+    let again = hs_verifier().verify_at(&token, NOW + 20).unwrap();
+    assert_eq!(again.token_id, principal.token_id);
+    assert_ne!(
+        hs_verifier().verify_at(&other, NOW + 10).unwrap().token_id,
+        principal.token_id
     );
 }
 

@@ -50,6 +50,10 @@ async fn harness_on(bus: EmbeddedConfig) -> Harness {
     let limits = Limits {
         max_body_bytes: MAX_BODY,
         deny_patterns: vec!["free\\s*money".into()],
+        // The tests post far faster than a person types; the rate limits
+        // are tested against the real server (colloquy's attacks.rs).
+        user_rate: 0.0,
+        token_rate: 0.0,
         ..Limits::default()
     };
     let sources = Sources {

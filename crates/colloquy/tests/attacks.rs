@@ -285,6 +285,9 @@ async fn websocket_sessions_end_when_idle_and_when_their_token_expires() {
     );
     assert!(started.elapsed() >= std::time::Duration::from_millis(900));
 
+    // The server first: a slow start must not eat the token's 3 seconds.
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start(data.path(), &[("COLLOQUY_AUTH_LEEWAY_SECS", "0")]);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -294,8 +297,6 @@ async fn websocket_sessions_end_when_idle_and_when_their_token_expires() {
         server::SECRET,
         json!({"sub": "tom", "scope": "chat", "iat": now, "exp": now + 3}),
     );
-    let data = tempfile::tempdir().unwrap();
-    let s = Server::start(data.path(), &[("COLLOQUY_AUTH_LEEWAY_SECS", "0")]);
     let mut ws = open_ws(&s, &short).await.unwrap();
     ws.send(Message::text(r#"{"type":"message","text":"你好"}"#))
         .await
@@ -384,4 +385,107 @@ async fn concurrent_repeats_of_one_client_id_are_published_once() {
         "the message was classified more than once:\n{handled}"
     );
     assert!(!handled.contains("outcome=\"duplicate\""), "{handled}");
+}
+
+/// A client sending in a loop is held to its user's rate: 429 with
+/// Retry-After, counted, and the refused messages never queued; an admin
+/// token (a service acting for many users) is not held to a user's rate;
+/// a WebSocket connection has its own budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_beyond_the_rate_limits_are_refused_and_not_queued() {
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        data.path(),
+        &[
+            ("COLLOQUY_LIMITS_USER_RATE", "0.5"),
+            ("COLLOQUY_LIMITS_USER_BURST", "3"),
+            ("COLLOQUY_LIMITS_WS_MESSAGE_RATE", "0.5"),
+            ("COLLOQUY_LIMITS_WS_MESSAGE_BURST", "2"),
+        ],
+    );
+    let c = client();
+    let post = |user: &str, text: &str, scope: &str| {
+        c.post(s.url(&format!("/v1/conversations/{user}/messages")))
+            .bearer_auth(token(if scope == "admin" { "ops" } else { user }, scope))
+            .json(&json!({ "text": text }))
+            .send()
+    };
+    for i in 0..3 {
+        let r = post("mallory", &format!("你好 {i}"), "chat").await.unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::ACCEPTED,
+            "message {i} is within the burst"
+        );
+    }
+    let r = post("mallory", "你好 refused", "chat").await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // Another user is not affected; an admin token acting for mallory is
+    // held to its own (unlimited) budget, not hers.
+    assert_eq!(
+        post("trent", "你好", "chat").await.unwrap().status(),
+        StatusCode::ACCEPTED
+    );
+    for i in 0..5 {
+        let r = post("mallory", &format!("客服 {i}"), "admin")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+    let m = metrics(&c, &s).await;
+    assert!(
+        m.contains("colloquy_rate_limited_total{limit=\"user\"} 1"),
+        "{m}"
+    );
+    // What was refused never reached the log.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let (_, events) = get(&c, &s, "mallory", "events?limit=1000").await;
+    let log = events.to_string();
+    assert!(
+        log.contains("你好 2") && !log.contains("你好 refused"),
+        "{log}"
+    );
+
+    // A WebSocket connection: two messages, then an error frame.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{}/v1/stream?token={}",
+        s.addr,
+        token("peggy", "chat")
+    ))
+    .await
+    .unwrap();
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut codes = Vec::new();
+    for i in 0..3 {
+        ws.send(Message::text(
+            json!({"type": "message", "text": format!("你好 {i}")}).to_string(),
+        ))
+        .await
+        .unwrap();
+        loop {
+            let m = ws.next().await.unwrap().unwrap();
+            let v: Value = serde_json::from_str(m.to_text().unwrap()).unwrap();
+            match v["type"].as_str() {
+                Some("accepted") => {
+                    codes.push("accepted".to_string());
+                    break;
+                }
+                Some("error") => {
+                    codes.push(v["error"]["code"].as_str().unwrap().to_string());
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(codes, ["accepted", "accepted", "rate_limited"]);
 }

@@ -8,7 +8,7 @@ mod server;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use server::{shoe_store, token, Server};
+use server::{shoe_store, token, until_active, Server};
 use std::collections::BTreeMap;
 
 /// The shipped shoe store under `version`, with or without its lottery,
@@ -130,7 +130,8 @@ async fn a_lottery_campaign_ships_as_yaml_canaries_promotes_and_rolls_back() {
             Some(json!({"stable": "1.0.0", "canary": {"version": "1.1.0", "tails": [0, 1]}})),
         )
         .await;
-    assert_eq!(r["processes"][0]["status"], "active", "{r}");
+    assert_eq!(r["rollout"]["generation"], 2, "{r}");
+    until_active(&shop.c, &shop.s.url(""), "shoe-store", 2).await;
     // The flow in progress finishes where it started.
     let answered = shop.say("u52", "星云跑鞋").await;
     assert!(answered.contains("星云跑鞋 39 码"), "{answered}");

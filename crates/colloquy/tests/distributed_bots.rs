@@ -10,7 +10,7 @@ mod server;
 
 use cluster::Cluster;
 use serde_json::{json, Value};
-use server::{token, v2};
+use server::{token, until_active, v2};
 use std::time::{Duration, Instant};
 
 async fn admin(
@@ -82,13 +82,18 @@ async fn a_rollout_reaches_every_worker_without_a_restart() {
     )
     .await;
     assert_eq!(st, 200, "{r}");
-    let active: Vec<&Value> = r["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["status"] == "active")
-        .collect();
-    assert_eq!(active.len(), 2, "both workers activated the rollout: {r}");
+    let processes = until_active(
+        &c,
+        &base,
+        "shoe-store",
+        r["rollout"]["generation"].as_u64().unwrap(),
+    )
+    .await;
+    let active = processes.iter().filter(|p| p["status"] == "active").count();
+    assert_eq!(
+        active, 2,
+        "both workers activated the rollout: {processes:?}"
+    );
     let activated = asked.elapsed();
     for u in &canary {
         let replies = greeting(&c, &base, u, "b").await;

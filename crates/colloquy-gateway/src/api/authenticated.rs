@@ -123,6 +123,7 @@ mod tests {
             user_id: "alice".into(),
             scopes: vec![Scope::Chat],
             expires_at: 0,
+            token_id: 0,
         };
         assert!(permit(&alice, "alice").is_ok());
         let e = permit(&alice, "bob").unwrap_err();

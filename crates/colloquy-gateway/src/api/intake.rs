@@ -5,7 +5,9 @@
 
 use super::error::{internal, ApiError};
 use super::Gateway;
+use crate::auth::Principal;
 use crate::input::InputError;
+use crate::ratelimit::{retry_after_secs, Limited};
 use axum::http::StatusCode;
 use colloquy_bus::BusError;
 use colloquy_core::user_event_id;
@@ -196,11 +198,15 @@ fn refused(e: InputError) -> ApiError {
 /// Check, normalise and durably enqueue one message.
 pub(super) async fn accept(
     gw: &Gateway,
+    principal: &Principal,
     user: &str,
     raw: String,
     id: Option<String>,
     wait: bool,
 ) -> Result<Accepted, ApiError> {
+    gw.limiter
+        .admit(principal, user, std::time::Instant::now())
+        .map_err(|(which, wait)| rate_limited(gw, which, wait))?;
     let text = gw.input.normalise(&raw).map_err(refused)?;
     if let Some(id) = &id {
         check_message_id(id)?;
@@ -283,6 +289,18 @@ async fn publish(gw: &Gateway, user: &str, message_id: &str, text: &str) -> Resu
         .retry_after(1)),
         Err(e) => Err(internal(e)),
     }
+}
+
+/// A message over a rate limit: 429 with the seconds until one is
+/// accepted again, and counted.
+pub(super) fn rate_limited(gw: &Gateway, which: Limited, wait: std::time::Duration) -> ApiError {
+    gw.metrics.rate_limited(which.label());
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many messages for this {}; retry later", which.label()),
+    )
+    .retry_after(retry_after_secs(wait))
 }
 
 #[cfg(test)]

@@ -55,6 +55,7 @@ pub struct Gateway {
     acks: Acks,
     /// Open WebSocket sessions per user, for the per-user cap.
     sessions: ws::Sessions,
+    limiter: crate::ratelimit::Limiter,
     pub clock: fn() -> i64,
 }
 
@@ -70,6 +71,7 @@ impl Gateway {
         sources: Sources,
     ) -> Result<Gateway, String> {
         let input = InputPolicy::new(&limits)?;
+        let limiter = crate::ratelimit::Limiter::new(&limits)?;
         Ok(Gateway {
             verifier,
             bus,
@@ -83,6 +85,7 @@ impl Gateway {
             registry: None,
             acks: Acks::default(),
             sessions: ws::Sessions::default(),
+            limiter,
             clock: crate::clock::unix_ms,
         })
     }

@@ -37,7 +37,7 @@ pub(super) struct WaitQuery {
 
 pub(super) async fn post_message(
     State(gw): State<Arc<Gateway>>,
-    Authenticated { user, .. }: Authenticated,
+    Authenticated { principal, user }: Authenticated,
     query: Result<Query<WaitQuery>, QueryRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -59,7 +59,7 @@ pub(super) async fn post_message(
         .wait_ms
         .map(|w| w.min(gw.limits.max_wait_ms))
         .filter(|w| *w > 0);
-    let mut ack = accept(&gw, &user, body.text, body.id, wait.is_some()).await?;
+    let mut ack = accept(&gw, &principal, &user, body.text, body.id, wait.is_some()).await?;
     let (Some(wait_ms), Some(rx)) = (wait, ack.waiter.take()) else {
         return Ok((StatusCode::ACCEPTED, Json(ack.body())).into_response());
     };

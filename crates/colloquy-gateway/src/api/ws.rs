@@ -4,8 +4,10 @@
 
 use super::authenticated::{bearer, permit};
 use super::error::ApiError;
-use super::intake::accept;
+use super::intake::{accept, rate_limited};
 use super::{Gateway, MAX_PAGE};
+use crate::auth::Principal;
+use crate::ratelimit::{Limited, Single};
 use crate::server::ConnectionSlot;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
@@ -119,9 +121,10 @@ pub(super) async fn stream(
     };
     Ok(ws
         .max_message_size(gw.limits.max_body_bytes)
+        .max_frame_size(gw.limits.max_body_bytes)
         .on_upgrade(move |socket| async move {
             let _held = (guard, slot);
-            session(gw, socket, user, q.after, ends).await
+            session(gw, socket, principal, user, q.after, ends).await
         }))
 }
 
@@ -163,10 +166,13 @@ struct ClientFrame {
 async fn session(
     gw: Arc<Gateway>,
     mut socket: WebSocket,
+    principal: Principal,
     user: String,
     after: Option<u64>,
     ends: Ends,
 ) {
+    // A connection's own budget, besides its user's and its token's.
+    let mut budget = Single::new(gw.limiter.connection, std::time::Instant::now());
     // Subscribe before catching up, so nothing falls between the two.
     let mut live = gw.hub.subscribe(&user);
     let mut sent = after.unwrap_or(0);
@@ -209,7 +215,10 @@ async fn session(
                     last_message = Instant::now();
                 }
                 let reply = match frame {
-                    WsMessage::Text(t) => client_message(&gw, &user, t.as_str()).await,
+                    WsMessage::Text(t) => match budget.take(std::time::Instant::now()) {
+                        Ok(()) => client_message(&gw, &principal, &user, t.as_str()).await,
+                        Err(wait) => rate_limited(&gw, Limited::Connection, wait).frame(),
+                    },
                     WsMessage::Binary(_) => ApiError::bad("invalid_frame", "send JSON text frames").frame(),
                     WsMessage::Close(_) => return,
                     _ => continue,
@@ -243,7 +252,7 @@ async fn session(
     }
 }
 
-async fn client_message(gw: &Gateway, user: &str, frame: &str) -> Value {
+async fn client_message(gw: &Gateway, principal: &Principal, user: &str, frame: &str) -> Value {
     let f: ClientFrame = match serde_json::from_str(frame) {
         Ok(f) => f,
         Err(e) => return ApiError::bad("invalid_json", format!("invalid frame: {e}")).frame(),
@@ -255,7 +264,7 @@ async fn client_message(gw: &Gateway, user: &str, frame: &str) -> Value {
         )
         .frame();
     }
-    match accept(gw, user, f.text, f.id, false).await {
+    match accept(gw, principal, user, f.text, f.id, false).await {
         Ok(ack) => {
             let mut v = ack.body();
             v["type"] = json!("accepted");

@@ -81,6 +81,9 @@ pub struct Principal {
     /// The `exp` claim (Unix seconds); long-lived connections such as
     /// WebSockets can use it to close when the token runs out.
     pub expires_at: u64,
+    /// Tells tokens apart for per-token rate limits (a hash of the token,
+    /// never the token itself).
+    pub token_id: u64,
 }
 
 impl Principal {
@@ -187,6 +190,7 @@ mod tests {
             user_id: "alice".into(),
             scopes: vec![Scope::Chat],
             expires_at: 0,
+            token_id: 0,
         };
         assert!(chat.can_act_for("alice"));
         assert!(!chat.can_act_for("bob"));
@@ -199,6 +203,7 @@ mod tests {
             user_id: "root".into(),
             scopes: vec![Scope::Chat, Scope::Admin],
             expires_at: 0,
+            token_id: 0,
         };
         assert!(admin.is_admin());
         assert!(admin.can_act_for("bob") && admin.can_act_for("root"));
@@ -208,6 +213,7 @@ mod tests {
             user_id: "alice".into(),
             scopes: vec![],
             expires_at: 0,
+            token_id: 0,
         };
         assert!(!none.can_act_for("alice"));
     }

@@ -5,7 +5,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this harness
 
-use crate::server::{root, SECRET};
+use crate::server::{root, SECRET, UNLIMITED};
 use colloquy_bus::kafka::testing::TestBroker;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -239,6 +239,7 @@ redis_url = "{redis}"
                 "COLLOQUY_SNAPSHOT_KEY",
                 "cluster-test-snapshot-key-0123456789abcdef",
             )
+            .envs(UNLIMITED)
             .env_remove("RUST_LOG");
         cmd
     }

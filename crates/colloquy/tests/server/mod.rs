@@ -11,6 +11,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The tests drive one user far faster than a person types; the rate
+/// limits are tested on their own (attacks.rs), with these left out.
+pub const UNLIMITED: [(&str, &str); 3] = [
+    ("COLLOQUY_LIMITS_USER_RATE", "0"),
+    ("COLLOQUY_LIMITS_TOKEN_RATE", "0"),
+    ("COLLOQUY_LIMITS_WS_MESSAGE_RATE", "0"),
+];
+
 pub const SECRET: &str = "e2e-test-secret-0123456789abcdefghijklmnop";
 
 pub fn root() -> PathBuf {
@@ -39,6 +47,7 @@ impl Server {
             .args(args)
             .env("COLLOQUY_JWT_SECRET", SECRET)
             .env_remove("RUST_LOG")
+            .envs(UNLIMITED)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in extra_env {
@@ -283,4 +292,39 @@ pub fn v2() -> BTreeMap<String, String> {
     let end = responses[start..].find("  thanks:").unwrap() + start;
     responses.replace_range(start..end, "");
     files
+}
+
+/// Wait until every live process of the server at `base` serves rollout
+/// generation `generation` of `bot`. An admin call waits for that only up
+/// to 3 s, and training a version takes longer than that on a busy
+/// machine with a debug build; how fast it is belongs to a benchmark.
+/// Returns the processes' statuses.
+pub async fn until_active(
+    c: &reqwest::Client,
+    base: &str,
+    bot: &str,
+    generation: u64,
+) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r: Value = c
+            .get(format!("{base}/v1/bots/{bot}/rollout"))
+            .bearer_auth(token("ops", "admin"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let processes = r["processes"].as_array().cloned().unwrap_or_default();
+        let at = |p: &Value| p["generation"].as_u64().unwrap_or(0) >= generation;
+        if !processes.is_empty() && processes.iter().all(at) {
+            return processes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "generation {generation} not active in time: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
