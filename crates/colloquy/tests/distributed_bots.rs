@@ -5,6 +5,7 @@
 
 #![cfg(all(feature = "kafka", feature = "redis", feature = "mysql"))]
 
+mod campaign_steps;
 mod cluster;
 mod server;
 
@@ -118,4 +119,38 @@ async fn a_rollout_reaches_every_worker_without_a_restart() {
     for u in &canary {
         assert!(!greeting(&c, &base, u, "c").await.contains("V2"), "{u}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lottery_campaign_runs_on_the_distributed_topology() {
+    let cluster = Cluster::start();
+    let (_gateway, addr) = cluster.gateway();
+    let _w1 = cluster.worker("w1");
+    let _w2 = cluster.worker("w2");
+    let shop = campaign_steps::Shop {
+        c: reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap(),
+        base: format!("http://{addr}"),
+    };
+    // The workers registered the shipped bot; the shop goes to 2.0.0, the
+    // version without the lottery, through the admin API.
+    use reqwest::Method;
+    shop.admin(
+        Method::POST,
+        "/v1/bots",
+        Some(json!({"files": campaign_steps::variant("2.0.0", false)})),
+    )
+    .await;
+    let r = shop
+        .admin(
+            Method::PUT,
+            "/v1/bots/shoe-store/rollout",
+            Some(json!({"stable": "2.0.0"})),
+        )
+        .await;
+    let generation = r["rollout"]["generation"].as_u64().unwrap();
+    until_active(&shop.c, &shop.base, "shoe-store", generation).await;
+    campaign_steps::run(&shop, generation).await;
 }
