@@ -30,6 +30,30 @@ pub async fn run_all(reg: &dyn BotRegistry, prefix: &str) {
     rollouts_need_known_versions_and_count_generations(reg, &format!("{prefix}-ro")).await;
     concurrent_rollout_changes_do_not_both_win(reg, &format!("{prefix}-cas")).await;
     activations_keep_the_newest_per_process(reg, &format!("{prefix}-act")).await;
+    the_audit_log_keeps_every_entry_newest_first(reg, &format!("{prefix}-aud")).await;
+}
+
+async fn the_audit_log_keeps_every_entry_newest_first(reg: &dyn BotRegistry, bot: &str) {
+    let entry = |i: i64| AuditEntry {
+        at_ms: i,
+        by: "admin-1".into(),
+        from: Some("127.0.0.1:5000".into()),
+        action: "push".into(),
+        bot: bot.into(),
+        outcome: format!("{i} created"),
+    };
+    for i in 1..=3 {
+        reg.audit(entry(i)).await.unwrap();
+    }
+    let mine: Vec<AuditEntry> = reg
+        .audit_log(1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.bot == bot)
+        .collect();
+    assert_eq!(mine, [entry(3), entry(2), entry(1)]);
+    assert_eq!(reg.audit_log(1).await.unwrap().len(), 1);
 }
 
 async fn versions_are_immutable(reg: &dyn BotRegistry, bot: &str) {

@@ -10,8 +10,8 @@
 //! One process at a time: `serve` holds the data directory's lock.
 
 use super::{
-    check_rollout, check_version, Activation, BotRegistry, Pushed, RegistryError, RolloutChange,
-    RolloutRecord, StoredVersion, VersionInfo,
+    check_rollout, check_version, Activation, AuditEntry, BotRegistry, Pushed, RegistryError,
+    RolloutChange, RolloutRecord, StoredVersion, VersionInfo,
 };
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -34,6 +34,7 @@ struct Inner {
     /// name → generations, oldest first.
     rollouts: BTreeMap<String, Vec<RolloutRecord>>,
     activations: BTreeMap<String, BTreeMap<String, Activation>>,
+    audit: Vec<AuditEntry>,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> RegistryError + '_ {
@@ -66,6 +67,10 @@ impl EmbeddedRegistry {
                     .insert((v.info.name.clone(), v.info.version.clone()), v);
             }
         }
+        let audit = dir.join("audit.jsonl");
+        if audit.exists() {
+            inner.audit = read_lines(&audit)?;
+        }
         for file in fs::read_dir(&rollouts).map_err(io(&rollouts))? {
             let path = file.map_err(io(&rollouts))?.path();
             if path.extension().and_then(|e| e.to_str()) != Some("jsonl") {
@@ -88,13 +93,13 @@ impl EmbeddedRegistry {
     }
 }
 
-/// A history file's generations. A last line without its newline was cut
+/// A JSON-lines file's records. A last line without its newline was cut
 /// short by a crash before it was acknowledged: it is cut off the file.
-fn read_history(path: &Path) -> Result<Vec<RolloutRecord>, RegistryError> {
+fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, RegistryError> {
     let text = fs::read_to_string(path).map_err(io(path))?;
     let complete = text.rfind('\n').map_or(0, |i| i + 1);
     if complete < text.len() {
-        tracing::warn!(file = %path.display(), "dropping a rollout line cut short by a crash");
+        tracing::warn!(file = %path.display(), "dropping a line cut short by a crash");
         let f = OpenOptions::new()
             .write(true)
             .open(path)
@@ -102,10 +107,20 @@ fn read_history(path: &Path) -> Result<Vec<RolloutRecord>, RegistryError> {
         f.set_len(complete as u64).map_err(io(path))?;
         f.sync_all().map_err(io(path))?;
     }
+    text[..complete]
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .map_err(|e| RegistryError::Corrupt(format!("{}:{}: {e}", path.display(), i + 1)))
+        })
+        .collect()
+}
+
+/// A history file's generations, which count up from 1.
+fn read_history(path: &Path) -> Result<Vec<RolloutRecord>, RegistryError> {
     let mut history: Vec<RolloutRecord> = Vec::new();
-    for (i, line) in text[..complete].lines().enumerate() {
-        let r: RolloutRecord = serde_json::from_str(line)
-            .map_err(|e| RegistryError::Corrupt(format!("{}:{}: {e}", path.display(), i + 1)))?;
+    for (i, r) in read_lines::<RolloutRecord>(path)?.into_iter().enumerate() {
         let expected = history.last().map_or(1, |p| p.generation + 1);
         if r.generation != expected {
             return Err(RegistryError::Corrupt(format!(
@@ -280,5 +295,27 @@ impl BotRegistry for EmbeddedRegistry {
             .get(name)
             .map(|a| a.values().cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn audit(&self, entry: AuditEntry) -> Result<(), RegistryError> {
+        let _one_writer = self.writes.lock().await;
+        let mut line = serde_json::to_vec(&entry)
+            .map_err(|e| RegistryError::Invalid(format!("encoding an audit entry: {e}")))?;
+        line.push(b'\n');
+        let path = self.dir.join("audit.jsonl");
+        blocking(move || append_line(&path, &line).map_err(io(&path))).await?;
+        self.lock().audit.push(entry);
+        Ok(())
+    }
+
+    async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, RegistryError> {
+        Ok(self
+            .lock()
+            .audit
+            .iter()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect())
     }
 }

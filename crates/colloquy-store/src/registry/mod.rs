@@ -189,6 +189,30 @@ pub trait BotRegistry: Send + Sync {
 
     /// The newest report of every process on `name`.
     async fn activations(&self, name: &str) -> Result<Vec<Activation>, RegistryError>;
+
+    /// Append an admin action to the audit log; `Ok` once it is durable.
+    async fn audit(&self, entry: AuditEntry) -> Result<(), RegistryError>;
+
+    /// The audit log, newest first, at most `limit` entries.
+    async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, RegistryError>;
+}
+
+/// One admin action: who, from where, what, on which bot, and how it went
+/// (refused actions are kept too).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at_ms: i64,
+    /// The token subject.
+    pub by: String,
+    /// The client's address, as the gateway saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// `push`, `rollout`, `promote`, `rollback`.
+    pub action: String,
+    pub bot: String,
+    /// What it did or why it was refused (e.g. `1.1.0 created`, `409
+    /// version_exists`).
+    pub outcome: String,
 }
 
 /// What [`BotRegistry::set_rollout`] writes, before it has a generation.

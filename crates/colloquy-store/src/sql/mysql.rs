@@ -90,6 +90,11 @@ impl Dialect for MySql {
             at_ms      BIGINT NOT NULL,
             PRIMARY KEY (name, process)
         ) ENGINE = InnoDB",
+        "CREATE TABLE IF NOT EXISTS admin_audit (
+            id    BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+            at_ms BIGINT NOT NULL,
+            entry LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL
+        ) ENGINE = InnoDB",
     ];
     const VERSION_UPSERT: &'static str = "ON DUPLICATE KEY UPDATE version = VALUES(version)";
     // Assignments run left to right on the updated row: seq goes last so

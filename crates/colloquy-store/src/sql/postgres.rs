@@ -81,6 +81,11 @@ impl Dialect for Postgres {
             at_ms      BIGINT NOT NULL,
             PRIMARY KEY (name, process)
         )",
+        "CREATE TABLE IF NOT EXISTS admin_audit (
+            id    BIGSERIAL PRIMARY KEY,
+            at_ms BIGINT NOT NULL,
+            entry TEXT NOT NULL
+        )",
     ];
     const VERSION_UPSERT: &'static str =
         "ON CONFLICT (shard) DO UPDATE SET version = EXCLUDED.version";

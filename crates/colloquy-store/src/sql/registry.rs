@@ -8,8 +8,8 @@
 use super::store::Link;
 use super::{Dialect, SqlConfig, SqlStore};
 use crate::registry::{
-    check_rollout, check_version, Activation, BotFiles, BotRegistry, Pushed, RegistryError,
-    RolloutChange, RolloutRecord, StoredVersion, VersionInfo,
+    check_rollout, check_version, Activation, AuditEntry, BotFiles, BotRegistry, Pushed,
+    RegistryError, RolloutChange, RolloutRecord, StoredVersion, VersionInfo,
 };
 use crate::StoreError;
 use async_trait::async_trait;
@@ -393,6 +393,45 @@ where
                 })
                 .collect::<Result<_, sqlx::Error>>()
                 .map_err(|e| self.error(e))
+        })
+        .await
+    }
+
+    async fn audit(&self, entry: AuditEntry) -> Result<(), RegistryError> {
+        let text = serde_json::to_string(&entry)
+            .map_err(|e| RegistryError::Invalid(format!("encoding an audit entry: {e}")))?;
+        self.timed(async {
+            let mut q = QueryBuilder::<DB>::new("INSERT INTO admin_audit (at_ms, entry) VALUES (");
+            q.push_bind(entry.at_ms)
+                .push(", ")
+                .push_bind(text.as_str())
+                .push(")");
+            q.build()
+                .execute(&self.link.pool)
+                .await
+                .map_err(|e| self.error(e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, RegistryError> {
+        self.timed(async {
+            let mut q =
+                QueryBuilder::<DB>::new("SELECT entry FROM admin_audit ORDER BY id DESC LIMIT ");
+            q.push_bind(limit.min(i64::MAX as usize) as i64);
+            let rows = q
+                .build()
+                .fetch_all(&self.link.pool)
+                .await
+                .map_err(|e| self.error(e))?;
+            rows.iter()
+                .map(|r| {
+                    let text: String = r.try_get(0).map_err(|e| self.error(e))?;
+                    serde_json::from_str(&text)
+                        .map_err(|e| RegistryError::Corrupt(format!("admin_audit: {e}")))
+                })
+                .collect()
         })
         .await
     }
