@@ -23,6 +23,6 @@ pub use bot::Bot;
 pub use event::{check_user_id, seal, user_event_id, BotRef, Event, EventKind, FlowEnd};
 pub use nlu::{EntityMatch, IntentScore, NluResult};
 pub use policy::{step, Input, Turn};
-pub use rollout::{Canary, Rollout, Route, RouteReason};
+pub use rollout::{Canary, Guard, GuardMetric, Rollout, Route, RouteReason};
 pub use state::{FlowPosition, State};
 pub use value::Value;

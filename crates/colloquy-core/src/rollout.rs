@@ -13,12 +13,19 @@
 //! now assigns another, so a new version never breaks a flow in progress.
 //! A withdrawn (rolled-back) version is the exception: its users move at
 //! their next turn.
+//!
+//! A rollout with a canary may carry **guards**: limits on how much worse
+//! than stable the canary may do over a sliding window (fallback, handoff
+//! or action error rate, p99 turn latency), checked only once the canary
+//! answered a minimum number of turns in it. [`Rollout::breached`] is the
+//! pure check; the worker keeps the counts and acts on a breach.
 
 use crate::state::State;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// The versions of one bot that serve users, and how they are split.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rollout {
     pub stable: String,
@@ -27,6 +34,227 @@ pub struct Rollout {
     /// Versions rolled back: nobody stays pinned on them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub withdrawn: Vec<String>,
+    /// Limits on the canary; a breach rolls it back. Absent from rollouts
+    /// stored before guards existed, which read unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guards: Vec<Guard>,
+}
+
+/// What a guard compares between canary and stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardMetric {
+    /// Turns answered with the bot's fallback response, of all turns.
+    FallbackRate,
+    /// Turns that handed the user to a human, of all turns.
+    HandoffRate,
+    /// Action calls that failed, per turn.
+    ActionErrorRate,
+    /// The 99th percentile of turn latency, in milliseconds.
+    P99Ms,
+}
+
+impl GuardMetric {
+    pub const ALL: [GuardMetric; 4] = [
+        GuardMetric::FallbackRate,
+        GuardMetric::HandoffRate,
+        GuardMetric::ActionErrorRate,
+        GuardMetric::P99Ms,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GuardMetric::FallbackRate => "fallback_rate",
+            GuardMetric::HandoffRate => "handoff_rate",
+            GuardMetric::ActionErrorRate => "action_error_rate",
+            GuardMetric::P99Ms => "p99_ms",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<GuardMetric> {
+        GuardMetric::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// A limit on the canary: its figure may exceed stable's by at most
+/// `max_increase` over the last `window`, once it answered `min_turns`
+/// turns in that window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Guard {
+    pub metric: GuardMetric,
+    /// For a rate, in rate points (0.2: the canary's rate may be 20 points
+    /// above stable's); for `p99_ms`, in milliseconds.
+    pub max_increase: f64,
+    #[serde(default = "default_window", with = "crate::duration::text")]
+    pub window: Duration,
+    /// Below this many canary turns in the window the guard never fires: a
+    /// handful of turns says nothing.
+    #[serde(default = "default_min_turns")]
+    pub min_turns: u64,
+}
+
+fn default_window() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_min_turns() -> u64 {
+    20
+}
+
+/// The longest guard window: the worker keeps this much of its turn
+/// counts, one bucket a second.
+pub const MAX_GUARD_WINDOW: Duration = Duration::from_secs(600);
+
+/// Latency buckets of [`WindowCounts`]: bucket `i` holds turns of at most
+/// 2^(i/4) ms (each about 19 % wider than the one before), the last one
+/// everything slower; p99 is read as the upper bound of its bucket.
+pub const LATENCY_BUCKETS: usize = 64;
+
+/// One version's turns over some span, as guards read them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowCounts {
+    pub turns: u64,
+    pub fallbacks: u64,
+    pub handoffs: u64,
+    pub action_errors: u64,
+    /// Turns by latency bucket (see [`LATENCY_BUCKETS`]).
+    pub latency: [u64; LATENCY_BUCKETS],
+}
+
+impl Default for WindowCounts {
+    fn default() -> Self {
+        WindowCounts {
+            turns: 0,
+            fallbacks: 0,
+            handoffs: 0,
+            action_errors: 0,
+            latency: [0; LATENCY_BUCKETS],
+        }
+    }
+}
+
+/// The bucket of a turn that took `ms` milliseconds.
+fn latency_bucket(ms: f64) -> usize {
+    if ms <= 1.0 {
+        return 0;
+    }
+    ((4.0 * ms.log2()).ceil() as usize).min(LATENCY_BUCKETS - 1)
+}
+
+fn bucket_bound_ms(i: usize) -> f64 {
+    2f64.powf(i as f64 / 4.0)
+}
+
+impl WindowCounts {
+    pub fn add_turn(
+        &mut self,
+        fallback: bool,
+        handoff: bool,
+        action_errors: u64,
+        latency: Duration,
+    ) {
+        self.turns += 1;
+        self.fallbacks += u64::from(fallback);
+        self.handoffs += u64::from(handoff);
+        self.action_errors += action_errors;
+        self.latency[latency_bucket(latency.as_secs_f64() * 1000.0)] += 1;
+    }
+
+    pub fn merge(&mut self, other: &WindowCounts) {
+        self.turns += other.turns;
+        self.fallbacks += other.fallbacks;
+        self.handoffs += other.handoffs;
+        self.action_errors += other.action_errors;
+        for (a, b) in self.latency.iter_mut().zip(&other.latency) {
+            *a += b;
+        }
+    }
+
+    /// The figure a guard compares; `None` without turns.
+    pub fn figure(&self, metric: GuardMetric) -> Option<f64> {
+        if self.turns == 0 {
+            return None;
+        }
+        let n = self.turns as f64;
+        Some(match metric {
+            GuardMetric::FallbackRate => self.fallbacks as f64 / n,
+            GuardMetric::HandoffRate => self.handoffs as f64 / n,
+            GuardMetric::ActionErrorRate => self.action_errors as f64 / n,
+            GuardMetric::P99Ms => {
+                let rank = (self.turns * 99).div_ceil(100);
+                let mut seen = 0;
+                let i = self
+                    .latency
+                    .iter()
+                    .position(|c| {
+                        seen += c;
+                        seen >= rank
+                    })
+                    .unwrap_or(LATENCY_BUCKETS - 1);
+                bucket_bound_ms(i)
+            }
+        })
+    }
+}
+
+/// A guard that fired, with the figures that tripped it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Breach {
+    pub metric: GuardMetric,
+    pub canary: f64,
+    pub stable: f64,
+    pub max_increase: f64,
+    pub window: Duration,
+    pub canary_turns: u64,
+    pub stable_turns: u64,
+}
+
+/// The history's note: `fallback_rate canary 0.95 vs stable 0.10 over 60s
+/// (40 turns)`.
+impl std::fmt::Display for Breach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let digits = if self.metric == GuardMetric::P99Ms {
+            0
+        } else {
+            2
+        };
+        write!(
+            f,
+            "{} canary {:.*} vs stable {:.*} over {} ({} turns, stable {}; allowed increase {})",
+            self.metric.name(),
+            digits,
+            self.canary,
+            digits,
+            self.stable,
+            crate::duration::format(self.window),
+            self.canary_turns,
+            self.stable_turns,
+            self.max_increase,
+        )
+    }
+}
+
+impl Guard {
+    /// Whether the canary's counts over the guard's window breach it
+    /// against stable's. Never before `min_turns` canary turns, and never
+    /// without stable turns to compare with.
+    pub fn check(&self, canary: &WindowCounts, stable: &WindowCounts) -> Option<Breach> {
+        if canary.turns < self.min_turns {
+            return None;
+        }
+        let c = canary.figure(self.metric)?;
+        let s = stable.figure(self.metric)?;
+        (c - s > self.max_increase).then_some(Breach {
+            metric: self.metric,
+            canary: c,
+            stable: s,
+            max_increase: self.max_increase,
+            window: self.window,
+            canary_turns: canary.turns,
+            stable_turns: stable.turns,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +296,13 @@ pub enum RolloutError {
     NoTails,
     #[error("the canary version {0} is also the stable version")]
     CanaryIsStable(String),
+    #[error("guards watch a canary: this rollout has none")]
+    GuardsWithoutCanary,
+    #[error("guard {metric}: {problem}")]
+    Guard {
+        metric: &'static str,
+        problem: String,
+    },
 }
 
 impl Rollout {
@@ -77,6 +312,7 @@ impl Rollout {
             stable: version.into(),
             canary: None,
             withdrawn: Vec::new(),
+            guards: Vec::new(),
         }
     }
 
@@ -96,6 +332,33 @@ impl Rollout {
                 return Err(RolloutError::CanaryIsStable(c.version.clone()));
             }
         }
+        if !self.guards.is_empty() && self.canary.is_none() {
+            return Err(RolloutError::GuardsWithoutCanary);
+        }
+        for g in &self.guards {
+            let problem = if !(g.max_increase.is_finite() && g.max_increase >= 0.0) {
+                Some(format!(
+                    "max_increase must be a number ≥ 0, got {}",
+                    g.max_increase
+                ))
+            } else if g.window < Duration::from_secs(1) || g.window > MAX_GUARD_WINDOW {
+                Some(format!(
+                    "window must be 1s to {}, got {}",
+                    crate::duration::format(MAX_GUARD_WINDOW),
+                    crate::duration::format(g.window)
+                ))
+            } else if g.min_turns == 0 {
+                Some("min_turns must be at least 1".into())
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(RolloutError::Guard {
+                    metric: g.metric.name(),
+                    problem,
+                });
+            }
+        }
         // A version put back into service is no longer withdrawn.
         let serving: Vec<String> = self.serving().into_iter().map(String::from).collect();
         self.withdrawn.retain(|v| !serving.contains(v));
@@ -109,6 +372,32 @@ impl Rollout {
             v.push(&c.version);
         }
         v
+    }
+
+    /// The first guard the canary breaches, given each version's counts over
+    /// a window (`counts(version, window)`); `None` without a canary.
+    pub fn breached(&self, counts: impl Fn(&str, Duration) -> WindowCounts) -> Option<Breach> {
+        let canary = self.canary.as_ref()?;
+        self.guards.iter().find_map(|g| {
+            g.check(
+                &counts(&canary.version, g.window),
+                &counts(&self.stable, g.window),
+            )
+        })
+    }
+
+    /// Everyone back on stable, the canary withdrawn (and its guards gone
+    /// with it); `None` without a canary.
+    pub fn without_canary(&self) -> Option<Rollout> {
+        let canary = self.canary.as_ref()?;
+        let mut withdrawn = self.withdrawn.clone();
+        withdrawn.push(canary.version.clone());
+        Some(Rollout {
+            stable: self.stable.clone(),
+            canary: None,
+            withdrawn,
+            guards: Vec::new(),
+        })
     }
 
     /// The version the rollout assigns to a user, ignoring pins.
@@ -185,6 +474,7 @@ mod tests {
                 tails: tails.to_vec(),
             }),
             withdrawn: Vec::new(),
+            guards: Vec::new(),
         }
     }
 
@@ -292,5 +582,165 @@ mod tests {
         let mut back = canary(&[1]);
         back.withdrawn = vec!["2".into(), "3".into()];
         assert_eq!(back.validated().unwrap().withdrawn, vec!["3".to_string()]);
+    }
+
+    fn counts(turns: u64, fallbacks: u64, latency_ms: u64) -> WindowCounts {
+        let mut c = WindowCounts::default();
+        for i in 0..turns {
+            c.add_turn(i < fallbacks, false, 0, Duration::from_millis(latency_ms));
+        }
+        c
+    }
+
+    fn guarded(metric: GuardMetric, max_increase: f64, min_turns: u64) -> Rollout {
+        let mut r = canary(&[0]);
+        r.guards = vec![Guard {
+            metric,
+            max_increase,
+            window: Duration::from_secs(60),
+            min_turns,
+        }];
+        r
+    }
+
+    #[test]
+    fn a_guard_never_fires_below_its_minimum_of_canary_turns() {
+        let r = guarded(GuardMetric::FallbackRate, 0.2, 10);
+        let by = |v: &str, _| {
+            if v == "2" {
+                counts(9, 9, 5)
+            } else {
+                counts(100, 0, 5)
+            }
+        };
+        assert_eq!(r.breached(by), None);
+        // Nor without stable turns to compare with.
+        let alone = |v: &str, _| {
+            if v == "2" {
+                counts(50, 50, 5)
+            } else {
+                counts(0, 0, 5)
+            }
+        };
+        assert_eq!(r.breached(alone), None);
+    }
+
+    #[test]
+    fn a_breach_fires_with_the_figures_that_tripped_it() {
+        let r = guarded(GuardMetric::FallbackRate, 0.2, 10);
+        let by = |v: &str, w: Duration| {
+            assert_eq!(w, Duration::from_secs(60));
+            if v == "2" {
+                counts(40, 38, 5)
+            } else {
+                counts(100, 10, 5)
+            }
+        };
+        let b = r.breached(by).expect("breached");
+        assert_eq!((b.canary, b.stable, b.canary_turns), (0.95, 0.1, 40));
+        assert_eq!(
+            b.to_string(),
+            "fallback_rate canary 0.95 vs stable 0.10 over 1m (40 turns, stable 100; allowed increase 0.2)"
+        );
+    }
+
+    #[test]
+    fn a_healthy_canary_passes_its_guards() {
+        let r = guarded(GuardMetric::FallbackRate, 0.2, 10);
+        // 10 points worse than stable: within the 20 allowed.
+        let by = |v: &str, _| {
+            if v == "2" {
+                counts(50, 10, 5)
+            } else {
+                counts(100, 10, 5)
+            }
+        };
+        assert_eq!(r.breached(by), None);
+        // Handoffs and action errors are not what this guard watches.
+        let mut handoffs = counts(50, 0, 5);
+        handoffs.handoffs = 50;
+        assert_eq!(
+            r.breached(|v, _| if v == "2" {
+                handoffs.clone()
+            } else {
+                counts(50, 0, 5)
+            }),
+            None
+        );
+        // Without a canary there is nothing to guard.
+        assert_eq!(
+            Rollout::stable("1").breached(|_, _| counts(50, 50, 5)),
+            None
+        );
+    }
+
+    #[test]
+    fn p99_latency_is_compared_in_milliseconds() {
+        let r = guarded(GuardMetric::P99Ms, 100.0, 10);
+        let slow = |v: &str, _| {
+            if v == "2" {
+                counts(100, 0, 400)
+            } else {
+                counts(100, 0, 20)
+            }
+        };
+        let b = r.breached(slow).expect("400 ms against 20 ms");
+        // Read from buckets about 19 % wide, rounded up.
+        assert!((400.0..480.0).contains(&b.canary), "{}", b.canary);
+        assert!((20.0..24.0).contains(&b.stable), "{}", b.stable);
+        assert!(b.to_string().starts_with("p99_ms canary 4"), "{b}");
+        let close = |v: &str, _| {
+            if v == "2" {
+                counts(100, 0, 60)
+            } else {
+                counts(100, 0, 20)
+            }
+        };
+        assert_eq!(r.breached(close), None);
+        // One slow turn in a hundred is the 99th percentile's business.
+        let mut one = counts(99, 0, 20);
+        one.add_turn(false, false, 0, Duration::from_secs(5));
+        assert!(one.figure(GuardMetric::P99Ms).unwrap() < 24.0);
+    }
+
+    #[test]
+    fn guards_are_validated_and_old_rollouts_read_without_them() {
+        let old: Rollout = serde_json::from_str(r#"{"stable":"1","withdrawn":["0"]}"#).unwrap();
+        assert!(old.guards.is_empty());
+        assert_eq!(
+            serde_json::to_string(&old).unwrap(),
+            r#"{"stable":"1","withdrawn":["0"]}"#
+        );
+        let read: Rollout = serde_json::from_str(
+            r#"{"stable":"1","canary":{"version":"2","tails":[0]},
+                "guards":[{"metric":"fallback_rate","max_increase":0.2}]}"#,
+        )
+        .unwrap();
+        assert_eq!(read.guards[0].window, Duration::from_secs(60));
+        assert_eq!(read.guards[0].min_turns, 20);
+        assert!(read.clone().validated().is_ok());
+        let mut bad = read.clone();
+        bad.guards[0].max_increase = f64::NAN;
+        assert!(matches!(bad.validated(), Err(RolloutError::Guard { .. })));
+        let mut long = read.clone();
+        long.guards[0].window = Duration::from_secs(3600);
+        assert!(matches!(long.validated(), Err(RolloutError::Guard { .. })));
+        let mut alone = read.clone();
+        alone.canary = None;
+        assert_eq!(alone.validated(), Err(RolloutError::GuardsWithoutCanary));
+        assert!(serde_json::from_str::<Rollout>(
+            r#"{"stable":"1","guards":[{"metric":"bogus","max_increase":1}]}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn without_the_canary_everyone_is_on_stable_and_the_canary_withdrawn() {
+        let r = guarded(GuardMetric::FallbackRate, 0.2, 10);
+        let back = r.without_canary().unwrap();
+        assert_eq!(back.canary, None);
+        assert_eq!(back.withdrawn, ["2"]);
+        assert!(back.guards.is_empty());
+        assert_eq!(Rollout::stable("1").without_canary(), None);
     }
 }

@@ -1,7 +1,9 @@
 //! Prometheus metrics: request latency by route and status, messages by
-//! stage and outcome, intents recognised; stage counters, queue depth and
-//! lag per partition, and the L1 hit ratio are read from their sources at
-//! scrape time.
+//! stage and outcome, intents recognised; per bot version (`bot_version`):
+//! turns, intents, fallbacks, handoffs, action errors and turn latency;
+//! rollout guard trips by bot; stage counters, queue depth and lag per
+//! partition, and the L1 hit ratio are read from their sources at scrape
+//! time.
 
 use colloquy_bus::runner::StageStats;
 use colloquy_bus::Bus;
@@ -12,7 +14,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::fmt::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
@@ -41,13 +44,73 @@ struct IntentLabels {
     intent: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    bot_version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionIntentLabels {
+    bot_version: String,
+    intent: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BotLabels {
+    bot: String,
+}
+
 type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
+
+/// How many bot versions get series of their own; later ones share
+/// `bot_version="other"`. Versions come from the registry, so they are
+/// bounded, but a long-lived process may see many come and go.
+pub const MAX_VERSION_LABELS: usize = 16;
+
+/// One turn the policy stage answered.
+pub struct Turn<'a> {
+    /// The version that answered.
+    pub version: &'a str,
+    pub intent: Option<&'a str>,
+    pub fallback: bool,
+    pub handoff: bool,
+    pub action_errors: u64,
+    pub latency: Duration,
+}
+
+/// The per-version families.
+struct ByVersion {
+    turns: Family<VersionLabels, Counter>,
+    intents: Family<VersionIntentLabels, Counter>,
+    fallbacks: Family<VersionLabels, Counter>,
+    handoffs: Family<VersionLabels, Counter>,
+    action_errors: Family<VersionLabels, Counter>,
+    latency: Family<VersionLabels, Histogram, fn() -> Histogram>,
+    /// The versions labelled so far, at most [`MAX_VERSION_LABELS`].
+    seen: Mutex<Vec<String>>,
+}
+
+impl ByVersion {
+    fn label(&self, version: &str) -> String {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.iter().any(|v| v == version) {
+            return version.to_string();
+        }
+        if seen.len() < MAX_VERSION_LABELS {
+            seen.push(version.to_string());
+            return version.to_string();
+        }
+        "other".to_string()
+    }
+}
 
 pub struct Metrics {
     registry: Registry,
     http: HistogramFamily,
     messages: Family<StageLabels, Counter>,
     intents: Family<IntentLabels, Counter>,
+    by_version: ByVersion,
+    guard_trips: Family<BotLabels, Counter>,
     rate_limited: Family<LimitLabels, Counter>,
 }
 
@@ -143,11 +206,58 @@ impl Default for Metrics {
             "Intents recognised (none = below threshold)",
             intents.clone(),
         );
+        let by_version = ByVersion {
+            turns: Family::default(),
+            intents: Family::default(),
+            fallbacks: Family::default(),
+            handoffs: Family::default(),
+            action_errors: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            seen: Mutex::new(Vec::new()),
+        };
+        registry.register(
+            "turns",
+            "Turns answered, by the bot version that answered",
+            by_version.turns.clone(),
+        );
+        registry.register(
+            "turn_intents",
+            "Intents the policy acted on, by bot version (none = below threshold)",
+            by_version.intents.clone(),
+        );
+        registry.register(
+            "fallbacks",
+            "Turns answered with the bot's fallback response, by bot version",
+            by_version.fallbacks.clone(),
+        );
+        registry.register(
+            "handoffs",
+            "Turns that handed the user to a human, by bot version",
+            by_version.handoffs.clone(),
+        );
+        registry.register(
+            "action_errors",
+            "Action calls that failed, by bot version (declarative actions cannot fail: 0)",
+            by_version.action_errors.clone(),
+        );
+        registry.register(
+            "turn_duration_seconds",
+            "Policy-stage time of a turn (state, step, durable append), by bot version",
+            by_version.latency.clone(),
+        );
+        let guard_trips = Family::<BotLabels, Counter>::default();
+        registry.register(
+            "rollout_guard_trips",
+            "Canaries this process rolled back because a rollout guard tripped",
+            guard_trips.clone(),
+        );
         Metrics {
             registry,
             http,
             messages,
             intents,
+            by_version,
+            guard_trips,
             rate_limited,
         }
     }
@@ -272,9 +382,46 @@ impl Metrics {
             .inc();
     }
 
-    pub fn intent(&self, intent: Option<&str>) {
-        let intent = intent.unwrap_or("none").to_string();
-        self.intents.get_or_create(&IntentLabels { intent }).inc();
+    /// Every per-version series of the answering version moves (by 0
+    /// where nothing happened), so rates divide by a series that exists.
+    pub fn turn(&self, turn: &Turn<'_>) {
+        let intent = turn.intent.unwrap_or("none").to_string();
+        self.intents
+            .get_or_create(&IntentLabels {
+                intent: intent.clone(),
+            })
+            .inc();
+        let v = &self.by_version;
+        let labels = VersionLabels {
+            bot_version: v.label(turn.version),
+        };
+        v.turns.get_or_create(&labels).inc();
+        v.fallbacks
+            .get_or_create(&labels)
+            .inc_by(u64::from(turn.fallback));
+        v.handoffs
+            .get_or_create(&labels)
+            .inc_by(u64::from(turn.handoff));
+        v.action_errors
+            .get_or_create(&labels)
+            .inc_by(turn.action_errors);
+        v.latency
+            .get_or_create(&labels)
+            .observe(turn.latency.as_secs_f64());
+        v.intents
+            .get_or_create(&VersionIntentLabels {
+                bot_version: labels.bot_version,
+                intent,
+            })
+            .inc();
+    }
+
+    pub fn guard_tripped(&self, bot: &str) {
+        self.guard_trips
+            .get_or_create(&BotLabels {
+                bot: bot.to_string(),
+            })
+            .inc();
     }
 }
 
@@ -287,7 +434,15 @@ mod tests {
         let m = Metrics::default();
         m.observe_request("messages", "POST", 202, 0.002);
         m.message("policy", "ok");
-        m.intent(Some("ask_stock"));
+        m.turn(&Turn {
+            version: "1.2.0",
+            intent: Some("ask_stock"),
+            fallback: true,
+            handoff: false,
+            action_errors: 0,
+            latency: Duration::from_millis(3),
+        });
+        m.guard_tripped("shoe-store");
         let text = m.render(&Sampled {
             queue_depth: 7,
             retries: 1,
@@ -316,6 +471,17 @@ mod tests {
             text.contains("colloquy_intents_total{intent=\"ask_stock\"} 1"),
             "{text}"
         );
+        for series in [
+            "colloquy_turns_total{bot_version=\"1.2.0\"} 1",
+            "colloquy_fallbacks_total{bot_version=\"1.2.0\"} 1",
+            "colloquy_handoffs_total{bot_version=\"1.2.0\"} 0",
+            "colloquy_action_errors_total{bot_version=\"1.2.0\"} 0",
+            "colloquy_turn_intents_total{bot_version=\"1.2.0\",intent=\"ask_stock\"} 1",
+            "colloquy_turn_duration_seconds_count{bot_version=\"1.2.0\"} 1",
+            "colloquy_rollout_guard_trips_total{bot=\"shoe-store\"} 1",
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
         assert!(text.contains("colloquy_queue_depth 7"), "{text}");
         assert!(
             text.contains("colloquy_consumer_lag{topic=\"chat.in\",partition=\"3\"} 7"),
@@ -342,5 +508,31 @@ mod tests {
             .count();
         assert_eq!(series, 2, "{text}");
         assert!(text.contains("method=\"other\""), "{text}");
+    }
+
+    #[test]
+    fn versions_beyond_the_cap_share_one_label() {
+        let m = Metrics::default();
+        for i in 0..MAX_VERSION_LABELS + 5 {
+            m.turn(&Turn {
+                version: &format!("1.0.{i}"),
+                intent: None,
+                fallback: false,
+                handoff: false,
+                action_errors: 0,
+                latency: Duration::from_millis(1),
+            });
+        }
+        let text = m.render(&Sampled::default());
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("colloquy_turns_total{"))
+            .count();
+        assert_eq!(series, MAX_VERSION_LABELS + 1, "{text}");
+        assert!(
+            text.contains("colloquy_turns_total{bot_version=\"other\"} 5"),
+            "{text}"
+        );
+        assert!(text.contains("bot_version=\"1.0.0\""), "{text}");
     }
 }

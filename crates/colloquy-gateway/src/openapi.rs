@@ -59,7 +59,15 @@ pub fn document() -> Value {
                     "canary": {"type": "object", "nullable": true, "required": ["version", "tails"], "properties": {
                         "version": {"type": "string"},
                         "tails": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 9}}}},
-                    "withdrawn": {"type": "array", "items": {"type": "string"}, "description": "Versions rolled back: no session stays pinned on them"}}},
+                    "withdrawn": {"type": "array", "items": {"type": "string"}, "description": "Versions rolled back: no session stays pinned on them"},
+                    "guards": {"type": "array", "items": {"$ref": "#/components/schemas/Guard"}}}},
+                "Guard": {"type": "object", "required": ["metric", "max_increase"],
+                    "description": "A limit on the canary: when its figure over the last `window` exceeds stable's by more than `max_increase`, once it answered `min_turns` turns in that window, the canary is rolled back by itself (history action `guard`, the figures in its note). Counted per process over the turns it answered.",
+                    "properties": {
+                        "metric": {"type": "string", "enum": ["fallback_rate", "handoff_rate", "action_error_rate", "p99_ms"]},
+                        "max_increase": {"type": "number", "minimum": 0, "description": "Rate points for a rate (0.2 = 20 points), milliseconds for p99_ms"},
+                        "window": {"type": "string", "default": "60s", "description": "A duration from 1s to 10m"},
+                        "min_turns": {"type": "integer", "minimum": 1, "default": 20}}},
                 "RolloutStatus": {"type": "object", "properties": {
                     "rollout": {"type": "object", "properties": {
                         "name": {"type": "string"}, "generation": {"type": "integer"},
@@ -135,11 +143,12 @@ pub fn document() -> Value {
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["stable"], "properties": {
                         "stable": {"type": "string"},
                         "canary": {"type": "object", "properties": {"version": {"type": "string"}, "tails": {"type": "array", "items": {"type": "integer"}}}},
+                        "guards": {"type": "array", "items": {"$ref": "#/components/schemas/Guard"}, "description": "Only with a canary; promote and rollback drop them"},
                         "expected_generation": {"type": "integer", "description": "Refuse (409) if the rollout moved on since this generation"}}}}}},
                     "responses": with(json!({"200": {"description": "Set", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RolloutStatus"}}}},
                         "404": error_response("A version it names was never pushed (unknown_version)"),
                         "409": error_response("The rollout changed meanwhile (rollout_changed)"),
-                        "422": error_response("Tails not 0-9, no tails, or canary equal to stable")}))}},
+                        "422": error_response("Tails not 0-9, no tails, canary equal to stable, or a guard out of range or without a canary")}))}},
             "/v1/bots/{name}/promote": {"post": {"summary": "Admin: the canary becomes stable; running sessions finish on their version",
                 "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": with(json!({"200": {"description": "Promoted", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RolloutStatus"}}}},

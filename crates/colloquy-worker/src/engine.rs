@@ -6,6 +6,7 @@ use colloquy_core::{step, Event, EventKind, Input, NluResult, State};
 use colloquy_store::l1::{HotStates, HotStats, MemoryHotStates, MEMORY_L1_USERS};
 use colloquy_store::{Conversations, StoreError};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// What handling a message produced.
 #[derive(Debug, Clone)]
@@ -15,6 +16,49 @@ pub struct Reply {
     pub events: Vec<Event>,
     /// The user's state after the message; shared with the L1.
     pub state: Arc<State>,
+    /// What the turn was, for metrics; `None` for a duplicate.
+    pub turn: Option<TurnFacts>,
+}
+
+/// One answered turn as metrics and rollout guards count it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnFacts {
+    /// The version that answered (the one its events name).
+    pub version: String,
+    /// The intent the policy acted on (`None`: below threshold).
+    pub intent: Option<String>,
+    /// The bot said its fallback response.
+    pub fallback: bool,
+    pub handoff: bool,
+    /// Action calls that failed. Always 0 today: the only actions are
+    /// declarative table lookups, which cannot fail; the count is kept so
+    /// that an action kind that can fail has its series and guard waiting.
+    pub action_errors: u64,
+    /// The policy stage's time for the turn: state, step and durable
+    /// append, and a second classification when the route asked for one.
+    pub latency: Duration,
+}
+
+impl TurnFacts {
+    fn of(
+        version: &str,
+        intent: Option<&str>,
+        fallback: &str,
+        events: &[Event],
+        latency: Duration,
+    ) -> TurnFacts {
+        let said = |e: &Event| matches!(&e.kind, EventKind::BotSaid { response: Some(r), .. } if r == fallback);
+        TurnFacts {
+            version: version.to_string(),
+            intent: intent.map(String::from),
+            fallback: events.iter().any(said),
+            handoff: events
+                .iter()
+                .any(|e| matches!(e.kind, EventKind::HandedOff { .. })),
+            action_errors: 0,
+            latency,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +163,7 @@ impl Engine {
         understood: &Classified,
         now_ms: i64,
     ) -> Result<Reply, EngineError> {
+        let started = Instant::now();
         let table = self.versions.current();
         for _ in 0..CONFLICT_RETRIES {
             let state = self.take(user).await?;
@@ -130,6 +175,7 @@ impl Engine {
                     replies: replies?,
                     events: Vec::new(),
                     state,
+                    turn: None,
                 });
             }
             let (route, bot) = table.route(&state, now_ms);
@@ -154,10 +200,19 @@ impl Engine {
                 Ok(()) => {
                     let state = Arc::new(turn.state);
                     self.hot.put(Arc::clone(&state)).await;
+                    let facts = TurnFacts::of(
+                        &bot.bot.id.version,
+                        nlu.intent.as_deref(),
+                        &bot.bot.fallback,
+                        &turn.events,
+                        started.elapsed(),
+                    );
+                    self.versions.turns.record(&facts);
                     return Ok(Reply {
                         replies: turn.replies,
                         events: turn.events,
                         state,
+                        turn: Some(facts),
                     });
                 }
                 Err(StoreError::Conflict { .. }) => {

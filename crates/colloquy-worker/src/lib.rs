@@ -14,5 +14,5 @@ pub mod scenario;
 pub mod versions;
 
 // Where the binary has found it; the store's L1 module owns it now.
-pub use engine::{Classified, Engine, EngineError, Reply};
+pub use engine::{Classified, Engine, EngineError, Reply, TurnFacts};
 pub use loader::{load_bot, load_files, read_files, read_sources, LoadError, LoadedBot};

@@ -6,7 +6,7 @@
 //! record is done, and its offset may be committed, only after what the
 //! stage produced is durable downstream, so a crash anywhere redelivers it.
 
-use crate::engine::{Classified, Engine, EngineError};
+use crate::engine::{Classified, Engine, EngineError, TurnFacts};
 use async_trait::async_trait;
 use colloquy_bus::runner::{Handler, HandlerError};
 use colloquy_bus::{Bus, Record};
@@ -66,7 +66,11 @@ async fn publish(
 /// Counters a stage reports; the binary exports them as metrics.
 pub trait StageObserver: Send + Sync {
     fn message(&self, stage: &'static str, outcome: &'static str);
-    fn intent(&self, intent: Option<&str>);
+    /// A turn the policy stage answered (not a redelivered one), with the
+    /// version that answered it.
+    fn turn(&self, turn: &TurnFacts);
+    /// This process rolled `bot`'s canary back because a guard tripped.
+    fn guard_tripped(&self, bot: &str);
 }
 
 /// The NLU stage: classifications run on the calling task, at most
@@ -183,6 +187,7 @@ impl PolicyHandler {
         deliver: Arc<dyn Deliver>,
         observer: Arc<dyn StageObserver>,
     ) -> PolicyHandler {
+        engine.versions().observe(observer.clone());
         PolicyHandler {
             engine,
             deliver,
@@ -215,11 +220,12 @@ impl PolicyHandler {
                 });
             }
         };
-        if reply.events.is_empty() {
-            self.observer.message("policy", "duplicate");
-        } else {
-            self.observer.message("policy", "ok");
-            self.observer.intent(classified.nlu.intent.as_deref());
+        match &reply.turn {
+            None => self.observer.message("policy", "duplicate"),
+            Some(turn) => {
+                self.observer.message("policy", "ok");
+                self.observer.turn(turn);
+            }
         }
         self.deliver
             .deliver(Outcome {

@@ -7,15 +7,23 @@
 //! one, whole. A version that fails to load is never activated here; the
 //! process keeps serving what it had and reports the failure to the
 //! registry, where the admin call that made the change reads it.
+//!
+//! [`Turns`] counts the turns each version answered in this process, and
+//! the follower checks the rollout's guards against them every tick
+//! ([`Follower::check_guards`]): a breach rolls the canary back through the
+//! registry, which every process then follows like any rollback.
 
+use crate::engine::TurnFacts;
 use crate::loader::{load_files, LoadError, LoadedBot};
+use crate::pipeline::StageObserver;
+use colloquy_core::rollout::{Breach, WindowCounts, MAX_GUARD_WINDOW};
 use colloquy_core::{Rollout, Route, State};
 use colloquy_store::registry::{
     Activation, BotFiles, BotRegistry, RegistryError, RolloutAction, RolloutChange, StoredVersion,
 };
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 /// What a turn routes by: one consistent set of loaded versions and the
 /// rollout over them.
@@ -69,9 +77,83 @@ impl Table {
     }
 }
 
-/// The current [`Table`], swapped whole.
+/// The turns each version answered in this process over the last
+/// [`MAX_GUARD_WINDOW`], one bucket a second: the counts guards read. A
+/// turn costs one uncontended lock and an addition; a version that
+/// answers nothing for that long is dropped.
+pub struct Turns {
+    started: Instant,
+    /// Version → (second since `started`, its counts), oldest first.
+    by_version: Mutex<HashMap<String, VecDeque<(u64, WindowCounts)>>>,
+}
+
+impl Default for Turns {
+    fn default() -> Self {
+        Turns {
+            started: Instant::now(),
+            by_version: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Turns {
+    pub fn record(&self, turn: &TurnFacts) {
+        let now = self.started.elapsed().as_secs();
+        let mut map = self.by_version.lock().unwrap_or_else(|p| p.into_inner());
+        // Looked up by reference first: the version is allocated only for
+        // its first turn.
+        let buckets = match map.get_mut(&turn.version) {
+            Some(b) => b,
+            None => map.entry(turn.version.clone()).or_default(),
+        };
+        if buckets.back().is_none_or(|(s, _)| *s != now) {
+            buckets.push_back((now, WindowCounts::default()));
+        }
+        if let Some((_, c)) = buckets.back_mut() {
+            c.add_turn(
+                turn.fallback,
+                turn.handoff,
+                turn.action_errors,
+                turn.latency,
+            );
+        }
+        while buckets
+            .front()
+            .is_some_and(|(s, _)| s + MAX_GUARD_WINDOW.as_secs() <= now)
+        {
+            buckets.pop_front();
+        }
+    }
+
+    /// `version`'s turns over the last `window` (whole seconds, this one
+    /// included).
+    pub fn window(&self, version: &str, window: Duration) -> WindowCounts {
+        let now = self.started.elapsed().as_secs();
+        let mut map = self.by_version.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, b| {
+            b.back()
+                .is_some_and(|(s, _)| s + MAX_GUARD_WINDOW.as_secs() > now)
+        });
+        let mut sum = WindowCounts::default();
+        for (_, c) in map
+            .get(version)
+            .into_iter()
+            .flatten()
+            .filter(|(s, _)| s + window.as_secs() > now)
+        {
+            sum.merge(c);
+        }
+        sum
+    }
+}
+
+/// The current [`Table`], swapped whole, and the turns answered by it.
 pub struct Versions {
     current: RwLock<Arc<Table>>,
+    pub turns: Turns,
+    /// The policy stage's observer, told of the guard trips this
+    /// process's follower acts on.
+    observer: OnceLock<Arc<dyn StageObserver>>,
 }
 
 impl Versions {
@@ -85,7 +167,15 @@ impl Versions {
                 bots: HashMap::from([(only.clone(), bot)]),
                 only,
             })),
+            turns: Turns::default(),
+            observer: OnceLock::new(),
         }
+    }
+
+    /// Report guard trips to `observer`. A process runs one policy stage,
+    /// so the first observer is the only one; a later one is ignored.
+    pub fn observe(&self, observer: Arc<dyn StageObserver>) {
+        let _ = self.observer.set(observer);
     }
 
     pub fn current(&self) -> Arc<Table> {
@@ -207,6 +297,60 @@ impl Follower {
             .map_err(|e| e.to_string())
     }
 
+    /// Roll the canary back through the registry if it breaches one of
+    /// the rollout's guards over the turns this process answered; the
+    /// breach acted on, if any. The change is conditional on the
+    /// generation this process serves: losing that race means another
+    /// process (or an admin) changed the rollout first, which is fine.
+    pub async fn check_guards(&self) -> Result<Option<Breach>, RegistryError> {
+        let table = self.versions.current();
+        let Some(rollout) = &table.rollout else {
+            return Ok(None);
+        };
+        let Some(breach) = rollout.breached(|v, w| self.versions.turns.window(v, w)) else {
+            return Ok(None);
+        };
+        let (Some(next), Some(canary)) = (rollout.without_canary(), &rollout.canary) else {
+            return Ok(None);
+        };
+        let change = RolloutChange {
+            rollout: next,
+            action: RolloutAction::Guard,
+            by: self.process.clone(),
+            at_ms: (self.now_ms)(),
+            note: Some(breach.to_string()),
+        };
+        match self
+            .registry
+            .set_rollout(&self.bot, table.generation, change)
+            .await
+        {
+            Ok(record) => {
+                tracing::warn!(
+                    bot = %self.bot,
+                    canary = %canary.version,
+                    generation = record.generation,
+                    breach = %breach,
+                    "a rollout guard tripped: the canary is rolled back"
+                );
+                if let Some(o) = self.versions.observer.get() {
+                    o.guard_tripped(&self.bot);
+                }
+                Ok(Some(breach))
+            }
+            Err(RegistryError::Stale { current, .. }) => {
+                tracing::info!(
+                    bot = %self.bot,
+                    current,
+                    breach = %breach,
+                    "a rollout guard tripped, but the rollout changed first"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn report(&self, generation: u64, error: Option<String>) {
         let activation = Activation {
             process: self.process.clone(),
@@ -232,6 +376,11 @@ impl Follower {
             tokio::select! {
                 _ = &mut stop => return,
                 _ = tick.tick() => {}
+            }
+            // Guards first: the rollback a breach writes is activated by
+            // the sync right after, in the same tick.
+            if let Err(e) = self.check_guards().await {
+                tracing::warn!(bot = %self.bot, error = %e, "could not act on a rollout guard");
             }
             match self.sync(refused.as_ref().map_or(0, |r| r.0)).await {
                 Ok(Synced::Refused(g, e)) => refused = Some((g, e)),

@@ -53,6 +53,14 @@ enum BotsCommand {
         /// User-id tails (0-9) sent to the canary, e.g. 0,1 for 20 %.
         #[arg(long, value_delimiter = ',', requires = "canary")]
         tails: Vec<u8>,
+        /// Roll the canary back by itself when it does worse than stable:
+        /// METRIC:MAX_INCREASE[:MIN_TURNS[:WINDOW]], repeatable. METRIC is
+        /// fallback_rate, handoff_rate, action_error_rate (MAX_INCREASE in
+        /// rate points: 0.2 = 20 points) or p99_ms (in milliseconds);
+        /// MIN_TURNS (default 20) canary turns in WINDOW (default 60s, at
+        /// most 10m) before it can fire. E.g. --guard fallback_rate:0.2:50:5m
+        #[arg(long = "guard", value_name = "GUARD", requires = "canary", value_parser = parse_guard)]
+        guards: Vec<Value>,
     },
     /// Make the canary the stable version for everyone.
     Promote { name: String },
@@ -126,13 +134,14 @@ pub fn run(args: BotsArgs) -> anyhow::Result<ExitCode> {
                 stable,
                 canary,
                 tails,
+                guards,
             } => {
                 let canary = canary.map(|c| json!({"version": c, "tails": tails}));
                 let v = client
                     .call(
                         Method::PUT,
                         &format!("/v1/bots/{name}/rollout"),
-                        Some(json!({"stable": stable, "canary": canary})),
+                        Some(json!({"stable": stable, "canary": canary, "guards": guards})),
                     )
                     .await?;
                 return Ok(report(&v));
@@ -225,6 +234,38 @@ fn mint(data: &std::path::Path) -> anyhow::Result<String> {
     )?)
 }
 
+/// `--guard METRIC:MAX_INCREASE[:MIN_TURNS[:WINDOW]]` as the admin API's
+/// guard; the server checks the ranges.
+fn parse_guard(text: &str) -> Result<Value, String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    if !(2..=4).contains(&parts.len()) {
+        return Err("expected METRIC:MAX_INCREASE[:MIN_TURNS[:WINDOW]]".into());
+    }
+    let metric = colloquy_core::GuardMetric::parse(parts[0]).ok_or_else(|| {
+        let names: Vec<&str> = colloquy_core::GuardMetric::ALL
+            .iter()
+            .map(|m| m.name())
+            .collect();
+        format!("unknown metric {}: one of {}", parts[0], names.join(", "))
+    })?;
+    let max_increase: f64 = parts[1]
+        .parse()
+        .map_err(|_| format!("MAX_INCREASE {} is not a number", parts[1]))?;
+    let mut guard = json!({"metric": metric, "max_increase": max_increase});
+    if let Some(n) = parts.get(2) {
+        let n: u64 = n
+            .parse()
+            .map_err(|_| format!("MIN_TURNS {n} is not a whole number"))?;
+        guard["min_turns"] = json!(n);
+    }
+    if let Some(w) = parts.get(3) {
+        colloquy_core::duration::parse(w)
+            .ok_or_else(|| format!("WINDOW {w} is not {}", colloquy_core::duration::EXPECTED))?;
+        guard["window"] = json!(w);
+    }
+    Ok(guard)
+}
+
 fn rollout_line(r: &Value) -> String {
     let mut s = format!("stable {}", r["stable"].as_str().unwrap_or("?"));
     if let Some(c) = r.get("canary").filter(|c| !c.is_null()) {
@@ -238,6 +279,20 @@ fn rollout_line(r: &Value) -> String {
         if !w.is_empty() {
             s.push_str(&format!(", withdrawn {}", Value::Array(w.clone())));
         }
+    }
+    for g in r
+        .get("guards")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        s.push_str(&format!(
+            ", guard {} +{} over {} after {} turns",
+            g["metric"].as_str().unwrap_or("?"),
+            g["max_increase"],
+            g["window"].as_str().unwrap_or("?"),
+            g["min_turns"]
+        ));
     }
     s
 }
@@ -278,4 +333,31 @@ fn time(ms: Option<i64>) -> String {
     ms.and_then(chrono::DateTime::from_timestamp_millis)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guard_flag_becomes_the_api_guard() {
+        assert_eq!(
+            parse_guard("fallback_rate:0.2").unwrap(),
+            json!({"metric": "fallback_rate", "max_increase": 0.2})
+        );
+        assert_eq!(
+            parse_guard("p99_ms:150:50:5m").unwrap(),
+            json!({"metric": "p99_ms", "max_increase": 150.0, "min_turns": 50, "window": "5m"})
+        );
+        for bad in [
+            "fallback_rate",
+            "latency:1",
+            "handoff_rate:x",
+            "p99_ms:1:many",
+            "p99_ms:1:5:soon",
+            "a:1:2:3s:4",
+        ] {
+            assert!(parse_guard(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -212,8 +212,19 @@ impl StageObserver for MetricsObserver {
         self.0.message(stage, outcome);
     }
 
-    fn intent(&self, intent: Option<&str>) {
-        self.0.intent(intent);
+    fn turn(&self, turn: &colloquy_worker::TurnFacts) {
+        self.0.turn(&colloquy_gateway::metrics::Turn {
+            version: &turn.version,
+            intent: turn.intent.as_deref(),
+            fallback: turn.fallback,
+            handoff: turn.handoff,
+            action_errors: turn.action_errors,
+            latency: turn.latency,
+        });
+    }
+
+    fn guard_tripped(&self, bot: &str) {
+        self.0.guard_tripped(bot);
     }
 }
 

@@ -6,7 +6,8 @@ mod server;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use server::{token, until_active, v2, Server};
+use server::{shoe_store, token, until_active, v2, Server};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 fn client() -> reqwest::Client {
@@ -299,4 +300,151 @@ async fn the_bots_command_drives_a_rollout() {
         out.contains("422") && out.contains("bot.yaml:") && out.contains("bot.fallback"),
         "{out}"
     );
+}
+
+/// Version 1.2.0: a bad release whose classifier threshold (0.99) makes it
+/// fall back on nearly everything.
+fn bad_canary() -> BTreeMap<String, String> {
+    let mut files = shoe_store();
+    let bot = files.get_mut("bot.yaml").unwrap();
+    *bot = bot
+        .replace("version: \"1.0.0\"", "version: \"1.2.0\"")
+        .replace("threshold: 0.4", "threshold: 0.99");
+    files
+}
+
+/// The shoe store's fallback response, in either of its variants.
+fn fell_back(replies: &[String]) -> bool {
+    replies
+        .iter()
+        .any(|r| r.starts_with("抱歉,我没太听懂") || r.starts_with("这个问题我还不会回答"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_that_breaches_its_guard_is_rolled_back_by_itself() {
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start(data.path(), &[]);
+    let c = client();
+    use reqwest::Method;
+
+    let (st, r) = admin(
+        &c,
+        &s,
+        Method::POST,
+        "/v1/bots",
+        Some(json!({ "files": bad_canary() })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{r}");
+    // A guard that makes no sense is refused, and nothing changes.
+    let (st, r) = admin(
+        &c,
+        &s,
+        Method::PUT,
+        "/v1/bots/shoe-store/rollout",
+        Some(
+            json!({"stable": "1.0.0", "canary": {"version": "1.2.0", "tails": [0]},
+                    "guards": [{"metric": "fallback_rate", "max_increase": 0.2, "window": "2h"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{r}");
+    let (st, r) = admin(
+        &c,
+        &s,
+        Method::PUT,
+        "/v1/bots/shoe-store/rollout",
+        Some(json!({
+            "stable": "1.0.0",
+            "canary": {"version": "1.2.0", "tails": [0, 1, 2, 3, 4]},
+            "guards": [{"metric": "fallback_rate", "max_increase": 0.3, "window": "60s", "min_turns": 10}],
+        })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_eq!(r["rollout"]["rollout"]["guards"][0]["min_turns"], 10, "{r}");
+    let guarded_generation = r["rollout"]["generation"].as_u64().unwrap();
+
+    // Many users, half of them on the canary, until the guard trips. Each
+    // text is one stable answers and 1.2.0 does not understand (measured
+    // with `colloquy chat`; verbatim training examples still pass 0.99).
+    let texts = ["有没有人啊", "在不在呀", "有货吗", "你们还有鞋吗"];
+    let (mut canary_turns, mut canary_fallbacks) = (0, 0);
+    let mut tripped_after = None;
+    for i in 0..200 {
+        let user = format!("guard-user-{i}");
+        let replies = say(&c, &s, &user, texts[i % texts.len()]).await;
+        if route(&c, &s, &user).await["version"] == "1.2.0" {
+            canary_turns += 1;
+            canary_fallbacks += usize::from(fell_back(&replies));
+        } else {
+            assert!(
+                !fell_back(&replies),
+                "stable user {user} fell back: {replies:?}"
+            );
+        }
+        let (_, now) = admin(&c, &s, Method::GET, "/v1/bots/shoe-store/rollout", None).await;
+        if now["rollout"]["generation"].as_u64() != Some(guarded_generation) {
+            tripped_after = Some(i + 1);
+            break;
+        }
+    }
+    let turns = tripped_after.unwrap_or_else(|| {
+        panic!(
+            "the guard never tripped: {canary_fallbacks} of {canary_turns} canary turns fell back"
+        )
+    });
+    println!("guard tripped after {turns} turns ({canary_fallbacks} of {canary_turns} canary turns fell back)");
+    assert!(
+        canary_turns >= 10,
+        "tripped before min_turns: {canary_turns}"
+    );
+    assert!(
+        canary_fallbacks * 2 > canary_turns,
+        "the bad canary fell back on {canary_fallbacks} of {canary_turns}"
+    );
+
+    // Rolled back by the guard, with the figures in the history.
+    let (_, h) = admin(&c, &s, Method::GET, "/v1/bots/shoe-store/history", None).await;
+    let newest = &h["history"][0];
+    assert_eq!(newest["action"], "guard", "{h}");
+    let note = newest["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("fallback_rate canary ") && note.contains(" vs stable 0.00 over 1m ("),
+        "{note}"
+    );
+    let (_, r) = admin(&c, &s, Method::GET, "/v1/bots/shoe-store/rollout", None).await;
+    let rollout = &r["rollout"]["rollout"];
+    assert_eq!(rollout["stable"], "1.0.0", "{r}");
+    assert!(rollout.get("canary").is_none(), "{r}");
+    assert!(rollout.get("guards").is_none(), "{r}");
+    assert_eq!(rollout["withdrawn"], json!(["1.2.0"]), "{r}");
+
+    // Canary users are back on stable at their next turn; stable users
+    // never saw a change.
+    for user in ["guard-user-10", "guard-user-13", "guard-user-15"] {
+        assert!(!fell_back(&say(&c, &s, user, "有货吗").await), "{user}");
+        assert_eq!(route(&c, &s, user).await["version"], "1.0.0");
+    }
+
+    let m = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "colloquy_turns_total{bot_version=\"1.0.0\"}",
+        "colloquy_turns_total{bot_version=\"1.2.0\"}",
+        "colloquy_handoffs_total{bot_version=\"1.2.0\"} 0",
+        "colloquy_action_errors_total{bot_version=\"1.2.0\"} 0",
+        "colloquy_turn_duration_seconds_count{bot_version=\"1.2.0\"}",
+        "colloquy_rollout_guard_trips_total{bot=\"shoe-store\"} 1",
+        "colloquy_fallbacks_total{bot_version=\"1.0.0\"} 0",
+        &format!("colloquy_fallbacks_total{{bot_version=\"1.2.0\"}} {canary_fallbacks}"),
+    ] {
+        assert!(m.contains(needle), "{needle} not in\n{m}");
+    }
 }

@@ -19,7 +19,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use colloquy_core::bot::{compile, BotError, SourceFile};
-use colloquy_core::{Canary, Rollout};
+use colloquy_core::{Canary, Guard, Rollout};
 use colloquy_store::registry::{
     Activation, BotFiles, BotRegistry, Pushed, RegistryError, RolloutAction, RolloutChange,
     RolloutRecord, StoredVersion,
@@ -230,6 +230,9 @@ pub(super) struct SetRollout {
     stable: String,
     #[serde(default)]
     canary: Option<Canary>,
+    /// Limits on the canary; a breach rolls it back by itself.
+    #[serde(default)]
+    guards: Vec<Guard>,
     /// The generation the caller read; the change is refused (409) if the
     /// rollout moved on since. Without it the change applies on top of
     /// whatever is current.
@@ -258,6 +261,7 @@ pub(super) async fn set_rollout(
                 stable: body.stable.clone(),
                 canary: body.canary.clone(),
                 withdrawn,
+                guards: body.guards.clone(),
             },
             RolloutAction::Set,
             None,
@@ -288,6 +292,8 @@ pub(super) async fn promote(
                 stable: canary.version,
                 canary: None,
                 withdrawn: current.rollout.withdrawn.clone(),
+                // They watched the canary, which is gone.
+                guards: Vec::new(),
             },
             RolloutAction::Promote,
             Some(note),
@@ -308,14 +314,15 @@ pub(super) async fn rollback(
     let history = reg.history(&name, 1000).await.map_err(registry_error)?;
     change(&gw, &who, &name, None, |current| {
         let current = current.ok_or_else(|| no_rollout(&name))?;
-        let mut next = current.rollout.clone();
-        let bad = match next.canary.take() {
-            Some(c) => c.version,
+        let next = match current.rollout.without_canary() {
+            Some(next) => next,
             None => {
                 let previous = history
                     .iter()
                     .map(|r| &r.rollout.stable)
-                    .find(|v| **v != current.rollout.stable && !next.withdrawn.contains(v))
+                    .find(|v| {
+                        **v != current.rollout.stable && !current.rollout.withdrawn.contains(v)
+                    })
                     .ok_or_else(|| {
                         ApiError::new(
                             StatusCode::CONFLICT,
@@ -323,11 +330,18 @@ pub(super) async fn rollback(
                             format!("{name} has no canary and no earlier stable version"),
                         )
                     })?;
-                std::mem::replace(&mut next.stable, previous.clone())
+                let mut next = current.rollout.clone();
+                next.withdrawn
+                    .push(std::mem::replace(&mut next.stable, previous.clone()));
+                next
             }
         };
+        let bad = next
+            .withdrawn
+            .last()
+            .map(String::as_str)
+            .unwrap_or_default();
         let note = format!("{bad} withdrawn; {} serves everyone", next.stable);
-        next.withdrawn.push(bad);
         Ok((next, RolloutAction::Rollback, Some(note)))
     })
     .await

@@ -107,6 +107,7 @@ async fn rollouts_need_known_versions_and_count_generations(reg: &dyn BotRegistr
             tails: vec![1, 0, 1],
         }),
         withdrawn: vec![],
+        guards: vec![],
     };
     let second = reg
         .set_rollout(bot, 1, change(canary, RolloutAction::Set))
@@ -121,6 +122,7 @@ async fn rollouts_need_known_versions_and_count_generations(reg: &dyn BotRegistr
             tails: vec![1],
         }),
         withdrawn: vec![],
+        guards: vec![],
     };
     assert!(matches!(
         reg.set_rollout(bot, 2, change(canary_is_stable, RolloutAction::Set))
