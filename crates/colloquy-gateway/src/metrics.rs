@@ -186,6 +186,11 @@ impl Default for Metrics {
         let messages = Family::<StageLabels, Counter>::default();
         let intents = Family::<IntentLabels, Counter>::default();
         let rate_limited = Family::<LimitLabels, Counter>::default();
+        // Every limit's series exists from the start (at 0), so a rate of
+        // refusals is 0 rather than absent.
+        for limit in ["user", "token", "connection"] {
+            let _ = rate_limited.get_or_create(&LimitLabels { limit });
+        }
         registry.register(
             "rate_limited",
             "Messages refused by a rate limit (user, token or connection)",
@@ -414,6 +419,13 @@ impl Metrics {
                 intent,
             })
             .inc();
+    }
+
+    /// The trip count of `bot`'s guards, at 0 until one trips.
+    pub fn guards_watched(&self, bot: &str) {
+        let _ = self.guard_trips.get_or_create(&BotLabels {
+            bot: bot.to_string(),
+        });
     }
 
     pub fn guard_tripped(&self, bot: &str) {

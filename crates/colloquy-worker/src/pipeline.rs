@@ -71,6 +71,9 @@ pub trait StageObserver: Send + Sync {
     fn turn(&self, turn: &TurnFacts);
     /// This process rolled `bot`'s canary back because a guard tripped.
     fn guard_tripped(&self, bot: &str);
+    /// This process checks `bot`'s guards: its trip count starts at 0, so
+    /// that an alert on its increase has a series to look at.
+    fn guards_watched(&self, bot: &str);
 }
 
 /// The NLU stage: classifications run on the calling task, at most

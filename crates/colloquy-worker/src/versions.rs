@@ -175,6 +175,9 @@ impl Versions {
     /// Report guard trips to `observer`. A process runs one policy stage,
     /// so the first observer is the only one; a later one is ignored.
     pub fn observe(&self, observer: Arc<dyn StageObserver>) {
+        if let Some(b) = self.current().bots.values().next() {
+            observer.guards_watched(&b.bot.id.name);
+        }
         let _ = self.observer.set(observer);
     }
 

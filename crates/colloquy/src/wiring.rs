@@ -226,6 +226,10 @@ impl StageObserver for MetricsObserver {
     fn guard_tripped(&self, bot: &str) {
         self.0.guard_tripped(bot);
     }
+
+    fn guards_watched(&self, bot: &str) {
+        self.0.guards_watched(bot);
+    }
 }
 
 /// The HTTP gateway, not yet listening; the caller adds the registry
