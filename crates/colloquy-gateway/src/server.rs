@@ -70,6 +70,11 @@ impl Default for ConnectionLimits {
 /// WebSocket sessions are upgraded out of the connection, keep its slot
 /// ([`ConnectionSlot`]) and end on their own (the caller stops the hub that
 /// feeds them).
+/// The address of the client a request came from, as a request extension
+/// (the admin API's audit log keeps it).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -99,9 +104,9 @@ pub async fn serve(
             p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             () = &mut shutdown => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: back off
                     // instead of spinning, keep serving what is open.
@@ -122,6 +127,7 @@ pub async fn serve(
             TowerToHyperService::new(app.clone().map_request(move |req: Request<Incoming>| {
                 let mut req = req.map(axum::body::Body::new);
                 req.extensions_mut().insert(slot.clone());
+                req.extensions_mut().insert(Peer(peer));
                 req
             }));
         let (builder, watcher, header_timeout) =

@@ -211,6 +211,48 @@ async fn versions_roll_out_by_tail_pin_sessions_and_roll_back_without_a_restart(
         .collect();
     assert_eq!(actions, ["rollback", "promote", "set", "local"]);
 
+    // Every admin action is in the audit log, refused ones too: who, from
+    // where, what, how it went.
+    let (st, a) = admin(&c, &s, Method::GET, "/v1/audit", None).await;
+    assert_eq!(st, StatusCode::OK);
+    let log: Vec<(String, String, String)> = a["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["by"], "ops", "{e}");
+            assert!(e["from"].as_str().unwrap().starts_with("127.0.0.1:"), "{e}");
+            (
+                e["action"].as_str().unwrap().to_string(),
+                e["bot"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let outcomes: Vec<&str> = log.iter().map(|(_, _, o)| o.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        [
+            "generation 4: stable 1.0.0",
+            "generation 3: stable 1.1.0",
+            "generation 2: stable 1.0.0, canary 1.1.0 for tails [0]",
+            "refused: 422 invalid_bot",
+            "refused: 409 version_exists",
+            "1.1.0 unchanged",
+            "1.1.0 created",
+        ],
+        "{log:?}"
+    );
+    assert_eq!(log[0].0, "rollback");
+    assert_eq!(log[3].1, "?", "a bot that does not compile has no name yet");
+    let chat = c
+        .get(s.url("/v1/audit"))
+        .bearer_auth(token("alice", "chat"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chat.status(), StatusCode::FORBIDDEN);
+
     // A restart keeps what the admin API set.
     assert_eq!(s.terminate(), Some(0));
     let s = Server::start(data.path(), &[]);

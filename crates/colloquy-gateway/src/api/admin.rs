@@ -11,6 +11,7 @@ use super::authenticated::bearer;
 use super::error::{internal, ApiError};
 use super::Gateway;
 use crate::auth::Principal;
+use crate::server::Peer;
 use axum::body::{to_bytes, Body};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -21,8 +22,8 @@ use axum::Json;
 use colloquy_core::bot::{compile, BotError, SourceFile};
 use colloquy_core::{Canary, Guard, Rollout};
 use colloquy_store::registry::{
-    Activation, BotFiles, BotRegistry, Pushed, RegistryError, RolloutAction, RolloutChange,
-    RolloutRecord, StoredVersion,
+    Activation, AuditEntry, BotFiles, BotRegistry, Pushed, RegistryError, RolloutAction,
+    RolloutChange, RolloutRecord, StoredVersion, VersionInfo,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -36,7 +37,9 @@ const ACTIVATION_WAIT: Duration = Duration::from_secs(3);
 pub const LIVE_WITHIN_MS: i64 = 15_000;
 
 /// The caller of an admin route: a verified token with the admin scope.
-pub struct Admin(pub Principal);
+/// The client's address comes from the connection loop ([`Peer`]); a
+/// router served without it (tests) records none.
+pub struct Admin(pub Principal, pub Option<String>);
 
 impl FromRequestParts<Arc<Gateway>> for Admin {
     type Rejection = ApiError;
@@ -50,8 +53,62 @@ impl FromRequestParts<Arc<Gateway>> for Admin {
                 "the admin API needs a token with the admin scope",
             ));
         }
-        Ok(Admin(principal))
+        let from = parts.extensions.get::<Peer>().map(|p| p.0.to_string());
+        Ok(Admin(principal, from))
     }
+}
+
+/// Keep an admin action in the registry's audit log. The action has
+/// happened (or was refused) either way: a failure to record it is logged
+/// as an error, not turned into a failed call.
+async fn audit(
+    gw: &Gateway,
+    who: &Principal,
+    from: Option<String>,
+    action: &str,
+    bot: &str,
+    outcome: String,
+) {
+    let Some(reg) = gw.registry.as_ref() else {
+        return;
+    };
+    let entry = AuditEntry {
+        at_ms: (gw.clock)(),
+        by: who.user_id.clone(),
+        from,
+        action: action.into(),
+        bot: bot.into(),
+        outcome,
+    };
+    if let Err(e) = reg.audit(entry).await {
+        tracing::error!(error = %e, action, bot, by = %who.user_id, "could not record an admin action in the audit log");
+    }
+}
+
+fn refused(e: &ApiError) -> String {
+    format!("refused: {} {}", e.status().as_u16(), e.code())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuditQuery {
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// `GET /v1/audit`: admin actions, newest first.
+pub(super) async fn audit_log(
+    State(gw): State<Arc<Gateway>>,
+    _: Admin,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad("invalid_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let entries = registry(&gw)?
+        .audit_log(limit)
+        .await
+        .map_err(registry_error)?;
+    Ok(Json(json!({ "audit": entries })))
 }
 
 fn registry(gw: &Gateway) -> Result<&Arc<dyn BotRegistry>, ApiError> {
@@ -93,26 +150,58 @@ struct PushBody {
 /// file, line and field for a bot that does not compile.
 pub(super) async fn push(
     State(gw): State<Arc<Gateway>>,
-    Admin(who): Admin,
+    Admin(who, from): Admin,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let reg = registry(&gw)?;
+    let result = pushed(&gw, &who, body).await;
+    let (bot, outcome) = match &result {
+        Ok((info, status)) => (
+            info.name.clone(),
+            format!(
+                "{} {}",
+                info.version,
+                if *status == StatusCode::CREATED {
+                    "created"
+                } else {
+                    "unchanged"
+                }
+            ),
+        ),
+        Err((bot, e)) => (bot.clone().unwrap_or_else(|| "?".into()), refused(e)),
+    };
+    audit(&gw, &who, from, "push", &bot, outcome).await;
+    let (info, status) = result.map_err(|(_, e)| e)?;
+    Ok((status, Json(json!(info))).into_response())
+}
+
+/// A push, and the bot it named when that is known.
+async fn pushed(
+    gw: &Gateway,
+    who: &Principal,
+    body: Body,
+) -> Result<(VersionInfo, StatusCode), (Option<String>, ApiError)> {
+    let unnamed = |e| (None, e);
+    let reg = registry(gw).map_err(unnamed)?;
     let limit = gw.limits.max_bot_bytes;
     let bytes = to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
+        unnamed(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!("a bot may be at most {limit} bytes"),
-        )
+        ))
     })?;
-    let body: PushBody = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad("invalid_json", format!("invalid request body: {e}")))?;
+    let body: PushBody = serde_json::from_slice(&bytes).map_err(|e| {
+        unnamed(ApiError::bad(
+            "invalid_json",
+            format!("invalid request body: {e}"),
+        ))
+    })?;
     for path in body.files.keys() {
         if !plain_path(path) {
-            return Err(ApiError::bad(
+            return Err(unnamed(ApiError::bad(
                 "invalid_path",
                 format!("{path:?}: file paths are relative, `/`-separated, without `..`, and end in .yaml or .yml"),
-            ));
+            )));
         }
     }
     let sources: Vec<SourceFile> = body
@@ -123,7 +212,8 @@ pub(super) async fn push(
             text: text.clone(),
         })
         .collect();
-    let bot = compile(&sources).map_err(invalid_bot)?;
+    let bot = compile(&sources).map_err(|e| unnamed(invalid_bot(e)))?;
+    let named = |e| (Some(bot.id.name.clone()), e);
     let version = StoredVersion::new(
         &bot.id.name,
         &bot.id.version,
@@ -132,13 +222,17 @@ pub(super) async fn push(
         &who.user_id,
     );
     let info = version.info.clone();
-    let status = match reg.push(version).await.map_err(registry_error)? {
+    let status = match reg
+        .push(version)
+        .await
+        .map_err(|e| named(registry_error(e)))?
+    {
         Pushed::Created => StatusCode::CREATED,
         Pushed::Unchanged => StatusCode::OK,
     };
     tracing::info!(bot = %info.name, version = %info.version, by = %info.pushed_by,
         created = status == StatusCode::CREATED, "bot version pushed");
-    Ok((status, Json(json!(info))).into_response())
+    Ok((info, status))
 }
 
 /// What `colloquy check` says, as JSON: one entry per error.
@@ -243,7 +337,7 @@ pub(super) struct SetRollout {
 /// `PUT /v1/bots/{name}/rollout`.
 pub(super) async fn set_rollout(
     State(gw): State<Arc<Gateway>>,
-    Admin(who): Admin,
+    Admin(who, from): Admin,
     Path(name): Path<String>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
@@ -252,7 +346,12 @@ pub(super) async fn set_rollout(
         .map_err(|_| ApiError::bad("body_too_large", "the body is too large"))?;
     let body: SetRollout = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad("invalid_json", format!("invalid request body: {e}")))?;
-    change(&gw, &who, &name, body.expected_generation, |current| {
+    let audited = Audited {
+        who: &who,
+        from,
+        action: "rollout",
+    };
+    change(&gw, audited, &name, body.expected_generation, |current| {
         let withdrawn = current
             .map(|c| c.rollout.withdrawn.clone())
             .unwrap_or_default();
@@ -274,10 +373,15 @@ pub(super) async fn set_rollout(
 /// for everyone. Sessions running on the old stable version finish on it.
 pub(super) async fn promote(
     State(gw): State<Arc<Gateway>>,
-    Admin(who): Admin,
+    Admin(who, from): Admin,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    change(&gw, &who, &name, None, |current| {
+    let audited = Audited {
+        who: &who,
+        from,
+        action: "promote",
+    };
+    change(&gw, audited, &name, None, |current| {
         let current = current.ok_or_else(|| no_rollout(&name))?;
         let canary = current.rollout.canary.clone().ok_or_else(|| {
             ApiError::new(
@@ -307,12 +411,17 @@ pub(super) async fn promote(
 /// version rolled back is withdrawn: its users move at their next turn.
 pub(super) async fn rollback(
     State(gw): State<Arc<Gateway>>,
-    Admin(who): Admin,
+    Admin(who, from): Admin,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let reg = registry(&gw)?.clone();
     let history = reg.history(&name, 1000).await.map_err(registry_error)?;
-    change(&gw, &who, &name, None, |current| {
+    let audited = Audited {
+        who: &who,
+        from,
+        action: "rollback",
+    };
+    change(&gw, audited, &name, None, |current| {
         let current = current.ok_or_else(|| no_rollout(&name))?;
         let next = match current.rollout.without_canary() {
             Some(next) => next,
@@ -382,13 +491,50 @@ type Next = (Rollout, RolloutAction, Option<String>);
 
 /// Read the current rollout, derive the next, write it if nothing changed
 /// meanwhile, then wait for the live processes to activate it.
+/// Who asked for a rollout change, and what they called it.
+struct Audited<'a> {
+    who: &'a Principal,
+    from: Option<String>,
+    action: &'static str,
+}
+
+/// A rollout change, kept in the audit log whether it was made or refused.
 async fn change(
+    gw: &Gateway,
+    audited: Audited<'_>,
+    name: &str,
+    expected: Option<u64>,
+    next: impl FnOnce(Option<&RolloutRecord>) -> Result<Next, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    let result = changed(gw, audited.who, name, expected, next).await;
+    let outcome = match &result {
+        Ok(record) => format!(
+            "generation {}: stable {}{}",
+            record.generation,
+            record.rollout.stable,
+            record
+                .rollout
+                .canary
+                .as_ref()
+                .map(|c| format!(", canary {} for tails {:?}", c.version, c.tails))
+                .unwrap_or_default()
+        ),
+        Err(e) => refused(e),
+    };
+    audit(gw, audited.who, audited.from, audited.action, name, outcome).await;
+    let record = result?;
+    let reg = registry(gw)?;
+    let activations = wait_for_activation(gw, reg.as_ref(), name, record.generation).await?;
+    Ok(Json(described(&record, &activations)))
+}
+
+async fn changed(
     gw: &Gateway,
     who: &Principal,
     name: &str,
     expected: Option<u64>,
     next: impl FnOnce(Option<&RolloutRecord>) -> Result<Next, ApiError>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<RolloutRecord, ApiError> {
     let reg = registry(gw)?;
     let current = reg.rollout(name).await.map_err(registry_error)?;
     let generation = current.as_ref().map_or(0, |r| r.generation);
@@ -415,8 +561,7 @@ async fn change(
         .map_err(registry_error)?;
     tracing::info!(bot = %name, generation = record.generation, action = ?record.action,
         by = %record.by, stable = %record.rollout.stable, "rollout changed");
-    let activations = wait_for_activation(gw, reg.as_ref(), name, record.generation).await?;
-    Ok(Json(described(&record, &activations)))
+    Ok(record)
 }
 
 /// The live processes' reports, once all of them have answered for

@@ -31,6 +31,14 @@ impl ApiError {
         }
     }
 
+    pub(super) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub(super) fn code(&self) -> &'static str {
+        self.code
+    }
+
     pub(super) fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);
         self

@@ -109,6 +109,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/bots/{name}/promote", post(admin::promote))
         .route("/v1/bots/{name}/rollback", post(admin::rollback))
         .route("/v1/bots/{name}/history", get(admin::history))
+        .route("/v1/audit", get(admin::audit_log))
         .route(
             "/v1/openapi.json",
             get(|| async { Json(openapi::document()) }),
