@@ -161,6 +161,28 @@ impl WindowCounts {
         self.latency[latency_bucket(latency.as_secs_f64() * 1000.0)] += 1;
     }
 
+    /// Counts carried as their latency buckets in a list (a status report
+    /// between processes); extra buckets are ignored, missing ones are 0.
+    pub fn from_parts(
+        turns: u64,
+        fallbacks: u64,
+        handoffs: u64,
+        action_errors: u64,
+        latency: &[u64],
+    ) -> WindowCounts {
+        let mut c = WindowCounts {
+            turns,
+            fallbacks,
+            handoffs,
+            action_errors,
+            ..WindowCounts::default()
+        };
+        for (a, b) in c.latency.iter_mut().zip(latency) {
+            *a = *b;
+        }
+        c
+    }
+
     pub fn merge(&mut self, other: &WindowCounts) {
         self.turns += other.turns;
         self.fallbacks += other.fallbacks;

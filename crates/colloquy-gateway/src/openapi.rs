@@ -78,7 +78,14 @@ pub fn document() -> Value {
                         "items": {"type": "object", "properties": {
                             "process": {"type": "string"}, "generation": {"type": "integer"},
                             "status": {"type": "string", "enum": ["active", "failed", "pending"]},
-                            "error": {"type": "string", "nullable": true}}}}}},
+                            "error": {"type": "string", "nullable": true}}}},
+                    "versions": {"type": "object", "description": "Per version, the last minute of the live processes added up",
+                        "additionalProperties": {"type": "object", "properties": {
+                            "users": {"type": "integer"}, "turns": {"type": "integer"},
+                            "fallback_rate": {"type": "number", "nullable": true},
+                            "handoff_rate": {"type": "number", "nullable": true},
+                            "action_error_rate": {"type": "number", "nullable": true},
+                            "p99_ms": {"type": "number", "nullable": true}}}}}},
                 "VersionInfo": {"type": "object", "properties": {
                     "name": {"type": "string"}, "version": {"type": "string"},
                     "hash": {"type": "string", "description": "SHA-256 of the files (hex)"},

@@ -207,7 +207,7 @@ impl Engine {
                         &turn.events,
                         started.elapsed(),
                     );
-                    self.versions.turns.record(&facts);
+                    self.versions.turns.record(&facts, user);
                     return Ok(Reply {
                         replies: turn.replies,
                         events: turn.events,

@@ -19,9 +19,10 @@ use crate::pipeline::StageObserver;
 use colloquy_core::rollout::{Breach, WindowCounts, MAX_GUARD_WINDOW};
 use colloquy_core::{Rollout, Route, State};
 use colloquy_store::registry::{
-    Activation, BotFiles, BotRegistry, RegistryError, RolloutAction, RolloutChange, StoredVersion,
+    Activation, BotFiles, BotRegistry, Figures, RegistryError, RolloutAction, RolloutChange,
+    StoredVersion, STATUS_WINDOW_SECS,
 };
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -85,20 +86,47 @@ pub struct Turns {
     started: Instant,
     /// Version → (second since `started`, its counts), oldest first.
     by_version: Mutex<HashMap<String, VecDeque<(u64, WindowCounts)>>>,
+    /// Version → (second, the users it answered then), for the last
+    /// [`STATUS_WINDOW_SECS`] only: user sets are the one part whose size
+    /// grows with traffic.
+    users: Mutex<HashMap<String, UserBuckets>>,
 }
+
+/// (second, hashes of the users answered in it), oldest first.
+type UserBuckets = VecDeque<(u64, HashSet<u64>)>;
 
 impl Default for Turns {
     fn default() -> Self {
         Turns {
             started: Instant::now(),
             by_version: Mutex::new(HashMap::new()),
+            users: Mutex::new(HashMap::new()),
         }
     }
 }
 
 impl Turns {
-    pub fn record(&self, turn: &TurnFacts) {
+    pub fn record(&self, turn: &TurnFacts, user: &str) {
         let now = self.started.elapsed().as_secs();
+        {
+            let mut map = self.users.lock().unwrap_or_else(|p| p.into_inner());
+            let buckets = match map.get_mut(&turn.version) {
+                Some(b) => b,
+                None => map.entry(turn.version.clone()).or_default(),
+            };
+            if buckets.back().is_none_or(|(s, _)| *s != now) {
+                buckets.push_back((now, HashSet::new()));
+            }
+            if let Some((_, users)) = buckets.back_mut() {
+                users.insert(user_hash(user));
+            }
+            while buckets
+                .front()
+                .is_some_and(|(s, _)| s + STATUS_WINDOW_SECS <= now)
+            {
+                buckets.pop_front();
+            }
+        }
         let mut map = self.by_version.lock().unwrap_or_else(|p| p.into_inner());
         // Looked up by reference first: the version is allocated only for
         // its first turn.
@@ -123,6 +151,47 @@ impl Turns {
         {
             buckets.pop_front();
         }
+    }
+
+    /// Every version's turns and distinct users over the last
+    /// [`STATUS_WINDOW_SECS`], as a status report carries them.
+    pub fn figures(&self) -> BTreeMap<String, Figures> {
+        let window = Duration::from_secs(STATUS_WINDOW_SECS);
+        let now = self.started.elapsed().as_secs();
+        let versions: Vec<String> = self
+            .by_version
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = BTreeMap::new();
+        for v in versions {
+            let c = self.window(&v, window);
+            if c.turns == 0 {
+                continue;
+            }
+            let distinct: HashSet<u64> = users
+                .get(&v)
+                .into_iter()
+                .flatten()
+                .filter(|(s, _)| s + STATUS_WINDOW_SECS > now)
+                .flat_map(|(_, u)| u.iter().copied())
+                .collect();
+            out.insert(
+                v,
+                Figures {
+                    users: distinct.len() as u64,
+                    turns: c.turns,
+                    fallbacks: c.fallbacks,
+                    handoffs: c.handoffs,
+                    action_errors: c.action_errors,
+                    latency: c.latency.to_vec(),
+                },
+            );
+        }
+        out
     }
 
     /// `version`'s turns over the last `window` (whole seconds, this one
@@ -360,6 +429,7 @@ impl Follower {
             generation,
             error,
             at_ms: (self.now_ms)(),
+            figures: self.versions.turns.figures(),
         };
         if let Err(e) = self.registry.report(&self.bot, activation).await {
             tracing::warn!(bot = %self.bot, error = %e, "could not report an activation");
@@ -509,3 +579,13 @@ pub async fn register_dir(
 
 /// Who [`register_dir`] acts as, in the registry and its history.
 const LOCAL: &str = "colloquy --bot";
+
+/// A user id as counted in the status figures: FNV-1a, no id kept.
+fn user_hash(user: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in user.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}

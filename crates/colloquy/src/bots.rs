@@ -322,6 +322,32 @@ fn report(v: &Value) -> ExitCode {
                 .unwrap_or_default()
         );
     }
+    if let Some(versions) = v["versions"].as_object().filter(|m| !m.is_empty()) {
+        println!(
+            "  {:<24} {:>7} {:>7} {:>9} {:>9} {:>9} {:>8}",
+            "last minute", "users", "turns", "fallback", "handoff", "act.err", "p99 ms"
+        );
+        let pct = |x: &Value| {
+            x.as_f64()
+                .map(|r| format!("{:.1}%", r * 100.0))
+                .unwrap_or_else(|| "-".into())
+        };
+        for (version, f) in versions {
+            println!(
+                "  {:<24} {:>7} {:>7} {:>9} {:>9} {:>9} {:>8}",
+                version,
+                f["users"],
+                f["turns"],
+                pct(&f["fallback_rate"]),
+                pct(&f["handoff_rate"]),
+                pct(&f["action_error_rate"]),
+                f["p99_ms"]
+                    .as_f64()
+                    .map(|p| format!("{p:.1}"))
+                    .unwrap_or_else(|| "-".into())
+            );
+        }
+    }
     if failed {
         ExitCode::FAILURE
     } else {

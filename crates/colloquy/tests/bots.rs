@@ -315,6 +315,34 @@ async fn the_bots_command_drives_a_rollout() {
     let c = client();
     until_active(&c, &s.url(""), "shoe-store", 2).await;
     assert!(greeted_by_v2(&say(&c, &s, "u21", "你好").await));
+    // `bots status` shows each version's last minute, as the processes
+    // report it (every few seconds).
+    let started = std::time::Instant::now();
+    let status = loop {
+        let (ok, out) = cli(&s, &["status", "shoe-store"]);
+        assert!(ok, "{out}");
+        if out.lines().any(|l| l.trim_start().starts_with("1.1.0 ")) {
+            break out;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{out}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert!(
+        status.contains("users") && status.contains("p99 ms"),
+        "{status}"
+    );
+    let row: Vec<&str> = status
+        .lines()
+        .find(|l| l.trim_start().starts_with("1.1.0 "))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[1], "1", "one canary user (u21): {status}");
+    assert_eq!(row[2], "1", "one canary turn: {status}");
+    assert_eq!(row[3], "0.0%", "a greeting is no fallback: {status}");
     let (ok, out) = cli(&s, &["rollout", "shoe-store", "--stable", "9.9.9"]);
     assert!(!ok && out.contains("unknown_version"), "{out}");
     let (ok, out) = cli(&s, &["promote", "shoe-store"]);

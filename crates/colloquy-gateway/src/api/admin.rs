@@ -20,6 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use colloquy_core::bot::{compile, BotError, SourceFile};
+use colloquy_core::rollout::{GuardMetric, WindowCounts};
 use colloquy_core::{Canary, Guard, Rollout};
 use colloquy_store::registry::{
     Activation, AuditEntry, BotFiles, BotRegistry, Pushed, RegistryError, RolloutAction,
@@ -27,6 +28,7 @@ use colloquy_store::registry::{
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -614,7 +616,44 @@ fn described(record: &RolloutRecord, activations: &[Activation]) -> Value {
             json!({"process": a.process, "generation": a.generation, "status": status, "error": a.error})
         })
         .collect();
-    json!({"rollout": record, "processes": processes})
+    json!({"rollout": record, "processes": processes, "versions": by_version(activations)})
+}
+
+/// Every version's figures over the last minute, added up over the live
+/// processes: users, turns, the rates a guard can watch and p99 (ms).
+/// A user's turns go to one policy worker at a time, so users add up too.
+fn by_version(activations: &[Activation]) -> Value {
+    let mut merged: BTreeMap<&str, (u64, WindowCounts)> = BTreeMap::new();
+    for a in activations {
+        for (v, f) in &a.figures {
+            let (users, counts) = merged.entry(v).or_default();
+            *users += f.users;
+            counts.merge(&WindowCounts::from_parts(
+                f.turns,
+                f.fallbacks,
+                f.handoffs,
+                f.action_errors,
+                &f.latency,
+            ));
+        }
+    }
+    let figures: serde_json::Map<String, Value> = merged
+        .into_iter()
+        .map(|(v, (users, c))| {
+            (
+                v.to_string(),
+                json!({
+                    "users": users,
+                    "turns": c.turns,
+                    "fallback_rate": c.figure(GuardMetric::FallbackRate),
+                    "action_error_rate": c.figure(GuardMetric::ActionErrorRate),
+                    "handoff_rate": c.figure(GuardMetric::HandoffRate),
+                    "p99_ms": c.figure(GuardMetric::P99Ms),
+                }),
+            )
+        })
+        .collect();
+    Value::Object(figures)
 }
 
 #[cfg(test)]
@@ -655,6 +694,7 @@ mod tests {
             generation: g,
             error: e.map(String::from),
             at_ms: 0,
+            figures: Default::default(),
         };
         let v = described(
             &record,

@@ -170,6 +170,21 @@ async fn activations_keep_the_newest_per_process(reg: &dyn BotRegistry, bot: &st
         generation,
         error: error.map(String::from),
         at_ms: generation as i64,
+        figures: if error.is_none() {
+            BTreeMap::from([(
+                "1".to_string(),
+                Figures {
+                    users: 2,
+                    turns: 5,
+                    fallbacks: 1,
+                    handoffs: 0,
+                    action_errors: 0,
+                    latency: vec![0, 3, 2],
+                },
+            )])
+        } else {
+            BTreeMap::new()
+        },
     };
     reg.report(bot, report("w1", 1, None)).await.unwrap();
     reg.report(bot, report("w2", 1, Some("boom")))

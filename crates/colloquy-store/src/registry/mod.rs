@@ -128,6 +128,27 @@ pub struct Activation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub at_ms: i64,
+    /// The turns this process answered over the last [`STATUS_WINDOW_SECS`],
+    /// by version, for `bots status`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub figures: BTreeMap<String, Figures>,
+}
+
+/// How far back the figures of an [`Activation`] look.
+pub const STATUS_WINDOW_SECS: u64 = 60;
+
+/// One version's turns on one process over the status window.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Figures {
+    /// Distinct users.
+    pub users: u64,
+    pub turns: u64,
+    pub fallbacks: u64,
+    pub handoffs: u64,
+    pub action_errors: u64,
+    /// Turns by latency bucket (`colloquy_core::rollout::LATENCY_BUCKETS`),
+    /// so that processes' figures add up to a p99.
+    pub latency: Vec<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -88,6 +88,7 @@ impl Dialect for MySql {
             generation BIGINT NOT NULL,
             error      LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
             at_ms      BIGINT NOT NULL,
+            figures    LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
             PRIMARY KEY (name, process)
         ) ENGINE = InnoDB",
         "CREATE TABLE IF NOT EXISTS admin_audit (

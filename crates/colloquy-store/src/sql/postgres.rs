@@ -79,6 +79,7 @@ impl Dialect for Postgres {
             generation BIGINT NOT NULL,
             error      TEXT,
             at_ms      BIGINT NOT NULL,
+            figures    TEXT,
             PRIMARY KEY (name, process)
         )",
         "CREATE TABLE IF NOT EXISTS admin_audit (

@@ -313,6 +313,8 @@ where
     }
 
     async fn report(&self, name: &str, a: Activation) -> Result<(), RegistryError> {
+        let figures = serde_json::to_string(&a.figures)
+            .map_err(|e| RegistryError::Invalid(format!("encoding figures: {e}")))?;
         self.timed(async {
             let mut update = QueryBuilder::<DB>::new("UPDATE bot_activations SET generation = ");
             update
@@ -321,6 +323,8 @@ where
                 .push_bind(a.error.as_deref())
                 .push(", at_ms = ")
                 .push_bind(a.at_ms)
+                .push(", figures = ")
+                .push_bind(figures.as_str())
                 .push(" WHERE name = ")
                 .push_bind(name)
                 .push(" AND process = ")
@@ -347,7 +351,7 @@ where
                 return Ok(());
             }
             let mut insert = QueryBuilder::<DB>::new(
-                "INSERT INTO bot_activations (name, process, generation, error, at_ms) VALUES (",
+                "INSERT INTO bot_activations (name, process, generation, error, at_ms, figures) VALUES (",
             );
             insert
                 .push_bind(name)
@@ -359,6 +363,8 @@ where
                 .push_bind(a.error.as_deref())
                 .push(", ")
                 .push_bind(a.at_ms)
+                .push(", ")
+                .push_bind(figures.as_str())
                 .push(")");
             match insert.build().execute(&self.link.pool).await {
                 Ok(_) => Ok(()),
@@ -374,7 +380,7 @@ where
     async fn activations(&self, name: &str) -> Result<Vec<Activation>, RegistryError> {
         self.timed(async {
             let mut q = QueryBuilder::<DB>::new(
-                "SELECT process, generation, error, at_ms FROM bot_activations WHERE name = ",
+                "SELECT process, generation, error, at_ms, figures FROM bot_activations WHERE name = ",
             );
             q.push_bind(name);
             let rows = q
@@ -384,15 +390,22 @@ where
                 .map_err(|e| self.error(e))?;
             rows.iter()
                 .map(|r| {
+                    let get = |e| self.error(e);
+                    let figures: Option<String> = r.try_get(4).map_err(get)?;
                     Ok(Activation {
-                        process: r.try_get(0)?,
-                        generation: r.try_get::<i64, _>(1)? as u64,
-                        error: r.try_get(2)?,
-                        at_ms: r.try_get(3)?,
+                        process: r.try_get(0).map_err(get)?,
+                        generation: r.try_get::<i64, _>(1).map_err(get)? as u64,
+                        error: r.try_get(2).map_err(get)?,
+                        at_ms: r.try_get(3).map_err(get)?,
+                        figures: match figures {
+                            Some(f) => serde_json::from_str(&f).map_err(|e| {
+                                RegistryError::Corrupt(format!("bot_activations of {name}: {e}"))
+                            })?,
+                            None => Default::default(),
+                        },
                     })
                 })
-                .collect::<Result<_, sqlx::Error>>()
-                .map_err(|e| self.error(e))
+                .collect()
         })
         .await
     }
