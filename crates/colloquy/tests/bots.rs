@@ -518,3 +518,90 @@ async fn a_canary_that_breaches_its_guard_is_rolled_back_by_itself() {
         assert!(m.contains(needle), "{needle} not in\n{m}");
     }
 }
+
+/// Switches under load: while users keep talking, a canary is set,
+/// promoted and rolled back. Every message the server acknowledged is
+/// answered exactly once, and none is refused or failed by a switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rollout_changes_under_load_lose_and_fail_no_turn() {
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start(data.path(), &[]);
+    let c = client();
+    let base = s.url("");
+    let acked: Arc<Mutex<server::Acked>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = (0..16)
+        .map(|u| {
+            let (c, acked, stop) = (client(), acked.clone(), stop.clone());
+            let user = format!("load{u}");
+            let url = s.url(&format!("/v1/conversations/{user}/messages"));
+            let tok = token(&user, "chat");
+            tokio::spawn(async move {
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let id = format!("{user}-m{i}");
+                    let text = ["星云跑鞋有39码吗", "谢谢", "你好", "我要抽奖"][i % 4];
+                    let r = c
+                        .post(&url)
+                        .bearer_auth(&tok)
+                        .json(&json!({"text": text, "id": id}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), StatusCode::ACCEPTED, "{user} {i}");
+                    acked
+                        .lock()
+                        .unwrap()
+                        .entry(user.clone())
+                        .or_insert_with(BTreeSet::new)
+                        .insert(id);
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            })
+        })
+        .collect();
+    use reqwest::Method;
+    let (st, _) = admin(
+        &c,
+        &s,
+        Method::POST,
+        "/v1/bots",
+        Some(json!({"files": v2()})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let canary =
+        json!({"stable": "1.0.0", "canary": {"version": "1.1.0", "tails": [0, 1, 2, 3, 4]}});
+    let (st, _) = admin(
+        &c,
+        &s,
+        Method::PUT,
+        "/v1/bots/shoe-store/rollout",
+        Some(canary),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    until_active(&c, &base, "shoe-store", 2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (st, _) = admin(&c, &s, Method::POST, "/v1/bots/shoe-store/promote", None).await;
+    assert_eq!(st, StatusCode::OK);
+    until_active(&c, &base, "shoe-store", 3).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (st, _) = admin(&c, &s, Method::POST, "/v1/bots/shoe-store/rollback", None).await;
+    assert_eq!(st, StatusCode::OK);
+    until_active(&c, &base, "shoe-store", 4).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for s in senders {
+        s.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let total: usize = acked.values().map(BTreeSet::len).sum();
+    assert!(total > 100, "the load ran: {total} messages");
+    server::wait_all_processed(&c, &base, &acked, std::time::Duration::from_secs(60)).await;
+}
