@@ -470,18 +470,24 @@ impl Rollout {
     }
 }
 
+/// FNV-1a, 64 bits: a stable hash (the same on every process and after
+/// every restart) for tails, seeds and keys that must not keep the text.
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 /// A user id's tail: its last character if that is a decimal digit, else
 /// the last decimal digit of the id's FNV-1a hash.
 pub fn tail(user_id: &str) -> u8 {
     if let Some(&b) = user_id.as_bytes().last().filter(|b| b.is_ascii_digit()) {
         return b - b'0';
     }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in user_id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % 10) as u8
+    (fnv1a(user_id.bytes()) % 10) as u8
 }
 
 #[cfg(test)]

@@ -283,10 +283,5 @@ const REPLAY_WINDOW: u64 = 1024;
 /// The policy's seed: derived from the message, so a redelivery draws the
 /// same lottery prize and picks the same response variants (FNV-1a).
 fn seed(user: &str, message_id: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in user.bytes().chain([0]).chain(message_id.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    colloquy_core::rollout::fnv1a(user.bytes().chain([0]).chain(message_id.bytes()))
 }

@@ -16,7 +16,7 @@
 use crate::engine::TurnFacts;
 use crate::loader::{load_files, LoadError, LoadedBot};
 use crate::pipeline::StageObserver;
-use colloquy_core::rollout::{Breach, WindowCounts, MAX_GUARD_WINDOW};
+use colloquy_core::rollout::{fnv1a, Breach, WindowCounts, MAX_GUARD_WINDOW};
 use colloquy_core::{Rollout, Route, State};
 use colloquy_store::registry::{
     Activation, BotFiles, BotRegistry, Figures, RegistryError, RolloutAction, RolloutChange,
@@ -84,23 +84,26 @@ impl Table {
 /// answers nothing for that long is dropped.
 pub struct Turns {
     started: Instant,
-    /// Version → (second since `started`, its counts), oldest first.
-    by_version: Mutex<HashMap<String, VecDeque<(u64, WindowCounts)>>>,
-    /// Version → (second, the users it answered then), for the last
-    /// [`STATUS_WINDOW_SECS`] only: user sets are the one part whose size
-    /// grows with traffic.
-    users: Mutex<HashMap<String, UserBuckets>>,
+    /// Version → its seconds, oldest first.
+    by_version: Mutex<HashMap<String, VecDeque<Second>>>,
 }
 
-/// (second, hashes of the users answered in it), oldest first.
-type UserBuckets = VecDeque<(u64, HashSet<u64>)>;
+/// One second of one version's turns.
+struct Second {
+    /// Since `Turns::started`.
+    at: u64,
+    counts: WindowCounts,
+    /// Hashes of the users answered in it, kept for the last
+    /// [`STATUS_WINDOW_SECS`] only: the one part whose size grows with
+    /// traffic.
+    users: HashSet<u64>,
+}
 
 impl Default for Turns {
     fn default() -> Self {
         Turns {
             started: Instant::now(),
             by_version: Mutex::new(HashMap::new()),
-            users: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -108,81 +111,66 @@ impl Default for Turns {
 impl Turns {
     pub fn record(&self, turn: &TurnFacts, user: &str) {
         let now = self.started.elapsed().as_secs();
-        {
-            let mut map = self.users.lock().unwrap_or_else(|p| p.into_inner());
-            let buckets = match map.get_mut(&turn.version) {
-                Some(b) => b,
-                None => map.entry(turn.version.clone()).or_default(),
-            };
-            if buckets.back().is_none_or(|(s, _)| *s != now) {
-                buckets.push_back((now, HashSet::new()));
-            }
-            if let Some((_, users)) = buckets.back_mut() {
-                users.insert(user_hash(user));
-            }
-            while buckets
-                .front()
-                .is_some_and(|(s, _)| s + STATUS_WINDOW_SECS <= now)
-            {
-                buckets.pop_front();
-            }
-        }
         let mut map = self.by_version.lock().unwrap_or_else(|p| p.into_inner());
         // Looked up by reference first: the version is allocated only for
         // its first turn.
-        let buckets = match map.get_mut(&turn.version) {
+        let seconds = match map.get_mut(&turn.version) {
             Some(b) => b,
             None => map.entry(turn.version.clone()).or_default(),
         };
-        if buckets.back().is_none_or(|(s, _)| *s != now) {
-            buckets.push_back((now, WindowCounts::default()));
+        if seconds.back().is_none_or(|s| s.at != now) {
+            // Once a second: the seconds that left the status window let
+            // go of their users, those that left the guard window go.
+            for s in seconds
+                .iter_mut()
+                .filter(|s| s.at + STATUS_WINDOW_SECS <= now)
+            {
+                s.users = HashSet::new();
+            }
+            while seconds
+                .front()
+                .is_some_and(|s| s.at + MAX_GUARD_WINDOW.as_secs() <= now)
+            {
+                seconds.pop_front();
+            }
+            seconds.push_back(Second {
+                at: now,
+                counts: WindowCounts::default(),
+                users: HashSet::new(),
+            });
         }
-        if let Some((_, c)) = buckets.back_mut() {
-            c.add_turn(
+        if let Some(s) = seconds.back_mut() {
+            s.counts.add_turn(
                 turn.fallback,
                 turn.handoff,
                 turn.action_errors,
                 turn.latency,
             );
-        }
-        while buckets
-            .front()
-            .is_some_and(|(s, _)| s + MAX_GUARD_WINDOW.as_secs() <= now)
-        {
-            buckets.pop_front();
+            // A hash: the status figures keep no user id.
+            s.users.insert(fnv1a(user.bytes()));
         }
     }
 
     /// Every version's turns and distinct users over the last
     /// [`STATUS_WINDOW_SECS`], as a status report carries them.
     pub fn figures(&self) -> BTreeMap<String, Figures> {
-        let window = Duration::from_secs(STATUS_WINDOW_SECS);
         let now = self.started.elapsed().as_secs();
-        let versions: Vec<String> = self
-            .by_version
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.by_version.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = BTreeMap::new();
-        for v in versions {
-            let c = self.window(&v, window);
+        for (v, seconds) in map.iter() {
+            let recent = || seconds.iter().filter(|s| s.at + STATUS_WINDOW_SECS > now);
+            let mut c = WindowCounts::default();
+            for s in recent() {
+                c.merge(&s.counts);
+            }
             if c.turns == 0 {
                 continue;
             }
-            let distinct: HashSet<u64> = users
-                .get(&v)
-                .into_iter()
-                .flatten()
-                .filter(|(s, _)| s + STATUS_WINDOW_SECS > now)
-                .flat_map(|(_, u)| u.iter().copied())
-                .collect();
+            let users: HashSet<u64> = recent().flat_map(|s| s.users.iter().copied()).collect();
             out.insert(
-                v,
+                v.clone(),
                 Figures {
-                    users: distinct.len() as u64,
+                    users: users.len() as u64,
                     turns: c.turns,
                     fallbacks: c.fallbacks,
                     handoffs: c.handoffs,
@@ -201,16 +189,16 @@ impl Turns {
         let mut map = self.by_version.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, b| {
             b.back()
-                .is_some_and(|(s, _)| s + MAX_GUARD_WINDOW.as_secs() > now)
+                .is_some_and(|s| s.at + MAX_GUARD_WINDOW.as_secs() > now)
         });
         let mut sum = WindowCounts::default();
-        for (_, c) in map
+        for s in map
             .get(version)
             .into_iter()
             .flatten()
-            .filter(|(s, _)| s + window.as_secs() > now)
+            .filter(|s| s.at + window.as_secs() > now)
         {
-            sum.merge(c);
+            sum.merge(&s.counts);
         }
         sum
     }
@@ -580,12 +568,32 @@ pub async fn register_dir(
 /// Who [`register_dir`] acts as, in the registry and its history.
 const LOCAL: &str = "colloquy --bot";
 
-/// A user id as counted in the status figures: FNV-1a, no id kept.
-fn user_hash(user: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in user.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(version: &str, fallback: bool) -> TurnFacts {
+        TurnFacts {
+            version: version.into(),
+            intent: None,
+            fallback,
+            handoff: false,
+            action_errors: 0,
+            latency: Duration::from_millis(3),
+        }
     }
-    h
+
+    #[test]
+    fn figures_count_turns_and_distinct_users_per_version() {
+        let t = Turns::default();
+        t.record(&turn("1", false), "alice");
+        t.record(&turn("1", true), "alice");
+        t.record(&turn("1", false), "bob");
+        t.record(&turn("2", true), "carol");
+        let f = t.figures();
+        assert_eq!((f["1"].turns, f["1"].users, f["1"].fallbacks), (3, 2, 1));
+        assert_eq!((f["2"].turns, f["2"].users, f["2"].fallbacks), (1, 1, 1));
+        assert_eq!(t.window("1", Duration::from_secs(60)).turns, 3);
+        assert_eq!(t.window("3", Duration::from_secs(60)).turns, 0);
+    }
 }

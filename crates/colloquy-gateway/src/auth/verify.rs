@@ -179,7 +179,8 @@ impl Verifier {
         let data = jwt::decode::<Map<String, Value>>(token, &inner.key, &inner.validation)
             .map_err(|e| map_decode_error(e.kind(), inner.algorithm))?;
         let mut principal = inner.check_claims(&data.claims, now_unix)?;
-        principal.token_id = token_id(token);
+        // A hash: a per-token key that keeps no usable secret.
+        principal.token_id = colloquy_core::rollout::fnv1a(token.bytes());
         // Checked above: a malformed `nbf` never gets this far.
         let not_before = numeric_date(&data.claims, "nbf", Rounding::Up).unwrap_or(None);
         inner
@@ -425,16 +426,6 @@ fn shown_alg(alg: &str) -> String {
     } else {
         "an unsupported algorithm".into()
     }
-}
-
-/// FNV-1a of the token: a per-token key that keeps no usable secret.
-fn token_id(token: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in token.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 #[cfg(test)]
