@@ -171,6 +171,13 @@ pub enum RegistryError {
     Corrupt(String),
 }
 
+/// A store failure under the registry: the registry is unavailable.
+impl From<crate::StoreError> for RegistryError {
+    fn from(e: crate::StoreError) -> Self {
+        RegistryError::Unavailable(e.to_string())
+    }
+}
+
 /// The registry's contract; [`conformance`] is the test every backend
 /// passes.
 #[async_trait]

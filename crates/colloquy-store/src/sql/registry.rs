@@ -11,7 +11,6 @@ use crate::registry::{
     check_rollout, check_version, Activation, AuditEntry, BotFiles, BotRegistry, Pushed,
     RegistryError, RolloutChange, RolloutRecord, StoredVersion, VersionInfo,
 };
-use crate::StoreError;
 use async_trait::async_trait;
 use sqlx::query_builder::QueryBuilder;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Row, Type};
@@ -20,10 +19,6 @@ use std::sync::Arc;
 
 pub struct SqlRegistry<DB: sqlx::Database> {
     link: Link<DB>,
-}
-
-fn unavailable(e: StoreError) -> RegistryError {
-    RegistryError::Unavailable(e.to_string())
 }
 
 fn unique(e: &sqlx::Error) -> bool {
@@ -46,9 +41,9 @@ where
     /// Connect to the database of shard 00 and check that `colloquy
     /// migrate` created the registry's tables.
     pub async fn open(config: &SqlConfig) -> Result<SqlRegistry<DB>, RegistryError> {
-        let layout = SqlStore::<DB>::layout(config).map_err(unavailable)?;
+        let layout = SqlStore::<DB>::layout(config).map_err(RegistryError::from)?;
         let url = &layout.urls[layout.route[0]];
-        let link = Link::<DB>::open(config, url, vec![0], 2).map_err(unavailable)?;
+        let link = Link::<DB>::open(config, url, vec![0], 2).map_err(RegistryError::from)?;
         let reg = SqlRegistry { link };
         let probe = sqlx::query::<DB>("SELECT COUNT(*) FROM bot_rollouts WHERE 1 = 0")
             .fetch_all(&reg.link.pool)
@@ -66,21 +61,7 @@ where
     }
 
     fn error(&self, e: sqlx::Error) -> RegistryError {
-        unavailable(self.link.error(e))
-    }
-
-    async fn timed<T>(
-        &self,
-        work: impl std::future::Future<Output = Result<T, RegistryError>>,
-    ) -> Result<T, RegistryError> {
-        tokio::time::timeout(self.link.timeout, work)
-            .await
-            .unwrap_or_else(|_| {
-                Err(RegistryError::Unavailable(format!(
-                    "{}: no answer within {:?}",
-                    self.link.label, self.link.timeout
-                )))
-            })
+        RegistryError::from(self.link.error(e))
     }
 
     async fn hash_of(&self, name: &str, version: &str) -> Result<Option<String>, RegistryError> {
@@ -144,7 +125,7 @@ where
 {
     async fn push(&self, v: StoredVersion) -> Result<Pushed, RegistryError> {
         check_version(&v)?;
-        self.timed(async {
+        self.link.timed(async {
             let existing = |hash: String| {
                 if hash == v.info.hash {
                     Ok(Pushed::Unchanged)
@@ -190,33 +171,34 @@ where
     }
 
     async fn versions(&self, name: Option<&str>) -> Result<Vec<VersionInfo>, RegistryError> {
-        self.timed(async {
-            let mut q = QueryBuilder::<DB>::new(
-                "SELECT name, version, hash, pushed_at_ms, pushed_by FROM bot_versions",
-            );
-            if let Some(n) = name {
-                q.push(" WHERE name = ").push_bind(n);
-            }
-            q.push(" ORDER BY pushed_at_ms, name, version");
-            let rows = q
-                .build()
-                .fetch_all(&self.link.pool)
-                .await
-                .map_err(|e| self.error(e))?;
-            rows.iter()
-                .map(|r| {
-                    Ok(VersionInfo {
-                        name: r.try_get(0)?,
-                        version: r.try_get(1)?,
-                        hash: r.try_get(2)?,
-                        pushed_at_ms: r.try_get(3)?,
-                        pushed_by: r.try_get(4)?,
+        self.link
+            .timed(async {
+                let mut q = QueryBuilder::<DB>::new(
+                    "SELECT name, version, hash, pushed_at_ms, pushed_by FROM bot_versions",
+                );
+                if let Some(n) = name {
+                    q.push(" WHERE name = ").push_bind(n);
+                }
+                q.push(" ORDER BY pushed_at_ms, name, version");
+                let rows = q
+                    .build()
+                    .fetch_all(&self.link.pool)
+                    .await
+                    .map_err(|e| self.error(e))?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(VersionInfo {
+                            name: r.try_get(0)?,
+                            version: r.try_get(1)?,
+                            hash: r.try_get(2)?,
+                            pushed_at_ms: r.try_get(3)?,
+                            pushed_by: r.try_get(4)?,
+                        })
                     })
-                })
-                .collect::<Result<_, sqlx::Error>>()
-                .map_err(|e| self.error(e))
-        })
-        .await
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(|e| self.error(e))
+            })
+            .await
     }
 
     async fn version(
@@ -224,37 +206,38 @@ where
         name: &str,
         version: &str,
     ) -> Result<Option<StoredVersion>, RegistryError> {
-        self.timed(async {
-            let mut q = QueryBuilder::<DB>::new(
-                "SELECT hash, files, pushed_at_ms, pushed_by FROM bot_versions WHERE name = ",
-            );
-            q.push_bind(name).push(" AND version = ").push_bind(version);
-            let Some(r) = q
-                .build()
-                .fetch_optional(&self.link.pool)
-                .await
-                .map_err(|e| self.error(e))?
-            else {
-                return Ok(None);
-            };
-            let get = |e| self.error(e);
-            let files: String = r.try_get(1).map_err(get)?;
-            let files: BotFiles = serde_json::from_str(&files)
-                .map_err(|e| RegistryError::Corrupt(format!("{name} {version}: {e}")))?;
-            let v = StoredVersion {
-                info: VersionInfo {
-                    name: name.into(),
-                    version: version.into(),
-                    hash: r.try_get(0).map_err(get)?,
-                    pushed_at_ms: r.try_get(2).map_err(get)?,
-                    pushed_by: r.try_get(3).map_err(get)?,
-                },
-                files,
-            };
-            check_version(&v).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
-            Ok(Some(v))
-        })
-        .await
+        self.link
+            .timed(async {
+                let mut q = QueryBuilder::<DB>::new(
+                    "SELECT hash, files, pushed_at_ms, pushed_by FROM bot_versions WHERE name = ",
+                );
+                q.push_bind(name).push(" AND version = ").push_bind(version);
+                let Some(r) = q
+                    .build()
+                    .fetch_optional(&self.link.pool)
+                    .await
+                    .map_err(|e| self.error(e))?
+                else {
+                    return Ok(None);
+                };
+                let get = |e| self.error(e);
+                let files: String = r.try_get(1).map_err(get)?;
+                let files: BotFiles = serde_json::from_str(&files)
+                    .map_err(|e| RegistryError::Corrupt(format!("{name} {version}: {e}")))?;
+                let v = StoredVersion {
+                    info: VersionInfo {
+                        name: name.into(),
+                        version: version.into(),
+                        hash: r.try_get(0).map_err(get)?,
+                        pushed_at_ms: r.try_get(2).map_err(get)?,
+                        pushed_by: r.try_get(3).map_err(get)?,
+                    },
+                    files,
+                };
+                check_version(&v).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
+                Ok(Some(v))
+            })
+            .await
     }
 
     async fn set_rollout(
@@ -263,59 +246,61 @@ where
         expected: u64,
         change: RolloutChange,
     ) -> Result<RolloutRecord, RegistryError> {
-        self.timed(async {
-            let current = self.generation(name).await?;
-            if current != expected {
-                return Err(RegistryError::Stale {
-                    name: name.into(),
-                    current,
-                });
-            }
-            let known: HashSet<String> = self
-                .versions(Some(name))
-                .await?
-                .into_iter()
-                .map(|v| v.version)
-                .collect();
-            let rollout = check_rollout(name, change.rollout.clone(), |v| known.contains(v))?;
-            let record = RolloutChange { rollout, ..change }.record(name, current + 1);
-            let text = serde_json::to_string(&record)
-                .map_err(|e| RegistryError::Invalid(format!("encoding the rollout: {e}")))?;
-            let mut q = QueryBuilder::<DB>::new(
-                "INSERT INTO bot_rollouts (name, generation, record) VALUES (",
-            );
-            q.push_bind(name)
-                .push(", ")
-                .push_bind(record.generation as i64)
-                .push(", ")
-                .push_bind(text.as_str())
-                .push(")");
-            match q.build().execute(&self.link.pool).await {
-                Ok(_) => Ok(record),
-                // Another process wrote this generation first.
-                Err(e) if unique(&e) => Err(RegistryError::Stale {
-                    name: name.into(),
-                    current: self.generation(name).await?,
-                }),
-                Err(e) => Err(self.error(e)),
-            }
-        })
-        .await
+        self.link
+            .timed(async {
+                let current = self.generation(name).await?;
+                if current != expected {
+                    return Err(RegistryError::Stale {
+                        name: name.into(),
+                        current,
+                    });
+                }
+                let known: HashSet<String> = self
+                    .versions(Some(name))
+                    .await?
+                    .into_iter()
+                    .map(|v| v.version)
+                    .collect();
+                let rollout = check_rollout(name, change.rollout.clone(), |v| known.contains(v))?;
+                let record = RolloutChange { rollout, ..change }.record(name, current + 1);
+                let text = serde_json::to_string(&record)
+                    .map_err(|e| RegistryError::Invalid(format!("encoding the rollout: {e}")))?;
+                let mut q = QueryBuilder::<DB>::new(
+                    "INSERT INTO bot_rollouts (name, generation, record) VALUES (",
+                );
+                q.push_bind(name)
+                    .push(", ")
+                    .push_bind(record.generation as i64)
+                    .push(", ")
+                    .push_bind(text.as_str())
+                    .push(")");
+                match q.build().execute(&self.link.pool).await {
+                    Ok(_) => Ok(record),
+                    // Another process wrote this generation first.
+                    Err(e) if unique(&e) => Err(RegistryError::Stale {
+                        name: name.into(),
+                        current: self.generation(name).await?,
+                    }),
+                    Err(e) => Err(self.error(e)),
+                }
+            })
+            .await
     }
 
     async fn rollout(&self, name: &str) -> Result<Option<RolloutRecord>, RegistryError> {
-        self.timed(async { Ok(self.records(name, 1).await?.pop()) })
+        self.link
+            .timed(async { Ok(self.records(name, 1).await?.pop()) })
             .await
     }
 
     async fn history(&self, name: &str, limit: usize) -> Result<Vec<RolloutRecord>, RegistryError> {
-        self.timed(self.records(name, limit)).await
+        self.link.timed(self.records(name, limit)).await
     }
 
     async fn report(&self, name: &str, a: Activation) -> Result<(), RegistryError> {
         let figures = serde_json::to_string(&a.figures)
             .map_err(|e| RegistryError::Invalid(format!("encoding figures: {e}")))?;
-        self.timed(async {
+        self.link.timed(async {
             let mut update = QueryBuilder::<DB>::new("UPDATE bot_activations SET generation = ");
             update
                 .push_bind(a.generation as i64)
@@ -378,7 +363,7 @@ where
     }
 
     async fn activations(&self, name: &str) -> Result<Vec<Activation>, RegistryError> {
-        self.timed(async {
+        self.link.timed(async {
             let mut q = QueryBuilder::<DB>::new(
                 "SELECT process, generation, error, at_ms, figures FROM bot_activations WHERE name = ",
             );
@@ -413,46 +398,50 @@ where
     async fn audit(&self, entry: AuditEntry) -> Result<(), RegistryError> {
         let text = serde_json::to_string(&entry)
             .map_err(|e| RegistryError::Invalid(format!("encoding an audit entry: {e}")))?;
-        self.timed(async {
-            let mut q = QueryBuilder::<DB>::new("INSERT INTO admin_audit (at_ms, entry) VALUES (");
-            q.push_bind(entry.at_ms)
-                .push(", ")
-                .push_bind(text.as_str())
-                .push(")");
-            q.build()
-                .execute(&self.link.pool)
-                .await
-                .map_err(|e| self.error(e))?;
-            Ok(())
-        })
-        .await
+        self.link
+            .timed(async {
+                let mut q =
+                    QueryBuilder::<DB>::new("INSERT INTO admin_audit (at_ms, entry) VALUES (");
+                q.push_bind(entry.at_ms)
+                    .push(", ")
+                    .push_bind(text.as_str())
+                    .push(")");
+                q.build()
+                    .execute(&self.link.pool)
+                    .await
+                    .map_err(|e| self.error(e))?;
+                Ok(())
+            })
+            .await
     }
 
     async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, RegistryError> {
-        self.timed(async {
-            let mut q =
-                QueryBuilder::<DB>::new("SELECT entry FROM admin_audit ORDER BY id DESC LIMIT ");
-            q.push_bind(limit.min(i64::MAX as usize) as i64);
-            let rows = q
-                .build()
-                .fetch_all(&self.link.pool)
-                .await
-                .map_err(|e| self.error(e))?;
-            rows.iter()
-                .map(|r| {
-                    let text: String = r.try_get(0).map_err(|e| self.error(e))?;
-                    serde_json::from_str(&text)
-                        .map_err(|e| RegistryError::Corrupt(format!("admin_audit: {e}")))
-                })
-                .collect()
-        })
-        .await
+        self.link
+            .timed(async {
+                let mut q = QueryBuilder::<DB>::new(
+                    "SELECT entry FROM admin_audit ORDER BY id DESC LIMIT ",
+                );
+                q.push_bind(limit.min(i64::MAX as usize) as i64);
+                let rows = q
+                    .build()
+                    .fetch_all(&self.link.pool)
+                    .await
+                    .map_err(|e| self.error(e))?;
+                rows.iter()
+                    .map(|r| {
+                        let text: String = r.try_get(0).map_err(|e| self.error(e))?;
+                        serde_json::from_str(&text)
+                            .map_err(|e| RegistryError::Corrupt(format!("admin_audit: {e}")))
+                    })
+                    .collect()
+            })
+            .await
     }
 }
 
 /// The registry in the SQL databases of `config`, by their dialect.
 pub async fn open(config: &SqlConfig) -> Result<Arc<dyn BotRegistry>, RegistryError> {
-    match config.dialect().map_err(unavailable)? {
+    match config.dialect().map_err(RegistryError::from)? {
         #[cfg(feature = "mysql")]
         super::DialectKind::MySql => Ok(Arc::new(SqlRegistry::<sqlx::MySql>::open(config).await?)),
         #[cfg(feature = "postgres")]
@@ -460,6 +449,6 @@ pub async fn open(config: &SqlConfig) -> Result<Arc<dyn BotRegistry>, RegistryEr
             Ok(Arc::new(SqlRegistry::<sqlx::Postgres>::open(config).await?))
         }
         #[cfg(not(all(feature = "mysql", feature = "postgres")))]
-        kind => Err(unavailable(kind.not_built())),
+        kind => Err(RegistryError::from(kind.not_built())),
     }
 }

@@ -234,13 +234,15 @@ where
         store_error::<DB>(&self.label, e)
     }
 
-    pub(super) async fn timed<T>(
+    /// `work`, given up as transient after the query timeout. Generic in
+    /// the error so the bot registry shares it.
+    pub(super) async fn timed<T, E: From<StoreError>>(
         &self,
-        work: impl std::future::Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
+        work: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
         tokio::time::timeout(self.timeout, work)
             .await
-            .unwrap_or_else(|_| Err(timed_out(&self.label, self.timeout)))
+            .unwrap_or_else(|_| Err(timed_out(&self.label, self.timeout).into()))
     }
 }
 
