@@ -15,7 +15,7 @@ mod server;
 use cluster::Cluster;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use server::{token, wait_all_processed, Acked};
+use server::{load, token, wait_all_processed, Acked};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,53 +53,6 @@ fn replies(v: &Value) -> String {
         .map(|r| r.as_str().unwrap())
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// Users sending messages without waiting for replies, recording what got
-/// a 202, until `stop` is set.
-fn load(
-    base: &str,
-    users: usize,
-    tag: &str,
-    acked: Arc<Mutex<Acked>>,
-    stop: Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..users)
-        .map(|u| {
-            let (c, acked, stop) = (client(), acked.clone(), stop.clone());
-            let user = format!("{tag}{u}");
-            let url = format!("{base}/v1/conversations/{user}/messages");
-            let tok = token(&user, "chat");
-            tokio::spawn(async move {
-                for i in 0.. {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let id = format!("{user}-m{i}");
-                    let text = ["星云跑鞋有39码吗", "谢谢", "你好", "疾风板鞋有40码吗"][i % 4];
-                    let r = c
-                        .post(&url)
-                        .bearer_auth(&tok)
-                        .json(&json!({"text": text, "id": id}))
-                        .send()
-                        .await;
-                    match r.map(|r| r.status().as_u16()) {
-                        Ok(202) => {
-                            acked
-                                .lock()
-                                .unwrap()
-                                .entry(user.clone())
-                                .or_default()
-                                .insert(id);
-                        }
-                        Ok(503) => tokio::time::sleep(Duration::from_millis(100)).await,
-                        other => panic!("{user}: unexpected answer {other:?}"),
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            })
-        })
-        .collect()
 }
 
 /// One message per user in `users`, each waited for; how long until all

@@ -3,12 +3,14 @@
 #![allow(dead_code)] // each test binary uses a different part of this harness
 
 use hmac::{Hmac, Mac};
-use serde_json::Value;
+use serde_json::{json, Value};
 use sha2::Sha256;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The tests drive one user far faster than a person types; the rate
@@ -327,4 +329,55 @@ pub async fn until_active(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Users sending messages without waiting for replies, recording what got
+/// a 202, until `stop` is set.
+pub fn load(
+    base: &str,
+    users: usize,
+    tag: &str,
+    acked: Arc<Mutex<Acked>>,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..users)
+        .map(|u| {
+            let c = reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .unwrap();
+            let (acked, stop) = (acked.clone(), stop.clone());
+            let user = format!("{tag}{u}");
+            let url = format!("{base}/v1/conversations/{user}/messages");
+            let tok = token(&user, "chat");
+            tokio::spawn(async move {
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let id = format!("{user}-m{i}");
+                    let text = ["星云跑鞋有39码吗", "谢谢", "你好", "疾风板鞋有40码吗"][i % 4];
+                    let r = c
+                        .post(&url)
+                        .bearer_auth(&tok)
+                        .json(&json!({"text": text, "id": id}))
+                        .send()
+                        .await;
+                    match r.map(|r| r.status().as_u16()) {
+                        Ok(202) => {
+                            acked
+                                .lock()
+                                .unwrap()
+                                .entry(user.clone())
+                                .or_default()
+                                .insert(id);
+                        }
+                        Ok(503) => tokio::time::sleep(Duration::from_millis(100)).await,
+                        other => panic!("{user}: unexpected answer {other:?}"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        })
+        .collect()
 }
