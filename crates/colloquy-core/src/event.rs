@@ -6,6 +6,7 @@ use crate::nlu::EntityMatch;
 use crate::rollout::RouteReason;
 use crate::value::Value;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// Which bot (and version) produced an event.
@@ -43,6 +44,9 @@ pub enum FlowEnd {
     Expired,
     /// A rollback moved the user to a version without this flow.
     Withdrawn,
+    /// A remote action it called failed for good, and the step named no
+    /// `on_error` to go on at.
+    Failed,
 }
 
 /// What happened. Tagged by `type` in JSON.
@@ -104,6 +108,31 @@ pub enum EventKind {
         action: String,
         result: serde_json::Value,
     },
+    /// The policy stopped for a remote action. `key` is this event's own
+    /// id: the idempotency key of every attempt at the call, across retries
+    /// and redeliveries. `slots` are the values sent.
+    ActionRequested {
+        action: String,
+        key: Uuid,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        slots: BTreeMap<String, Value>,
+    },
+    /// The action server answered the call `key`; the slots it set and the
+    /// responses it returned follow as their own events. `ignored` lists
+    /// what the answer held that colloquy did not apply, and why.
+    ActionCompleted {
+        action: String,
+        key: Uuid,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ignored: Vec<String>,
+    },
+    /// The call `key` failed for good after `attempts` attempts.
+    ActionFailed {
+        action: String,
+        key: Uuid,
+        reason: String,
+        attempts: u32,
+    },
     /// The conversation was handed to a human agent.
     HandedOff {
         reason: String,
@@ -112,6 +141,10 @@ pub enum EventKind {
         text: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         response: Option<String>,
+        /// What a remote action's response held besides text (buttons,
+        /// an image, an attachment, a custom payload), as it sent it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payload: Option<serde_json::Value>,
     },
     /// The user's turns are now answered by another version of the bot, or
     /// by the same one for another reason (a rollout changed, a session
@@ -129,6 +162,7 @@ impl EventKind {
     pub fn is_finite(&self) -> bool {
         match self {
             EventKind::SlotSet { value, .. } => value.is_finite(),
+            EventKind::ActionRequested { slots, .. } => slots.values().all(Value::is_finite),
             EventKind::IntentRecognised {
                 confidence,
                 entities,
@@ -168,6 +202,17 @@ pub fn check_user_id(id: &str) -> Result<(), String> {
 /// index), so that processing a redelivered message yields the same ids
 /// again.
 const EVENT_NS: Uuid = Uuid::from_u128(0x6a1c_2f0e_8d4b_4c61_9a57_3e0b_c011_0a7d);
+
+/// Namespace of the ids of the events that apply an action's result.
+const ACTION_NS: Uuid = Uuid::from_u128(0x3f9d_51c2_7a0e_4b8f_b6d1_0c4e_2a79_e5f3);
+
+/// The id of the first event of the turn that applies the result of the
+/// call `key` (the others derive from it as in a message's turn): the same
+/// on every run, so a result applied twice appends nothing the second
+/// time, and never the id of a message's event.
+pub fn action_event_id(user_id: &str, key: Uuid) -> Uuid {
+    Uuid::new_v5(&ACTION_NS, format!("{user_id}\u{0}{key}").as_bytes())
+}
 
 /// The id `seal` gives the first event of a message's turn, which the
 /// policy always makes the `UserSaid` event.

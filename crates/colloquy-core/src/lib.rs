@@ -8,6 +8,7 @@
 //! their text), read clocks, draw random numbers or spawn tasks: time and
 //! seeds are inputs.
 
+pub mod action;
 pub mod bot;
 pub mod duration;
 pub mod event;
@@ -19,10 +20,13 @@ pub mod state;
 pub mod value;
 pub mod wire;
 
+pub use action::{ActionOutcome, ActionResult, Effect, Said};
 pub use bot::Bot;
-pub use event::{check_user_id, seal, user_event_id, BotRef, Event, EventKind, FlowEnd};
+pub use event::{
+    action_event_id, check_user_id, seal, user_event_id, BotRef, Event, EventKind, FlowEnd,
+};
 pub use nlu::{EntityMatch, IntentScore, NluResult};
-pub use policy::{step, Input, Turn};
+pub use policy::{resume, step, Input, Turn};
 pub use rollout::{Canary, Guard, GuardMetric, Rollout, Route, RouteReason};
-pub use state::{FlowPosition, State};
+pub use state::{FlowPosition, PendingAction, State};
 pub use value::Value;

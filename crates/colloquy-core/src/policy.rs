@@ -3,11 +3,12 @@
 //! No I/O, no clock, no randomness of its own: the same inputs always give
 //! the same outputs, so a redelivered message replays identically.
 
+use crate::action::{ActionOutcome, ActionResult, Effect, Said};
 use crate::bot::{values_equal, Action, Bot, Condition, SetValue, SlotType, Step, Test};
-use crate::event::{turn_event_id, user_event_id, Event, EventKind, FlowEnd};
+use crate::event::{action_event_id, turn_event_id, user_event_id, Event, EventKind, FlowEnd};
 use crate::nlu::NluResult;
 use crate::rollout::Route;
-use crate::state::State;
+use crate::state::{PendingAction, State};
 use crate::value::Value;
 
 /// One user message as the policy sees it.
@@ -59,6 +60,37 @@ pub fn step(bot: &Bot, state: State, input: &Input, now_ms: i64, seed: u64) -> T
         rng: SplitMix(seed),
     };
     run.message(input);
+    Turn {
+        state: run.state,
+        events: run.events,
+        replies: run.replies,
+    }
+}
+
+/// Apply the result of a remote action the state waits for: record it,
+/// apply what it set and say what it returned, then go on with the flow
+/// after the step that called it (or at the step's `on_error` when it
+/// failed). A result for a call the state does not wait for (already
+/// applied, or never requested) produces nothing, so applying one twice is
+/// harmless; its events' ids derive from the call's key.
+pub fn resume(bot: &Bot, state: State, result: &ActionResult, now_ms: i64, seed: u64) -> Turn {
+    let Some(pending) = state.pending.clone().filter(|p| p.key == result.key) else {
+        return Turn {
+            state,
+            events: Vec::new(),
+            replies: Vec::new(),
+        };
+    };
+    let mut run = Run {
+        bot,
+        first_id: action_event_id(&state.user_id, result.key),
+        now_ms,
+        state,
+        events: Vec::new(),
+        replies: Vec::new(),
+        rng: SplitMix(seed),
+    };
+    run.resolve(&pending, &result.outcome);
     Turn {
         state: run.state,
         events: run.events,
@@ -125,19 +157,33 @@ impl Run<'_> {
     }
 
     fn say(&mut self, response: &str) {
+        self.say_with(response, &[]);
+    }
+
+    /// Say `response`, its slot holes filled from `variables` first, then
+    /// from the slots. False if the bot has no such response.
+    fn say_with(&mut self, response: &str, variables: &[(String, Value)]) -> bool {
         let Some(variants) = self.bot.responses.get(response) else {
-            return;
+            return false;
         };
         if variants.is_empty() {
-            return;
+            return true;
         }
         let pick = (self.rng.next() % variants.len() as u64) as usize;
-        let text = variants[pick].render(&self.state.slots);
+        let text = if variables.is_empty() {
+            variants[pick].render(&self.state.slots)
+        } else {
+            let mut values = self.state.slots.clone();
+            values.extend(variables.iter().cloned());
+            variants[pick].render(&values)
+        };
         self.replies.push(text.clone());
         self.emit(EventKind::BotSaid {
             text,
             response: Some(response.to_string()),
+            payload: None,
         });
+        true
     }
 
     fn set_slot(&mut self, slot: &str, value: Value) {
@@ -510,7 +556,19 @@ impl Run<'_> {
                     }
                 }
                 Step::Clear(slots) => slots.iter().for_each(|s| self.clear_slot(s)),
-                Step::Action(name) => self.action(&name),
+                Step::Action { name, .. } => {
+                    if matches!(self.bot.actions[&name], Action::Webhook(_)) {
+                        // Wait at this step for the result.
+                        self.emit(EventKind::FlowStep {
+                            flow: flow.clone(),
+                            step: i - 1,
+                            attempts: 0,
+                        });
+                        self.request(&name);
+                        return;
+                    }
+                    self.action(&name)
+                }
                 Step::Branch {
                     cond,
                     then,
@@ -587,6 +645,8 @@ impl Run<'_> {
             Action::Lookup { table, set, .. } | Action::Draw { table, set, .. } => {
                 (&self.bot.tables[table], set)
             }
+            // Remote: the action stage calls it (see `request`).
+            Action::Webhook(_) => return,
         };
         let row = match action {
             Action::Lookup {
@@ -604,6 +664,7 @@ impl Run<'_> {
                     matches!((x, lo, hi), (Some(x), Some(lo), Some(hi)) if lo <= x && x <= hi)
                 })
             }),
+            Action::Webhook(_) => None,
             Action::Draw { weight, .. } => {
                 let weights: Vec<f64> = table
                     .iter()
@@ -645,6 +706,162 @@ impl Run<'_> {
             match v.and_then(|v| convert(self.bot.slots[&slot].slot_type, v)) {
                 Some(v) => self.set_slot(&slot, v),
                 None => self.clear_slot(&slot),
+            }
+        }
+    }
+
+    /// Stop for the remote action `name`: the action stage calls it with
+    /// this event's id as the idempotency key and hands the result to
+    /// [`resume`].
+    fn request(&mut self, name: &str) {
+        let Some(Action::Webhook(w)) = self.bot.actions.get(name) else {
+            return;
+        };
+        let slots = match &w.send {
+            None => self.state.slots.clone(),
+            Some(names) => names
+                .iter()
+                .filter_map(|n| Some((n.clone(), self.state.slots.get(n)?.clone())))
+                .collect(),
+        };
+        self.emit(EventKind::ActionRequested {
+            action: name.to_string(),
+            key: turn_event_id(self.first_id, self.events.len()),
+            slots,
+        });
+    }
+
+    /// The flow step that called the pending action, if the flow still
+    /// waits there: the result goes on from it.
+    fn calling_step(&self) -> Option<(String, usize, Option<usize>)> {
+        let pos = self.state.flow.as_ref()?;
+        match self.bot.flows.get(&pos.flow)?.steps.get(pos.step)? {
+            Step::Action { on_error, .. } => Some((pos.flow.clone(), pos.step, *on_error)),
+            _ => None,
+        }
+    }
+
+    fn resolve(&mut self, pending: &PendingAction, outcome: &ActionOutcome) {
+        let calling = self.calling_step();
+        match outcome {
+            ActionOutcome::Completed {
+                effects,
+                responses,
+                ignored,
+            } => {
+                let mut ignored = ignored.clone();
+                let mut writes = Vec::new();
+                let mut followup = None;
+                for effect in effects {
+                    match effect {
+                        Effect::SetSlot { slot, value } => {
+                            match (self.bot.slots.get(slot), value) {
+                                (None, _) => {
+                                    ignored.push(format!("slot `{slot}`: the bot has no such slot"))
+                                }
+                                (Some(_), None) => writes.push(Some((slot.clone(), None))),
+                                (Some(def), Some(v)) => match check(def, v.clone(), false) {
+                                    Filled::Value(v) => writes.push(Some((slot.clone(), Some(v)))),
+                                    Filled::Invalid { reason, .. } => {
+                                        ignored.push(format!("slot `{slot}`: {reason}"))
+                                    }
+                                    Filled::Nothing => {}
+                                },
+                            }
+                        }
+                        Effect::ResetSlots => writes.push(None),
+                        Effect::Followup { action } if self.bot.actions.contains_key(action) => {
+                            followup = Some(action.clone())
+                        }
+                        Effect::Followup { action } => {
+                            ignored.push(format!("followup `{action}`: the bot has no such action"))
+                        }
+                    }
+                }
+                let unknown: Vec<String> = responses
+                    .iter()
+                    .filter_map(|r| match r {
+                        Said::Named { response, .. }
+                            if !self.bot.responses.contains_key(response) =>
+                        {
+                            Some(format!(
+                                "response `{response}`: the bot has no such response"
+                            ))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                ignored.extend(unknown);
+                self.emit(EventKind::ActionCompleted {
+                    action: pending.action.clone(),
+                    key: pending.key,
+                    ignored,
+                });
+                for write in writes {
+                    match write {
+                        Some((slot, Some(v))) => self.set_slot(&slot, v),
+                        Some((slot, None)) => self.clear_slot(&slot),
+                        None => {
+                            let all: Vec<String> = self.state.slots.keys().cloned().collect();
+                            all.iter().for_each(|s| self.clear_slot(s));
+                        }
+                    }
+                }
+                for said in responses {
+                    match said {
+                        Said::Text { text, payload } => {
+                            if !text.is_empty() {
+                                self.replies.push(text.clone());
+                            }
+                            self.emit(EventKind::BotSaid {
+                                text: text.clone(),
+                                response: None,
+                                payload: payload.clone(),
+                            });
+                        }
+                        Said::Named {
+                            response,
+                            variables,
+                        } => {
+                            self.say_with(response, variables);
+                        }
+                    }
+                }
+                if let Some(next) = followup {
+                    if matches!(self.bot.actions[&next], Action::Webhook(_)) {
+                        self.request(&next);
+                        return;
+                    }
+                    self.action(&next);
+                }
+                if let Some((flow, step, _)) = calling {
+                    self.run_flow(&flow, step + 1);
+                }
+            }
+            ActionOutcome::Failed { reason, attempts } => {
+                self.emit(EventKind::ActionFailed {
+                    action: pending.action.clone(),
+                    key: pending.key,
+                    reason: reason.clone(),
+                    attempts: *attempts,
+                });
+                match calling {
+                    Some((flow, _, Some(on_error))) => self.run_flow(&flow, on_error),
+                    calling => {
+                        let r = self
+                            .bot
+                            .action_failed
+                            .clone()
+                            .unwrap_or_else(|| self.bot.fallback.clone());
+                        self.say(&r);
+                        if let Some((flow, ..)) = calling {
+                            self.emit(EventKind::FlowEnded {
+                                flow,
+                                reason: FlowEnd::Failed,
+                            });
+                        }
+                    }
+                }
             }
         }
     }

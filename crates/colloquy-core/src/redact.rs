@@ -95,6 +95,14 @@ pub fn mask_events(events: &mut [Event], secrets: &Secrets) {
             EventKind::UserSaid { text, .. }
             | EventKind::BotSaid { text, .. }
             | EventKind::SlotRejected { text, .. } => *text = secrets.hide(text),
+            EventKind::ActionRequested { slots, .. } => {
+                for v in slots.values_mut() {
+                    let shown = v.to_string();
+                    if secrets.hide(&shown) != shown {
+                        *v = Value::Text(MASK.into());
+                    }
+                }
+            }
             EventKind::IntentRecognised { entities, .. } => {
                 for m in entities.iter_mut().filter(|m| secrets.reveal_in(m)) {
                     m.text = MASK.into();
@@ -193,6 +201,7 @@ mod tests {
             EventKind::BotSaid {
                 text: "好的, 13800138000".into(),
                 response: None,
+                payload: None,
             },
         ]);
         // The value is known from the state alone: the slot_set is on

@@ -50,6 +50,21 @@ pub struct State {
     /// signed over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<Route>,
+    /// A remote action the policy waits for; the user's next turn runs
+    /// only once it is resolved. Absent (and left out of the JSON, as
+    /// `route`) when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingAction>,
+}
+
+/// A remote action requested and not yet answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingAction {
+    pub action: String,
+    /// The idempotency key of the call (the `action_requested` event id).
+    pub key: uuid::Uuid,
+    /// Seq of the `action_requested` event.
+    pub seq: u64,
 }
 
 impl State {
@@ -148,6 +163,18 @@ impl State {
                     reason: *reason,
                     tail: *tail,
                 })
+            }
+            EventKind::ActionRequested { action, key, .. } => {
+                self.pending = Some(PendingAction {
+                    action: action.clone(),
+                    key: *key,
+                    seq: e.seq,
+                })
+            }
+            EventKind::ActionCompleted { key, .. } | EventKind::ActionFailed { key, .. } => {
+                if self.pending.as_ref().is_some_and(|p| p.key == *key) {
+                    self.pending = None;
+                }
             }
             EventKind::SlotRejected { .. }
             | EventKind::ActionCalled { .. }

@@ -277,3 +277,50 @@ fn slot_mappings_compile_with_the_shorthand_and_the_default() {
     // A slot that shares no name with an entity has no mapping.
     assert_eq!(bot.slots["size"].from, vec![]);
 }
+
+#[test]
+fn webhook_actions_are_checked_field_by_field() {
+    let e = errors(&[(
+        "actions.yaml",
+        "actions:\n  a: {webhook: {url: 'https://x/webhook'}}\n  b: {webhook: {timeout: 2m, retries: 11}}\n  c: {webhook: {url: 'http://x/h', headers: {Idempotency-Key: k, 'bad name': v}, token_env: lower, send: [nope]}}\n",
+    )]);
+    let said: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+    let has = |needle: &str| {
+        assert!(
+            said.iter().any(|s| s.contains(needle)),
+            "no error with {needle:?} in {said:#?}"
+        )
+    };
+    has("actions.yaml:2: actions.a.webhook.url: `https://x/webhook`: this build calls action servers over plain HTTP only");
+    has("actions.yaml:3: actions.b.webhook.timeout: must be between 1ms and 60s");
+    has("actions.b.webhook.retries: must be at most 10, got 11");
+    has("actions.b.webhook.url: no url: give one here or in the bot's `action_endpoint`");
+    has("actions.c.webhook.headers: `Idempotency-Key` is set by colloquy on every call");
+    has("actions.c.webhook.headers: `bad name` is not a header name");
+    has("actions.c.webhook.token_env: `lower` is not an environment variable name");
+    has("actions.c.webhook.send[0]: unknown slot `nope`");
+}
+
+#[test]
+fn on_error_belongs_to_a_webhook_action_step_and_names_a_label() {
+    let e = errors(&[(
+        "flows.yaml",
+        "intents:\n  buy: {examples: [buy shoes]}\ntables:\n  t: [{size: 1}]\nactions:\n  look: {lookup: {table: t, match: {size: size}, set: {size: size}}}\n  hook: {webhook: {url: 'http://x/h'}}\nflows:\n  f:\n    intents: [buy]\n    steps:\n      - action: look\n        on_error: x\n      - action: hook\n        on_error: missing\n      - say: hi\n        on_error: x\n      - label: x\n        say: hi\n",
+    )]);
+    let said: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+    assert!(
+        said.iter().any(|s| s
+            .contains("flows.f.steps[0].on_error: `look` reads the bot's tables and cannot fail")),
+        "{said:#?}"
+    );
+    assert!(
+        said.iter()
+            .any(|s| s.contains("steps[1].on_error: unknown label `missing`")),
+        "{said:#?}"
+    );
+    assert!(
+        said.iter().any(|s| s
+            .contains("flows.f.steps[2].on_error: `on_error` only applies to an `action` step")),
+        "{said:#?}"
+    );
+}

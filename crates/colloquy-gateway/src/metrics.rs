@@ -11,6 +11,7 @@ use colloquy_store::l1::{HotStates, HotStats};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
@@ -61,7 +62,7 @@ struct BotLabels {
     bot: String,
 }
 
-type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
+type HistogramFamily<L = HttpLabels> = Family<L, Histogram, fn() -> Histogram>;
 
 /// How many bot versions get series of their own; later ones share
 /// `bot_version="other"`. Versions come from the registry, so they are
@@ -150,6 +151,27 @@ pub struct Metrics {
     by_version: ByVersion,
     guard_trips: Family<BotLabels, Counter>,
     rate_limited: Family<LimitLabels, Counter>,
+    action_calls: Family<ActionCallLabels, Counter>,
+    action_latency: HistogramFamily<ActionLabels>,
+    breakers: Family<EndpointLabels, Gauge>,
+}
+
+/// Action names come from the loaded bots' YAML, a bounded set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionCallLabels {
+    action: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    action: String,
+}
+
+/// Endpoints come from the loaded bots' YAML too.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -280,7 +302,7 @@ impl Default for Metrics {
         );
         registry.register(
             "action_errors",
-            "Action calls that failed, by bot version (declarative actions cannot fail: 0)",
+            "Remote action calls that failed for good, by bot version",
             by_version.action_errors.clone(),
         );
         registry.register(
@@ -294,6 +316,25 @@ impl Default for Metrics {
             "Canaries this process rolled back because a rollout guard tripped",
             guard_trips.clone(),
         );
+        let action_calls = Family::<ActionCallLabels, Counter>::default();
+        registry.register(
+            "action_calls",
+            "Attempts at remote action calls, by action and outcome (ok, refused, error, needs_domain, circuit_open)",
+            action_calls.clone(),
+        );
+        let action_latency: HistogramFamily<ActionLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "action_duration_seconds",
+            "Time of one attempt at a remote action call, by action",
+            action_latency.clone(),
+        );
+        let breakers = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "action_breaker_state",
+            "Circuit breaker of an action endpoint: 0 closed, 1 half-open, 2 open",
+            breakers.clone(),
+        );
         Metrics {
             registry,
             http,
@@ -302,6 +343,9 @@ impl Default for Metrics {
             by_version,
             guard_trips,
             rate_limited,
+            action_calls,
+            action_latency,
+            breakers,
         }
     }
 }
@@ -465,6 +509,31 @@ impl Metrics {
         let _ = self.guard_trips.get_or_create(&BotLabels {
             bot: bot.to_string(),
         });
+    }
+
+    pub fn action_call(&self, action: &str, outcome: &'static str, seconds: f64) {
+        self.action_calls
+            .get_or_create(&ActionCallLabels {
+                action: action.to_string(),
+                outcome,
+            })
+            .inc();
+        if outcome != "circuit_open" {
+            self.action_latency
+                .get_or_create(&ActionLabels {
+                    action: action.to_string(),
+                })
+                .observe(seconds);
+        }
+    }
+
+    /// `state`: 0 closed, 1 half-open, 2 open.
+    pub fn breaker(&self, endpoint: &str, state: i64) {
+        self.breakers
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_string(),
+            })
+            .set(state);
     }
 
     pub fn guard_tripped(&self, bot: &str) {

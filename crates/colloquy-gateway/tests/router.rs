@@ -377,6 +377,7 @@ async fn events_and_state_mask_sensitive_values() {
             EventKind::BotSaid {
                 text: format!("好的, 我们会打 {PHONE}"),
                 response: None,
+                payload: None,
             },
         ],
         "alice",

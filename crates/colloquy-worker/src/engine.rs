@@ -1,8 +1,9 @@
 //! Handling one message: the policy stage's unit of work.
 
+use crate::actions::ActionStage;
 use crate::loader::LoadedBot;
 use crate::versions::Versions;
-use colloquy_core::{step, Event, EventKind, Input, NluResult, State};
+use colloquy_core::{resume, step, Event, EventKind, Input, NluResult, State};
 use colloquy_store::l1::{HotStates, HotStats, MemoryHotStates, MEMORY_L1_USERS};
 use colloquy_store::{Conversations, StoreError};
 use std::sync::Arc;
@@ -30,9 +31,7 @@ pub struct TurnFacts {
     /// The bot said its fallback response.
     pub fallback: bool,
     pub handoff: bool,
-    /// Action calls that failed. Always 0 today: the only actions are
-    /// declarative table lookups, which cannot fail; the count is kept so
-    /// that an action kind that can fail has its series and guard waiting.
+    /// Remote action calls of the turn that failed for good.
     pub action_errors: u64,
     /// The policy stage's time for the turn: state, step and durable
     /// append, and a second classification when the route asked for one.
@@ -55,7 +54,10 @@ impl TurnFacts {
             handoff: events
                 .iter()
                 .any(|e| matches!(e.kind, EventKind::HandedOff { .. })),
-            action_errors: 0,
+            action_errors: events
+                .iter()
+                .filter(|e| matches!(e.kind, EventKind::ActionFailed { .. }))
+                .count() as u64,
             latency,
         }
     }
@@ -77,6 +79,14 @@ pub struct Engine {
     versions: Arc<Versions>,
     conversations: Conversations,
     hot: Arc<dyn HotStates>,
+    actions: ActionStage,
+}
+
+/// Events appended and replies made while settling remote actions.
+#[derive(Default)]
+struct Settled {
+    events: Vec<Event>,
+    replies: Vec<String>,
 }
 
 /// An NLU result and the bot version whose NLU produced it.
@@ -117,7 +127,19 @@ impl Engine {
             versions,
             conversations,
             hot,
+            actions: ActionStage::default(),
         }
+    }
+
+    /// The same engine calling remote actions through `actions` (its
+    /// breaker settings, for one).
+    pub fn with_actions(mut self, actions: ActionStage) -> Self {
+        self.actions = actions;
+        self
+    }
+
+    pub fn actions(&self) -> &ActionStage {
+        &self.actions
     }
 
     /// The L1's counters, for a hit-ratio metric.
@@ -167,13 +189,29 @@ impl Engine {
         let table = self.versions.current();
         for _ in 0..CONFLICT_RETRIES {
             let state = self.take(user).await?;
+            // A remote action still pending (the process died during the
+            // call, or the append after it failed) comes first: the
+            // user's turns wait behind it, and the call is repeated with
+            // its key.
+            let mut settled = Settled::default();
+            let state = match self.settle(&table, state, now_ms, &mut settled).await {
+                Ok(s) => s,
+                Err(StoreError::Conflict { .. }) => {
+                    self.hot.forget(user).await;
+                    continue;
+                }
+                Err(e) => {
+                    self.hot.forget(user).await;
+                    return Err(e.into());
+                }
+            };
             if state.has_seen(message_id) {
                 let replies = self.replies_in_log(&state, message_id).await;
                 let state = Arc::new(state);
                 self.hot.put(Arc::clone(&state)).await;
                 return Ok(Reply {
                     replies: replies?,
-                    events: Vec::new(),
+                    events: settled.events,
                     state,
                     turn: None,
                 });
@@ -196,21 +234,32 @@ impl Engine {
                 route: route.as_ref(),
             };
             let turn = step(&bot.bot, state, &input, now_ms, seed(user, message_id));
-            match self.conversations.commit(&turn.state, &turn.events).await {
+            let committed = self.conversations.commit(&turn.state, &turn.events).await;
+            // The actions the turn asked for, answered before the turn is
+            // done: their replies go with its own.
+            let committed = match committed {
                 Ok(()) => {
-                    let state = Arc::new(turn.state);
+                    settled.events.extend(turn.events);
+                    settled.replies.extend(turn.replies);
+                    self.settle(&table, turn.state, now_ms, &mut settled).await
+                }
+                Err(e) => Err(e),
+            };
+            match committed {
+                Ok(state) => {
+                    let state = Arc::new(state);
                     self.hot.put(Arc::clone(&state)).await;
                     let facts = TurnFacts::of(
                         &bot.bot.id.version,
                         nlu.intent.as_deref(),
                         &bot.bot.fallback,
-                        &turn.events,
+                        &settled.events,
                         started.elapsed(),
                     );
                     self.versions.turns.record(&facts, user);
                     return Ok(Reply {
-                        replies: turn.replies,
-                        events: turn.events,
+                        replies: settled.replies,
+                        events: settled.events,
                         state,
                         turn: Some(facts),
                     });
@@ -237,6 +286,44 @@ impl Engine {
             user: user.to_string(),
             attempts: CONFLICT_RETRIES,
         })
+    }
+
+    /// Call the remote action `state` waits for, apply its result, and go
+    /// on until the state waits for none (a result may ask for another
+    /// action). Each result is appended before the next call, so a crash
+    /// repeats at most the call in flight, with the same key. The version
+    /// the user is routed to answers (its `resume` and its action's
+    /// settings).
+    async fn settle(
+        &self,
+        table: &crate::versions::Table,
+        mut state: State,
+        now_ms: i64,
+        out: &mut Settled,
+    ) -> Result<State, StoreError> {
+        while let Some(pending) = state.pending.clone() {
+            let (_, bot) = table.route(&state, now_ms);
+            let recent = self
+                .conversations
+                .store()
+                .events_after(
+                    &state.user_id,
+                    state.seq.saturating_sub(TRACKER_EVENTS),
+                    TRACKER_EVENTS as usize,
+                )
+                .await?;
+            let result = self.actions.call(&bot.bot, &state, &pending, &recent).await;
+            // The turn's time, as the policy's "now" always is (never
+            // before the log's end).
+            let at = now_ms.max(state.last_ts_ms);
+            let seed = seed(&state.user_id, &pending.key.to_string());
+            let turn = resume(&bot.bot, state, &result, at, seed);
+            self.conversations.commit(&turn.state, &turn.events).await?;
+            out.events.extend(turn.events);
+            out.replies.extend(turn.replies);
+            state = turn.state;
+        }
+        Ok(state)
     }
 
     /// A user's current state for a turn: the hot copy, handed over, if
@@ -274,6 +361,10 @@ impl Engine {
         Ok(replies)
     }
 }
+
+/// How much of the end of a user's log an action server gets as the
+/// tracker's events.
+const TRACKER_EVENTS: u64 = 100;
 
 /// How far back a repeated message's replies are looked for; the state
 /// remembers the ids of the last `RECENT_MESSAGES` messages, whose turns

@@ -2,9 +2,10 @@
 //! (YAML compiled by the core, NLU trained on its examples) and handles a
 //! user's message: load state → NLU → pure policy → append events.
 //!
-//! This crate must not parse HTTP; it is driven by the CLI, and later by the
-//! bus consumers of each stage.
+//! This crate serves no HTTP; it is driven by the bus consumers of each
+//! stage. It calls action servers as an HTTP client (`actions`).
 
+pub mod actions;
 mod engine;
 mod loader;
 #[cfg(feature = "redis")]

@@ -74,6 +74,12 @@ pub trait StageObserver: Send + Sync {
     /// This process checks `bot`'s guards: its trip count starts at 0, so
     /// that an alert on its increase has a series to look at.
     fn guards_watched(&self, bot: &str);
+    /// One attempt at a remote action call: `ok`, `refused` (400, 404, a
+    /// malformed answer), `error` (retryable), `needs_domain` (449) or
+    /// `circuit_open` (not attempted), and how long it took.
+    fn action_call(&self, action: &str, outcome: &'static str, took: std::time::Duration);
+    /// An action endpoint's circuit breaker changed state.
+    fn breaker(&self, endpoint: &str, state: crate::actions::BreakerState);
 }
 
 /// The NLU stage: classifications run on the calling task, at most
@@ -191,6 +197,7 @@ impl PolicyHandler {
         observer: Arc<dyn StageObserver>,
     ) -> PolicyHandler {
         engine.versions().observe(observer.clone());
+        engine.actions().observe(observer.clone());
         PolicyHandler {
             engine,
             deliver,

@@ -230,6 +230,14 @@ impl StageObserver for MetricsObserver {
     fn guards_watched(&self, bot: &str) {
         self.0.guards_watched(bot);
     }
+
+    fn action_call(&self, action: &str, outcome: &'static str, took: std::time::Duration) {
+        self.0.action_call(action, outcome, took.as_secs_f64());
+    }
+
+    fn breaker(&self, endpoint: &str, state: colloquy_worker::actions::BreakerState) {
+        self.0.breaker(endpoint, state.gauge());
+    }
 }
 
 /// The HTTP gateway, not yet listening; the caller adds the registry

@@ -16,6 +16,9 @@ pub struct Bot {
     pub fallback: String,
     pub abandon: Option<String>,
     pub withdrawn: Option<String>,
+    /// Said when a remote action fails for good and its step has no
+    /// `on_error`; `None`: the fallback.
+    pub action_failed: Option<String>,
     pub intents: BTreeMap<String, Intent>,
     pub entities: BTreeMap<String, EntitySpec>,
     pub slots: BTreeMap<String, Slot>,
@@ -203,7 +206,12 @@ pub enum Step {
     Set(Vec<(String, SetValue)>),
     Add(Vec<(String, f64)>),
     Clear(Vec<String>),
-    Action(String),
+    /// Run an action; `on_error` is the step a remote action's flow goes
+    /// on at when the call fails for good.
+    Action {
+        name: String,
+        on_error: Option<usize>,
+    },
     Branch {
         cond: Condition,
         then: usize,
@@ -253,6 +261,21 @@ pub enum Action {
         weight: String,
         set: Vec<(String, String)>,
     },
+    Webhook(Webhook),
+}
+
+/// A remote action, resolved against the bot's endpoint defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhook {
+    /// The action's name at the action server (`next_action`).
+    pub remote: String,
+    pub url: String,
+    pub timeout_ms: u64,
+    pub retries: u32,
+    pub headers: Vec<(String, String)>,
+    pub token_env: Option<String>,
+    /// Slots recorded as sent; `None`: all of them.
+    pub send: Option<Vec<String>>,
 }
 
 /// Loose equality for comparing slot values with YAML data: `39` equals

@@ -50,6 +50,14 @@ pub struct BotSpec {
     /// to a version that does not have it (default: `fallback`).
     #[serde(default)]
     pub withdrawn: Option<String>,
+    /// Defaults for every webhook action of the bot (`url`, `timeout`,
+    /// `retries`, `headers`, `token_env`), like Rasa's `action_endpoint`.
+    #[serde(default)]
+    pub action_endpoint: Option<WebhookSpec>,
+    /// Response said when a remote action fails for good and its step has
+    /// no `on_error` (default: `fallback`).
+    #[serde(default)]
+    pub action_failed: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +206,10 @@ pub struct StepSpec {
     pub handoff: Option<String>,
     #[serde(default)]
     pub end: Option<bool>,
+    /// For an `action` step calling a remote action: the label this flow
+    /// goes on at when the call fails for good.
+    #[serde(default)]
+    pub on_error: Option<String>,
 }
 
 /// A test on one slot, or `all` / `any` of several.
@@ -229,7 +241,8 @@ pub struct ConditionSpec {
     pub any: Option<Vec<ConditionSpec>>,
 }
 
-/// A declarative action: exactly one of `lookup` or `draw`.
+/// An action: exactly one of `lookup` or `draw` (declarative, answered
+/// from the bot's tables) or `webhook` (a call to an action server).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionSpec {
@@ -237,6 +250,36 @@ pub struct ActionSpec {
     pub lookup: Option<LookupSpec>,
     #[serde(default)]
     pub draw: Option<DrawSpec>,
+    #[serde(default)]
+    pub webhook: Option<WebhookSpec>,
+}
+
+/// A remote action called over Rasa's action server protocol. Fields left
+/// out take the bot's `action_endpoint` values, then the defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSpec {
+    /// The action server's webhook, e.g. `http://127.0.0.1:5055/webhook`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Deadline of the whole call, retries included (default 3s).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Further attempts after a retryable failure (default 2).
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Environment variable holding a bearer token for the call.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// The action's name at the action server (default: its name here).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Slots recorded as sent with the request (default: all).
+    #[serde(default)]
+    pub send: Option<Vec<String>>,
 }
 
 /// Find the first row of `table` whose columns equal the given slots (and

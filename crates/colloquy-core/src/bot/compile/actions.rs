@@ -1,13 +1,14 @@
-//! Tables (data rows shipped with the bot) and the declarative actions
-//! that read them: `lookup` finds a row by slot values, `draw` picks one by
-//! weight. Every table, column and slot an action names must exist.
+//! Tables (data rows shipped with the bot), the declarative actions that
+//! read them (`lookup` finds a row by slot values, `draw` picks one by
+//! weight; every table, column and slot they name must exist), and remote
+//! actions (`webhook`), resolved against the bot's `action_endpoint`.
 
 use super::checks::Names;
 use super::ctx::{At, Ctx};
 use super::sources::Merged;
 use super::yaml_to_value;
-use crate::bot::model::{Action, Row};
-use crate::bot::spec::{ActionSpec, DrawSpec, LookupSpec};
+use crate::bot::model::{Action, Row, Webhook};
+use crate::bot::spec::{ActionSpec, DrawSpec, LookupSpec, WebhookSpec};
 use crate::value::Value;
 use std::collections::BTreeMap;
 
@@ -48,21 +49,193 @@ pub(super) fn compile(
     ctx: &mut Ctx,
     names: &Names,
     tables: &Tables,
+    (endpoint, bot_at): (Option<&WebhookSpec>, &At),
     actions: Merged<ActionSpec>,
 ) -> BTreeMap<String, Action> {
+    let defaults = endpoint
+        .map(|e| checked_webhook(ctx, bot_at, "action_endpoint", e))
+        .unwrap_or_default();
     let mut out = BTreeMap::new();
     for (name, (a, at)) in actions {
-        let action = match (a.lookup, a.draw) {
-            (Some(l), None) => lookup(ctx, names, tables, &at, l),
-            (None, Some(d)) => draw(ctx, names, tables, &at, d),
+        let action = match (a.lookup, a.draw, a.webhook) {
+            (Some(l), None, None) => lookup(ctx, names, tables, &at, l),
+            (None, Some(d), None) => draw(ctx, names, tables, &at, d),
+            (None, None, Some(w)) => webhook(ctx, names, &at, &name, &defaults, &w),
             _ => {
-                ctx.err(&at, "", "an action needs exactly one of `lookup` or `draw`");
+                ctx.err(
+                    &at,
+                    "",
+                    "an action needs exactly one of `lookup`, `draw` or `webhook`",
+                );
                 continue;
             }
         };
         out.insert(name, action);
     }
     out
+}
+
+/// Default deadline of a remote call, retries included: a user waits for
+/// the answer, and Rasa's own five minutes hold a conversation hostage.
+const DEFAULT_TIMEOUT_MS: u64 = 3_000;
+const MAX_TIMEOUT_MS: u64 = 60_000;
+const DEFAULT_RETRIES: u32 = 2;
+const MAX_RETRIES: u32 = 10;
+
+/// A webhook's fields as given in one place (an action or the endpoint
+/// defaults), each checked and reported there.
+#[derive(Default)]
+struct Given {
+    url: Option<String>,
+    timeout_ms: Option<u64>,
+    retries: Option<u32>,
+    headers: Option<Vec<(String, String)>>,
+    token_env: Option<String>,
+}
+
+fn checked_webhook(ctx: &mut Ctx, at: &At, prefix: &str, w: &WebhookSpec) -> Given {
+    let field = |f: &str| format!("{prefix}.{f}");
+    if let Some(url) = &w.url {
+        if let Err(problem) = check_url(url) {
+            ctx.err(at, &field("url"), problem);
+        }
+    }
+    let timeout_ms = w.timeout.as_ref().and_then(|t| {
+        match crate::duration::parse_ms(t).and_then(|ms| u64::try_from(ms).ok()) {
+            Some(ms) if (1..=MAX_TIMEOUT_MS).contains(&ms) => Some(ms),
+            Some(ms) => {
+                ctx.err(
+                    at,
+                    &field("timeout"),
+                    format!("must be between 1ms and 60s, got {ms}ms"),
+                );
+                None
+            }
+            None => {
+                ctx.err(
+                    at,
+                    &field("timeout"),
+                    format!("`{t}` is not a duration (use e.g. 2s, 500ms)"),
+                );
+                None
+            }
+        }
+    });
+    if let Some(r) = w.retries.filter(|r| *r > MAX_RETRIES) {
+        ctx.err(
+            at,
+            &field("retries"),
+            format!("must be at most {MAX_RETRIES}, got {r}"),
+        );
+    }
+    for (name, value) in w.headers.iter().flatten() {
+        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if name.is_empty() || !name.chars().all(token) {
+            ctx.err(
+                at,
+                &field("headers"),
+                format!("`{name}` is not a header name"),
+            );
+        }
+        if value.chars().any(|c| c.is_control()) {
+            ctx.err(
+                at,
+                &field(&format!("headers.{name}")),
+                "a header value may not hold control characters",
+            );
+        }
+        if name.eq_ignore_ascii_case("idempotency-key") {
+            ctx.err(
+                at,
+                &field("headers"),
+                "`Idempotency-Key` is set by colloquy on every call",
+            );
+        }
+    }
+    if let Some(var) = &w.token_env {
+        let ok = var
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+            && var
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !ok {
+            ctx.err(
+                at,
+                &field("token_env"),
+                format!("`{var}` is not an environment variable name (A-Z, 0-9, _)"),
+            );
+        }
+    }
+    Given {
+        url: w.url.clone(),
+        timeout_ms,
+        retries: w.retries.filter(|r| *r <= MAX_RETRIES),
+        headers: w
+            .headers
+            .as_ref()
+            .map(|h| h.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        token_env: w.token_env.clone(),
+    }
+}
+
+/// Only plain HTTP for now: this build carries no TLS client, so an
+/// `https` action server is refused here rather than failing on every call.
+fn check_url(url: &str) -> Result<(), String> {
+    let rest = match url.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some(("https", _)) => {
+            return Err(format!(
+                "`{url}`: this build calls action servers over plain HTTP only; reach an HTTPS one through a local proxy"
+            ))
+        }
+        _ => return Err(format!("`{url}` is not an http:// URL")),
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || host.contains('@') || url.chars().any(|c| c.is_whitespace()) {
+        return Err(format!("`{url}` is not an http:// URL with a host"));
+    }
+    Ok(())
+}
+
+fn webhook(
+    ctx: &mut Ctx,
+    names: &Names,
+    at: &At,
+    name: &str,
+    defaults: &Given,
+    w: &WebhookSpec,
+) -> Action {
+    let own = checked_webhook(ctx, at, "webhook", w);
+    for (k, slot) in w.send.iter().flatten().enumerate() {
+        names.slot(ctx, at, &format!("webhook.send[{k}]"), slot);
+    }
+    let url = own.url.or_else(|| defaults.url.clone()).unwrap_or_else(|| {
+        ctx.err(
+            at,
+            "webhook.url",
+            "no url: give one here or in the bot's `action_endpoint`",
+        );
+        String::new()
+    });
+    let mut headers = defaults.headers.clone().unwrap_or_default();
+    for (k, v) in own.headers.unwrap_or_default() {
+        headers.retain(|(d, _)| !d.eq_ignore_ascii_case(&k));
+        headers.push((k, v));
+    }
+    Action::Webhook(Webhook {
+        remote: w.name.clone().unwrap_or_else(|| name.to_string()),
+        url,
+        timeout_ms: own
+            .timeout_ms
+            .or(defaults.timeout_ms)
+            .unwrap_or(DEFAULT_TIMEOUT_MS),
+        retries: own.retries.or(defaults.retries).unwrap_or(DEFAULT_RETRIES),
+        headers,
+        token_env: own.token_env.or_else(|| defaults.token_env.clone()),
+        send: w.send.clone(),
+    })
 }
 
 fn lookup(ctx: &mut Ctx, names: &Names, tables: &Tables, at: &At, l: LookupSpec) -> Action {

@@ -100,6 +100,12 @@ pub(super) fn reachable(ctx: &mut Ctx, flow_at: &At, steps: &[Step]) {
                 todo.push(*then);
                 todo.push(otherwise.unwrap_or(i + 1));
             }
+            Step::Action {
+                on_error: Some(t), ..
+            } => {
+                todo.push(*t);
+                todo.push(i + 1);
+            }
             Step::Flow(_) | Step::Handoff(_) | Step::End => {}
             _ => todo.push(i + 1),
         }

@@ -4,7 +4,7 @@ use super::checks::Names;
 use super::ctx::Ctx;
 use super::sources::Merged;
 use super::steps;
-use crate::bot::model::{Flow, Slot};
+use crate::bot::model::{Action, Flow, Slot};
 use crate::bot::spec::FlowSpec;
 use std::collections::{BTreeMap, HashMap};
 
@@ -13,6 +13,7 @@ pub(super) fn compile(
     ctx: &mut Ctx,
     names: &Names,
     slots: &BTreeMap<String, Slot>,
+    actions: &BTreeMap<String, Action>,
     flows: Merged<FlowSpec>,
 ) -> (BTreeMap<String, Flow>, HashMap<String, String>) {
     let mut intent_flows: HashMap<String, String> = HashMap::new();
@@ -33,7 +34,7 @@ pub(super) fn compile(
         if f.steps.is_empty() {
             ctx.err(&at, "steps", "a flow needs at least one step");
         }
-        let steps = steps::compile(ctx, names, slots, &at, &f.steps);
+        let steps = steps::compile(ctx, names, slots, actions, &at, &f.steps);
         out.insert(
             name,
             Flow {

@@ -44,8 +44,14 @@ pub fn compile(files: &[SourceFile]) -> Result<Bot, Vec<BotError>> {
     let slots = slots::compile(&mut ctx, &names, &sections.slots, &sections.entities);
     let responses = responses::compile(&mut ctx, &names, sections.responses);
     let intents = intents::compile(&mut ctx, &names, sections.intents);
-    let actions = actions::compile(&mut ctx, &names, &tables, sections.actions);
-    let (flows, intent_flows) = flows::compile(&mut ctx, &names, &slots, sections.flows);
+    let actions = actions::compile(
+        &mut ctx,
+        &names,
+        &tables,
+        (spec.action_endpoint.as_ref(), &bot_at),
+        sections.actions,
+    );
+    let (flows, intent_flows) = flows::compile(&mut ctx, &names, &slots, &actions, sections.flows);
     checks::intents_answer_or_start(&mut ctx, &names, &intent_flows);
     ctx.finish()?;
 
@@ -60,6 +66,7 @@ pub fn compile(files: &[SourceFile]) -> Result<Bot, Vec<BotError>> {
         fallback: spec.fallback,
         abandon: spec.abandon,
         withdrawn: spec.withdrawn,
+        action_failed: spec.action_failed,
         intents,
         entities: sections
             .entities

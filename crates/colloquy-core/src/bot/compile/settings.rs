@@ -46,6 +46,20 @@ pub(super) fn compile(ctx: &mut Ctx, names: &Names, spec: &BotSpec, at: &At) -> 
     if let Some(w) = &spec.withdrawn {
         names.response(ctx, at, "withdrawn", w);
     }
+    if let Some(r) = &spec.action_failed {
+        names.response(ctx, at, "action_failed", r);
+    }
+    if let Some(e) = &spec.action_endpoint {
+        for (field, given) in [("name", e.name.is_some()), ("send", e.send.is_some())] {
+            if given {
+                ctx.err(
+                    at,
+                    &format!("action_endpoint.{field}"),
+                    "belongs to one action, not to the endpoint defaults",
+                );
+            }
+        }
+    }
     Settings {
         session_timeout_ms,
         threshold,

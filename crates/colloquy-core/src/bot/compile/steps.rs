@@ -6,7 +6,7 @@ use super::conditions;
 use super::ctx::{At, Ctx};
 use super::slots::check_type;
 use super::yaml_to_value;
-use crate::bot::model::{SetValue, Slot, SlotType, Step, Template};
+use crate::bot::model::{Action, SetValue, Slot, SlotType, Step, Template};
 use crate::bot::spec::StepSpec;
 use std::collections::{BTreeMap, HashMap};
 
@@ -20,12 +20,14 @@ pub(super) fn compile(
     ctx: &mut Ctx,
     names: &Names,
     slots: &BTreeMap<String, Slot>,
+    actions: &BTreeMap<String, Action>,
     flow_at: &At,
     specs: &[StepSpec],
 ) -> Vec<Step> {
     let flow = FlowScope {
         names,
         slots,
+        actions,
         at: flow_at,
         labels: labels(ctx, flow_at, specs),
     };
@@ -92,13 +94,14 @@ fn verb(ctx: &mut Ctx, at: &At, s: &StepSpec) -> Option<&'static str> {
 
 /// Qualifiers only make sense with one verb; elsewhere they are a mistake.
 fn check_qualifiers(ctx: &mut Ctx, at: &At, s: &StepSpec, verb: &str) {
-    let qualifiers: [(&str, bool, &str); 6] = [
+    let qualifiers: [(&str, bool, &str); 7] = [
         ("prompt", s.prompt.is_some(), "ask"),
         ("reprompt", s.reprompt.is_some(), "ask"),
         ("max_attempts", s.max_attempts.is_some(), "ask"),
         ("force", s.force, "ask"),
         ("then", s.then.is_some(), "if"),
         ("else", s.otherwise.is_some(), "if"),
+        ("on_error", s.on_error.is_some(), "action"),
     ];
     for (field, given, owner) in qualifiers {
         if given && verb != owner {
@@ -115,6 +118,7 @@ fn check_qualifiers(ctx: &mut Ctx, at: &At, s: &StepSpec, verb: &str) {
 struct FlowScope<'a> {
     names: &'a Names,
     slots: &'a BTreeMap<String, Slot>,
+    actions: &'a BTreeMap<String, Action>,
     at: &'a At,
     labels: HashMap<&'a str, usize>,
 }
@@ -144,9 +148,20 @@ impl FlowScope<'_> {
                 Step::Clear(list)
             }
             "action" => {
-                let a = s.action.clone().unwrap_or_default();
-                names.action(ctx, &at, "action", &a);
-                Step::Action(a)
+                let name = s.action.clone().unwrap_or_default();
+                names.action(ctx, &at, "action", &name);
+                let on_error = s.on_error.as_deref().map(|label| {
+                    if matches!(self.actions.get(&name), Some(a) if !matches!(a, Action::Webhook(_)))
+                    {
+                        ctx.err(
+                            &at,
+                            "on_error",
+                            format!("`{name}` reads the bot's tables and cannot fail; `on_error` is for webhook actions"),
+                        );
+                    }
+                    self.target(ctx, &format!("steps[{i}].on_error"), label)
+                });
+                Step::Action { name, on_error }
             }
             "if" => self.branch(ctx, &at, i, s),
             "goto" => Step::Goto(self.target(
