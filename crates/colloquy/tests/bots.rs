@@ -6,7 +6,7 @@ mod server;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use server::{shoe_store, token, until_active, v2, Server};
+use server::{shoe_store, token, until_active, v2, write_bot, Server};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -282,11 +282,7 @@ async fn the_bots_command_drives_a_rollout() {
     let data = tempfile::tempdir().unwrap();
     let s = Server::start(data.path(), &[]);
     let dir = tempfile::tempdir().unwrap();
-    for (path, text) in v2() {
-        let p = dir.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
+    write_bot(dir.path(), &v2());
     let d = dir.path().to_str().unwrap();
     let (ok, out) = cli(&s, &["push", d]);
     assert!(ok, "{out}");

@@ -261,7 +261,13 @@ pub async fn wait_all_processed(
 
 /// The shoe store's files, as `colloquy bots push` sends them.
 pub fn shoe_store() -> BTreeMap<String, String> {
-    let dir = root().join("bots/shoe-store");
+    bot_dir("bots/shoe-store")
+}
+
+/// A bot directory's YAML files (symlinks followed, scenarios left out),
+/// by path inside it.
+pub fn bot_dir(dir: &str) -> BTreeMap<String, String> {
+    let dir = root().join(dir);
     let mut files = BTreeMap::new();
     let mut todo = vec![dir.clone()];
     while let Some(d) = todo.pop() {
@@ -279,6 +285,36 @@ pub fn shoe_store() -> BTreeMap<String, String> {
         }
     }
     files
+}
+
+/// Write a bot's files under `dir`.
+pub fn write_bot(dir: &Path, files: &BTreeMap<String, String>) {
+    for (path, text) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+}
+
+/// Send `text` as `user` and wait for the replies (200).
+pub async fn say(c: &reqwest::Client, base: &str, user: &str, text: &str) -> Vec<String> {
+    let r = c
+        .post(format!(
+            "{base}/v1/conversations/{user}/messages?wait_ms=10000"
+        ))
+        .bearer_auth(token(user, "chat"))
+        .json(&json!({ "text": text }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{user}: {text}");
+    let v: Value = r.json().await.unwrap();
+    v["replies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect()
 }
 
 /// Version 1.1.0: the same bot, greeting with a marker.

@@ -1,0 +1,577 @@
+//! Remote actions on a running `colloquy serve`: an unmodified rasa-sdk
+//! action server answers the shoe store; responses, followups and
+//! rejections follow Rasa's protocol; calls are retried only when a retry
+//! can help, with one idempotency key, behind a breaker; and a call cut by
+//! kill -9 is repeated with its key after the restart and applied once.
+
+mod server;
+
+use axum::extract::{Path as UrlPath, State as Shared};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use server::{bot_dir, events_after, root, say, token, write_bot, Server};
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .http1_only()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A rasa-sdk action server serving the actions module `module` of `dir`,
+/// started with the Python environment `scripts/action-server install`
+/// makes (which `scripts/test` runs).
+struct RasaSdk {
+    child: Child,
+    url: String,
+}
+
+impl RasaSdk {
+    async fn start(dir: &std::path::Path, module: &str) -> RasaSdk {
+        let out = Command::new(root().join("scripts/action-server"))
+            .arg("python")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "no rasa-sdk environment: run scripts/action-server install ({})",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let python = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let port = free_port();
+        // Its own process group: sanic runs the server in a child process,
+        // and stopping it must stop both.
+        let child = Command::new(python)
+            .process_group(0)
+            .current_dir(dir)
+            .args(["-m", "rasa_sdk", "--actions", module, "--port"])
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let s = RasaSdk {
+            child,
+            url: format!("http://127.0.0.1:{port}/webhook"),
+        };
+        let c = client();
+        let started = Instant::now();
+        loop {
+            let up = c
+                .get(format!("http://127.0.0.1:{port}/actions"))
+                .send()
+                .await;
+            if up.is_ok_and(|r| r.status() == 200) {
+                return s;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the rasa-sdk action server did not come up on port {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RasaSdk {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `serve` on `data` with the bot `files`.
+fn serve(
+    data: &std::path::Path,
+    bot: &std::path::Path,
+    files: &BTreeMap<String, String>,
+) -> Server {
+    write_bot(bot, files);
+    Server::start_with(data, &[], &["--bot", bot.to_str().unwrap()])
+}
+
+fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == t).collect()
+}
+
+async fn metrics(c: &reqwest::Client, s: &Server) -> String {
+    c.get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_action_server_answers_the_shoe_store_unchanged() {
+    let mut actions = RasaSdk::start(&root().join("examples/action-server"), "actions").await;
+    let mut files = bot_dir("bots/shoe-store-actions");
+    let bot = files.get_mut("bot.yaml").unwrap();
+    *bot = bot.replace("http://127.0.0.1:5055/webhook", &actions.url);
+    let (data, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = serve(data.path(), dir.path(), &files);
+    let (c, base) = (client(), s.url(""));
+
+    assert_eq!(
+        say(&c, &base, "ann", "星云跑鞋有39码吗").await,
+        vec!["星云跑鞋 39 码有货,库存 5 双,售价 399 元。"]
+    );
+    assert_eq!(
+        say(&c, &base, "ann", "疾风板鞋有40码吗").await,
+        vec!["抱歉,疾风板鞋 40 码目前缺货,可以看看其他尺码或款式。"]
+    );
+    assert_eq!(
+        say(&c, &base, "ann", "帮我查一下订单").await,
+        vec!["请提供您的 10 位订单号。"]
+    );
+    assert_eq!(
+        say(&c, &base, "ann", "2026110101").await,
+        vec!["订单 2026110101:已发货,预计 11 月 26 日送达。"]
+    );
+    let events = events_after(&c, &base, "ann", &token("ann", "chat"), 0).await;
+    let requested = of_type(&events, "action_requested");
+    let completed = of_type(&events, "action_completed");
+    assert_eq!(requested.len(), 3, "two stock checks and an order lookup");
+    assert_eq!(
+        requested.iter().map(|e| &e["key"]).collect::<Vec<_>>(),
+        completed.iter().map(|e| &e["key"]).collect::<Vec<_>>()
+    );
+    assert_eq!(requested[2]["slots"], json!({"order_id": "2026110101"}));
+
+    // The action server goes away: the user still gets an answer, and
+    // the failure is an event.
+    actions.stop();
+    assert_eq!(
+        say(&c, &base, "bob", "星云跑鞋有39码吗").await,
+        vec!["抱歉,系统暂时查询不到,请稍后再试。"]
+    );
+    let events = events_after(&c, &base, "bob", &token("bob", "chat"), 0).await;
+    let failed = of_type(&events, "action_failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["attempts"], 3, "retries: 2 in the bot");
+    assert!(
+        failed[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Connection refused"),
+        "{}",
+        failed[0]
+    );
+    let m = metrics(&c, &s).await;
+    assert!(
+        m.contains("colloquy_action_calls_total{action=\"check_stock\",outcome=\"ok\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("colloquy_action_calls_total{action=\"check_stock\",outcome=\"error\"} 3"),
+        "{m}"
+    );
+    assert!(m.contains("colloquy_action_duration_seconds_count{action=\"find_order\"} 1"));
+}
+
+const PROTOCOL_BOT: &str = r#"
+bot:
+  name: protocol
+  version: "1"
+  language: en
+  fallback: fallback
+  action_endpoint: {url: "URL", timeout: 5s}
+intents:
+  quote: {examples: [give me a quote, how much is it, price please, what does it cost]}
+  reject: {examples: [reject this, refuse it, turn it down, say no to it]}
+entities:
+  model: {lookup: {nebula: [], breeze: []}}
+slots:
+  model: {type: text}
+  price: {type: int}
+  noted: {type: bool}
+responses:
+  fallback: sorry
+  utter_price: "{model} costs {price}"
+  done: "done, noted {noted}"
+  refused: the action refused
+actions:
+  quote: {webhook: {}}
+  note: {webhook: {}}
+  reject_me: {webhook: {retries: 3}}
+flows:
+  quote:
+    intents: [quote]
+    steps:
+      - action: quote
+      - say: done
+  reject:
+    intents: [reject]
+    steps:
+      - action: reject_me
+        on_error: refused
+      - end: true
+      - label: refused
+        say: refused
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rasa_sdk_responses_followups_and_rejections_are_applied() {
+    let actions = RasaSdk::start(
+        &root().join("crates/colloquy/tests/action_server"),
+        "test_actions",
+    )
+    .await;
+    let files = BTreeMap::from([(
+        "bot.yaml".to_string(),
+        PROTOCOL_BOT.replace("URL", &actions.url),
+    )]);
+    let (data, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = serve(data.path(), dir.path(), &files);
+    let (c, base) = (client(), s.url(""));
+
+    assert_eq!(
+        say(&c, &base, "cy", "give me a quote for nebula").await,
+        vec!["nebula costs 399", "nebula for quote?", "done, noted true"],
+        "a named response with a variable, text with buttons, then the followup before the flow went on"
+    );
+    let events = events_after(&c, &base, "cy", &token("cy", "chat"), 0).await;
+    let requested: Vec<&Value> = of_type(&events, "action_requested");
+    assert_eq!(
+        requested
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        vec!["quote", "note"]
+    );
+    let said = of_type(&events, "bot_said");
+    let card = said
+        .iter()
+        .find(|e| e["text"] == "nebula for quote?")
+        .unwrap();
+    assert_eq!(
+        card["payload"],
+        json!({"buttons": [{"title": "yes", "payload": "/affirm"}], "custom": {"card": "nebula"}})
+    );
+
+    assert_eq!(
+        say(&c, &base, "cy", "reject this").await,
+        vec!["the action refused"]
+    );
+    let events = events_after(&c, &base, "cy", &token("cy", "chat"), 0).await;
+    let failed = of_type(&events, "action_failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(
+        failed[0]["attempts"], 1,
+        "a 400 is never retried: {}",
+        failed[0]
+    );
+    assert!(failed[0]["reason"].as_str().unwrap().contains("not today"));
+}
+
+/// An action server that counts calls by idempotency key and behaves by
+/// path: `ok` answers, `hang` never answers a key's first call, `flaky`
+/// fails a key's first two calls with 503, `throttled` answers a key's
+/// first call with 429 and `Retry-After: 1`, `rejected` says 400, `down`
+/// always 500.
+#[derive(Clone, Default)]
+struct Counter {
+    calls: Arc<Mutex<Vec<(String, String, Instant)>>>,
+}
+
+impl Counter {
+    fn calls(&self, path: &str) -> Vec<(String, Instant)> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, ..)| p == path)
+            .map(|(_, k, at)| (k.clone(), *at))
+            .collect()
+    }
+
+    fn by_key(&self, path: &str) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for (k, _) in self.calls(path) {
+            *out.entry(k).or_default() += 1;
+        }
+        out
+    }
+}
+
+async fn counted(
+    Shared(counter): Shared<Counter>,
+    UrlPath(path): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_string();
+    let nth = {
+        let mut calls = counter.calls.lock().unwrap();
+        calls.push((path.clone(), key.clone(), Instant::now()));
+        calls
+            .iter()
+            .filter(|(p, k, _)| *p == path && *k == key)
+            .count()
+    };
+    let answer = || {
+        axum::Json(json!({
+            "events": [{"event": "slot", "name": "stock", "value": 7}],
+            "responses": [{"text": "checked"}]
+        }))
+        .into_response()
+    };
+    match (path.as_str(), nth) {
+        ("hang", 1) => {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            answer()
+        }
+        ("flaky", 1 | 2) => (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response(),
+        ("throttled", 1) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            "slow down",
+        )
+            .into_response(),
+        ("rejected", _) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "bad order", "action_name": "x"})),
+        )
+            .into_response(),
+        ("down", _) => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+        _ => answer(),
+    }
+}
+
+async fn counter() -> (Counter, String) {
+    let counter = Counter::default();
+    let app = axum::Router::new()
+        .route("/{path}", axum::routing::post(counted))
+        .with_state(counter.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (counter, base)
+}
+
+/// A bot with one flow per behaviour of the counting server.
+fn counted_bot(base: &str) -> BTreeMap<String, String> {
+    let mut yaml = format!(
+        r#"
+bot: {{name: counted, version: "1", language: en, fallback: fallback, action_failed: failed}}
+slots:
+  stock: {{type: int}}
+responses:
+  fallback: sorry
+  failed: could not check
+  left: "{{stock}} left"
+actions:
+  hang: {{webhook: {{url: "{base}/hang", timeout: 60s}}}}
+  flaky: {{webhook: {{url: "{base}/flaky", timeout: 5s, retries: 2}}}}
+  throttled: {{webhook: {{url: "{base}/throttled", timeout: 5s, retries: 1}}}}
+  rejected: {{webhook: {{url: "{base}/rejected", timeout: 5s, retries: 3}}}}
+  down: {{webhook: {{url: "{base}/down", timeout: 5s, retries: 2}}}}
+intents:
+"#
+    );
+    let examples = [
+        ("hang", "hang on please"),
+        ("flaky", "try the flaky one"),
+        ("throttled", "go slow now"),
+        ("rejected", "reject my order"),
+        ("down", "the broken thing"),
+    ];
+    for (name, example) in examples {
+        yaml.push_str(&format!("  {name}: {{examples: [\"{example}\"]}}\n"));
+    }
+    yaml.push_str("flows:\n");
+    for (name, _) in examples {
+        yaml.push_str(&format!(
+            "  {name}:\n    intents: [{name}]\n    steps:\n      - action: {name}\n      - say: left\n"
+        ));
+    }
+    BTreeMap::from([("bot.yaml".to_string(), yaml)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_keep_the_key_honour_retry_after_skip_rejections_and_trip_the_breaker() {
+    let (counter, url) = counter().await;
+    let (data, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = serve(data.path(), dir.path(), &counted_bot(&url));
+    let (c, base) = (client(), s.url(""));
+
+    assert_eq!(
+        say(&c, &base, "f", "try the flaky one").await,
+        vec!["checked", "7 left"]
+    );
+    let flaky = counter.by_key("flaky");
+    assert_eq!(flaky.len(), 1, "one key for every attempt: {flaky:?}");
+    assert_eq!(flaky.values().next(), Some(&3), "two 503s, then the answer");
+    let events = events_after(&c, &base, "f", &token("f", "chat"), 0).await;
+    assert_eq!(
+        of_type(&events, "action_requested")[0]["key"]
+            .as_str()
+            .unwrap(),
+        flaky.keys().next().unwrap(),
+        "the key is the action_requested event's"
+    );
+
+    assert_eq!(
+        say(&c, &base, "t", "go slow now").await,
+        vec!["checked", "7 left"]
+    );
+    let throttled = counter.calls("throttled");
+    assert_eq!(throttled.len(), 2);
+    let gap = throttled[1].1 - throttled[0].1;
+    assert!(
+        gap >= Duration::from_millis(950),
+        "Retry-After: 1 honoured, waited {gap:?}"
+    );
+
+    assert_eq!(
+        say(&c, &base, "r", "reject my order").await,
+        vec!["could not check"]
+    );
+    assert_eq!(counter.calls("rejected").len(), 1, "a 400 is not retried");
+
+    // 3 attempts per turn; the breaker opens at the fifth failure in a
+    // row, so d2's third attempt is already refused by it.
+    for user in ["d1", "d2"] {
+        assert_eq!(
+            say(&c, &base, user, "the broken thing").await,
+            vec!["could not check"]
+        );
+    }
+    assert_eq!(
+        counter.calls("down").len(),
+        5,
+        "the breaker opened after five"
+    );
+    assert_eq!(
+        say(&c, &base, "d3", "the broken thing").await,
+        vec!["could not check"]
+    );
+    assert_eq!(
+        counter.calls("down").len(),
+        5,
+        "an open breaker calls nobody"
+    );
+    let events = events_after(&c, &base, "d3", &token("d3", "chat"), 0).await;
+    let failed = of_type(&events, "action_failed");
+    assert!(
+        failed[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("circuit open"),
+        "{}",
+        failed[0]
+    );
+    let m = metrics(&c, &s).await;
+    assert!(
+        m.contains(&format!(
+            "colloquy_action_breaker_state{{endpoint=\"{url}/down\"}} 2"
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains("colloquy_action_calls_total{action=\"down\",outcome=\"circuit_open\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("colloquy_action_errors_total{bot_version=\"1\"} 4"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_cut_by_kill_9_is_repeated_with_its_key_and_applied_once() {
+    let (counter, url) = counter().await;
+    let (data, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut s = serve(data.path(), dir.path(), &counted_bot(&url));
+    let c = client();
+    let r = c
+        .post(s.url("/v1/conversations/k/messages"))
+        .bearer_auth(token("k", "chat"))
+        .json(&json!({"text": "hang on please", "id": "m1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let started = Instant::now();
+    while counter.calls("hang").is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the action was never called"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.kill();
+
+    let s = Server::start_with(data.path(), &[], &["--bot", dir.path().to_str().unwrap()]);
+    let base = s.url("");
+    let started = Instant::now();
+    let events = loop {
+        let events = events_after(&c, &base, "k", &token("k", "chat"), 0).await;
+        if !of_type(&events, "action_completed").is_empty() {
+            break events;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the call was not repeated: {events:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let calls = counter.by_key("hang");
+    assert_eq!(calls.len(), 1, "one key across the crash: {calls:?}");
+    let (key, n) = calls.iter().next().unwrap();
+    assert_eq!(*n, 2, "called before the kill and once after");
+    let requested = of_type(&events, "action_requested");
+    assert_eq!(requested.len(), 1);
+    assert_eq!(requested[0]["key"], *key);
+    assert_eq!(
+        of_type(&events, "action_completed").len(),
+        1,
+        "applied once"
+    );
+    assert_eq!(of_type(&events, "user_said").len(), 1);
+    let said: Vec<&Value> = of_type(&events, "bot_said")
+        .into_iter()
+        .map(|e| &e["text"])
+        .collect();
+    assert_eq!(said, vec!["checked", "7 left"]);
+
+    // The same message again: answered from the log, nothing called.
+    let r: Value = c
+        .post(s.url("/v1/conversations/k/messages?wait_ms=5000"))
+        .bearer_auth(token("k", "chat"))
+        .json(&json!({"text": "hang on please", "id": "m1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["replies"], json!(["checked", "7 left"]));
+    assert_eq!(counter.calls("hang").len(), 2);
+}
