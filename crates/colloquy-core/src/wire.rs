@@ -6,6 +6,7 @@
 use crate::event::Event;
 use crate::nlu::NluResult;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 /// Topic the gateway publishes accepted messages to, keyed by user id.
 pub const TOPIC_IN: &str = "chat.in";
@@ -13,12 +14,17 @@ pub const TOPIC_IN: &str = "chat.in";
 pub const TOPIC_NLU: &str = "chat.nlu";
 /// Outcomes of the policy stage, for the gateways to push to clients.
 pub const TOPIC_OUT: &str = "chat.out";
+/// Remote action calls, from a policy stage to the action stage when the
+/// two run in different processes.
+pub const TOPIC_ACTION: &str = "chat.action";
 
 /// Consumer group of the stage reading [`TOPIC_IN`] (nlu, or nlu + policy
 /// joined in memory); its backlog is the queue depth every role reports.
 pub const GROUP_IN: &str = "colloquy-pipeline";
 /// Consumer group of the policy stage on its own, reading [`TOPIC_NLU`].
 pub const GROUP_POLICY: &str = "colloquy-policy";
+/// Consumer group of the action stage on its own, reading [`TOPIC_ACTION`].
+pub const GROUP_ACTION: &str = "colloquy-action";
 
 /// A user message as it travels on the bus.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,4 +60,19 @@ pub struct Outcome {
     pub events: Vec<Event>,
     /// The user's last seq after the turn.
     pub seq: u64,
+}
+
+/// A turn that stopped for a remote action, handed to the action stage:
+/// the call to make is the user's pending action `key` (the log says what
+/// it is), and the outcome to deliver once it is answered begins with the
+/// turn's own `replies` and `events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionCall {
+    pub user: String,
+    pub message_id: String,
+    pub key: Uuid,
+    /// The message's time: the policy's "now" for the result.
+    pub ts_ms: i64,
+    pub replies: Vec<String>,
+    pub events: Vec<Event>,
 }

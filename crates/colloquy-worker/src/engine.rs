@@ -3,7 +3,7 @@
 use crate::actions::ActionStage;
 use crate::loader::LoadedBot;
 use crate::versions::Versions;
-use colloquy_core::{resume, step, Event, EventKind, Input, NluResult, State};
+use colloquy_core::{resume, step, Event, EventKind, Input, NluResult, PendingAction, State};
 use colloquy_store::l1::{HotStates, HotStats, MemoryHotStates, MEMORY_L1_USERS};
 use colloquy_store::{Conversations, StoreError};
 use std::sync::Arc;
@@ -19,6 +19,9 @@ pub struct Reply {
     pub state: Arc<State>,
     /// What the turn was, for metrics; `None` for a duplicate.
     pub turn: Option<TurnFacts>,
+    /// The remote action the turn stopped for, when the action stage runs
+    /// elsewhere ([`Engine::deferring_actions`]): the caller hands it over.
+    pub pending: Option<PendingAction>,
 }
 
 /// One answered turn as metrics and rollout guards count it.
@@ -69,6 +72,10 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("user {user}: gave up after {attempts} conflicting writers")]
     Contended { user: String, attempts: u32 },
+    /// The user's conversation waits for a remote action that the action
+    /// stage (another process) has not answered yet; the message waits.
+    #[error("user {user}: waiting for the remote action `{action}`")]
+    Waiting { user: String, action: String },
 }
 
 /// How often a message is re-run after losing an expected-seq race to
@@ -80,11 +87,27 @@ pub struct Engine {
     conversations: Conversations,
     hot: Arc<dyn HotStates>,
     actions: ActionStage,
+    /// Remote actions are called by an action stage in another process
+    /// (`chat.action`), not by this engine's policy turns.
+    defer_actions: bool,
 }
 
-/// Events appended and replies made while settling remote actions.
+/// What settling one handed-over call gave.
+pub enum Settled {
+    /// Answered now: the events appended and replies made.
+    Now {
+        events: Vec<Event>,
+        replies: Vec<String>,
+        seq: u64,
+    },
+    /// Answered before (a redelivered call): every reply of the message,
+    /// read back from the log.
+    Before { replies: Vec<String>, seq: u64 },
+}
+
+/// Events appended and replies made in one delivery of a message.
 #[derive(Default)]
-struct Settled {
+struct Produced {
     events: Vec<Event>,
     replies: Vec<String>,
 }
@@ -128,7 +151,17 @@ impl Engine {
             conversations,
             hot,
             actions: ActionStage::default(),
+            defer_actions: false,
         }
+    }
+
+    /// The same engine leaving remote actions to an action stage in
+    /// another process: a turn that stops for one returns it in
+    /// [`Reply::pending`], and a later message of the user waits
+    /// ([`EngineError::Waiting`]) until the action stage has answered.
+    pub fn deferring_actions(mut self) -> Self {
+        self.defer_actions = true;
+        self
     }
 
     /// The same engine calling remote actions through `actions` (its
@@ -188,22 +221,59 @@ impl Engine {
         let started = Instant::now();
         let table = self.versions.current();
         for _ in 0..CONFLICT_RETRIES {
-            let state = self.take(user).await?;
-            // A remote action still pending (the process died during the
-            // call, or the append after it failed) comes first: the
-            // user's turns wait behind it, and the call is repeated with
-            // its key.
-            let mut settled = Settled::default();
-            let state = match self.settle(&table, state, now_ms, &mut settled).await {
-                Ok(s) => s,
-                Err(StoreError::Conflict { .. }) => {
-                    self.hot.forget(user).await;
-                    continue;
+            let mut state = self.take(user).await?;
+            if self.defer_actions && state.pending.is_some() {
+                // The action stage appends the result from another
+                // process: a hot copy that still waits may be stale.
+                self.hot.forget(user).await;
+                state = self.conversations.load(user).await?;
+            }
+            let mut produced = Produced::default();
+            let state = match &state.pending {
+                // Handed over to the action stage, which has not answered:
+                // a redelivery of the message that stopped for it hands it
+                // over again; a later message waits.
+                Some(p) if self.defer_actions => {
+                    let pending = Some(p.clone());
+                    let seen = state.has_seen(message_id);
+                    let action = p.action.clone();
+                    let replies = if seen {
+                        Some(self.replies_in_log(&state, message_id).await)
+                    } else {
+                        None
+                    };
+                    let state = Arc::new(state);
+                    self.hot.put(Arc::clone(&state)).await;
+                    return match replies {
+                        Some(replies) => Ok(Reply {
+                            replies: replies?,
+                            events: Vec::new(),
+                            state,
+                            turn: None,
+                            pending,
+                        }),
+                        None => Err(EngineError::Waiting {
+                            user: user.to_string(),
+                            action,
+                        }),
+                    };
                 }
-                Err(e) => {
-                    self.hot.forget(user).await;
-                    return Err(e.into());
-                }
+                // A remote action still pending (the process died during
+                // the call, or the append after it failed) comes first:
+                // the user's turns wait behind it, and the call is
+                // repeated with its key.
+                Some(_) => match self.settle(&table, state, now_ms, &mut produced).await {
+                    Ok(s) => s,
+                    Err(StoreError::Conflict { .. }) => {
+                        self.hot.forget(user).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.hot.forget(user).await;
+                        return Err(e.into());
+                    }
+                },
+                None => state,
             };
             if state.has_seen(message_id) {
                 let replies = self.replies_in_log(&state, message_id).await;
@@ -211,9 +281,10 @@ impl Engine {
                 self.hot.put(Arc::clone(&state)).await;
                 return Ok(Reply {
                     replies: replies?,
-                    events: settled.events,
+                    events: produced.events,
                     state,
                     turn: None,
+                    pending: None,
                 });
             }
             let (route, bot) = table.route(&state, now_ms);
@@ -239,9 +310,13 @@ impl Engine {
             // done: their replies go with its own.
             let committed = match committed {
                 Ok(()) => {
-                    settled.events.extend(turn.events);
-                    settled.replies.extend(turn.replies);
-                    self.settle(&table, turn.state, now_ms, &mut settled).await
+                    produced.events.extend(turn.events);
+                    produced.replies.extend(turn.replies);
+                    if self.defer_actions {
+                        Ok(turn.state)
+                    } else {
+                        self.settle(&table, turn.state, now_ms, &mut produced).await
+                    }
                 }
                 Err(e) => Err(e),
             };
@@ -253,13 +328,14 @@ impl Engine {
                         &bot.bot.id.version,
                         nlu.intent.as_deref(),
                         &bot.bot.fallback,
-                        &settled.events,
+                        &produced.events,
                         started.elapsed(),
                     );
                     self.versions.turns.record(&facts, user);
                     return Ok(Reply {
-                        replies: settled.replies,
-                        events: settled.events,
+                        replies: produced.replies,
+                        events: produced.events,
+                        pending: state.pending.clone().filter(|_| self.defer_actions),
                         state,
                         turn: Some(facts),
                     });
@@ -299,7 +375,7 @@ impl Engine {
         table: &crate::versions::Table,
         mut state: State,
         now_ms: i64,
-        out: &mut Settled,
+        out: &mut Produced,
     ) -> Result<State, StoreError> {
         while let Some(pending) = state.pending.clone() {
             let (_, bot) = table.route(&state, now_ms);
@@ -324,6 +400,56 @@ impl Engine {
             state = turn.state;
         }
         Ok(state)
+    }
+
+    /// The action stage on its own: answer the call `key` that the
+    /// message `message_id` of `user` stopped for (and any the result asks
+    /// for next), at the message's time `now_ms`. A call already answered
+    /// (a redelivery) gives the message's replies from the log.
+    pub async fn settle_call(
+        &self,
+        user: &str,
+        message_id: &str,
+        key: uuid::Uuid,
+        now_ms: i64,
+    ) -> Result<Settled, EngineError> {
+        for _ in 0..CONFLICT_RETRIES {
+            // From the log, not a hot copy: the policy stage appends from
+            // another process, and a stale copy would repeat a call.
+            self.hot.forget(user).await;
+            let state = self.conversations.load(user).await?;
+            if state.pending.as_ref().map(|p| p.key) != Some(key) {
+                let replies = self.replies_in_log(&state, message_id).await;
+                let seq = state.seq;
+                self.hot.put(Arc::new(state)).await;
+                return Ok(Settled::Before {
+                    replies: replies?,
+                    seq,
+                });
+            }
+            let table = self.versions.current();
+            let mut produced = Produced::default();
+            match self.settle(&table, state, now_ms, &mut produced).await {
+                Ok(state) => {
+                    let seq = state.seq;
+                    self.hot.put(Arc::new(state)).await;
+                    return Ok(Settled::Now {
+                        events: produced.events,
+                        replies: produced.replies,
+                        seq,
+                    });
+                }
+                Err(StoreError::Conflict { .. }) => self.hot.forget(user).await,
+                Err(e) => {
+                    self.hot.forget(user).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        Err(EngineError::Contended {
+            user: user.to_string(),
+            attempts: CONFLICT_RETRIES,
+        })
     }
 
     /// A user's current state for a turn: the hot copy, handed over, if

@@ -1,16 +1,19 @@
 //! The chat pipeline as bus stages: `chat.in` → nlu → `chat.nlu` → policy →
-//! `chat.out`. Stages placed in one process are joined in memory
+//! `chat.out`, and policy → `chat.action` → action → `chat.out` for turns
+//! that stop for a remote action when the action stage runs elsewhere. Stages placed in one process are joined in memory
 //! ([`ChatHandler`]: a record of `chat.in` is done only once the policy has
 //! appended its events and the replies are delivered); stages in different
 //! processes are joined by the bus ([`NluHandler`], [`PolicyHandler`]). A
 //! record is done, and its offset may be committed, only after what the
 //! stage produced is durable downstream, so a crash anywhere redelivers it.
 
-use crate::engine::{Classified, Engine, EngineError, TurnFacts};
+use crate::engine::{Classified, Engine, EngineError, Settled, TurnFacts};
 use async_trait::async_trait;
 use colloquy_bus::runner::{Handler, HandlerError};
 use colloquy_bus::{Bus, Record};
-use colloquy_core::wire::{Inbound, Outcome, Understood, TOPIC_NLU, TOPIC_OUT};
+use colloquy_core::wire::{
+    ActionCall, Inbound, Outcome, Understood, TOPIC_ACTION, TOPIC_NLU, TOPIC_OUT,
+};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -21,6 +24,16 @@ pub trait Deliver: Send + Sync {
     /// `Ok` once the outcome is handed over for good; an error makes the
     /// stage retry the message (the policy's second run is a no-op).
     async fn deliver(&self, outcome: Outcome) -> Result<(), HandlerError>;
+
+    /// Hand a turn that stopped for a remote action to the action stage,
+    /// which delivers the outcome once the action is answered. Only a
+    /// deliverer whose engine defers actions is asked to.
+    async fn hand_over(&self, call: ActionCall) -> Result<(), HandlerError> {
+        Err(HandlerError::Permanent(format!(
+            "user {}: the turn waits for a remote action, and no action stage is wired",
+            call.user
+        )))
+    }
 }
 
 /// Delivers outcomes to whichever gateway holds the user's connection, by
@@ -41,6 +54,12 @@ impl Deliver for BusDeliver {
         let payload = serde_json::to_vec(&outcome)
             .map_err(|e| HandlerError::Permanent(format!("encoding an outcome: {e}")))?;
         publish(&*self.bus, TOPIC_OUT, &outcome.user, payload).await
+    }
+
+    async fn hand_over(&self, call: ActionCall) -> Result<(), HandlerError> {
+        let payload = serde_json::to_vec(&call)
+            .map_err(|e| HandlerError::Permanent(format!("encoding an action call: {e}")))?;
+        publish(&*self.bus, TOPIC_ACTION, &call.user, payload).await
     }
 }
 
@@ -227,6 +246,8 @@ impl PolicyHandler {
                     }
                     EngineError::Store(_) => HandlerError::Permanent(e.to_string()),
                     EngineError::Contended { .. } => HandlerError::Retryable(e.to_string()),
+                    // Per-user order: the message waits behind the action.
+                    EngineError::Waiting { .. } => HandlerError::Unavailable(e.to_string()),
                 });
             }
         };
@@ -237,6 +258,19 @@ impl PolicyHandler {
                 self.observer.turn(turn);
             }
         }
+        if let Some(pending) = reply.pending {
+            return self
+                .deliver
+                .hand_over(ActionCall {
+                    user: msg.user,
+                    message_id: msg.message_id,
+                    key: pending.key,
+                    ts_ms: msg.ts_ms,
+                    replies: reply.replies,
+                    events: reply.events,
+                })
+                .await;
+        }
         self.deliver
             .deliver(Outcome {
                 user: msg.user,
@@ -244,6 +278,79 @@ impl PolicyHandler {
                 replies: reply.replies,
                 events: reply.events,
                 seq: reply.state.seq,
+            })
+            .await
+    }
+}
+
+/// The action stage on its own: consumes `TOPIC_ACTION`, calls the action
+/// a turn stopped for, appends the result and what the flow did next, and
+/// delivers the turn's whole outcome. A redelivered call whose result is in
+/// the log is not called again; its replies are delivered again.
+pub struct ActionHandler {
+    engine: Arc<Engine>,
+    deliver: Arc<dyn Deliver>,
+    observer: Arc<dyn StageObserver>,
+}
+
+impl ActionHandler {
+    pub fn new(
+        engine: Arc<Engine>,
+        deliver: Arc<dyn Deliver>,
+        observer: Arc<dyn StageObserver>,
+    ) -> ActionHandler {
+        engine.actions().observe(observer.clone());
+        ActionHandler {
+            engine,
+            deliver,
+            observer,
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for ActionHandler {
+    async fn handle(&self, record: &Record) -> Result<(), HandlerError> {
+        let call: ActionCall = decode(record, &*self.observer, "action")?;
+        let settled = self
+            .engine
+            .settle_call(&call.user, &call.message_id, call.key, call.ts_ms)
+            .await
+            .map_err(|e| {
+                self.observer.message("action", "error");
+                match &e {
+                    EngineError::Store(s) if !s.is_retryable() => {
+                        HandlerError::Permanent(e.to_string())
+                    }
+                    // The call is never dropped: the user's turns wait on it.
+                    _ => HandlerError::Unavailable(e.to_string()),
+                }
+            })?;
+        let (replies, events, seq) = match settled {
+            Settled::Now {
+                events,
+                replies,
+                seq,
+            } => {
+                self.observer.message("action", "ok");
+                let mut all = call.replies;
+                all.extend(replies);
+                let mut appended = call.events;
+                appended.extend(events);
+                (all, appended, seq)
+            }
+            Settled::Before { replies, seq } => {
+                self.observer.message("action", "duplicate");
+                (replies, Vec::new(), seq)
+            }
+        };
+        self.deliver
+            .deliver(Outcome {
+                user: call.user,
+                message_id: call.message_id,
+                replies,
+                events,
+                seq,
             })
             .await
     }

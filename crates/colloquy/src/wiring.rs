@@ -129,7 +129,7 @@ pub async fn engine(
     key: SnapshotKey,
     hot: Arc<dyn HotStates>,
     role: &str,
-) -> anyhow::Result<Arc<Engine>> {
+) -> anyhow::Result<Engine> {
     let conversations = Conversations::new(store, key, cfg.store.snapshot_policy());
     let dir = &cfg.server.bot;
     let Some(registry) = registry else {
@@ -138,11 +138,7 @@ pub async fn engine(
             dir.display()
         );
         let bot = load_bot(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
-        return Ok(Arc::new(Engine::with_hot_states(
-            Arc::new(bot),
-            conversations,
-            hot,
-        )));
+        return Ok(Engine::with_hot_states(Arc::new(bot), conversations, hot));
     };
     let files = read_files(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     let now = colloquy_gateway::clock::unix_ms();
@@ -184,7 +180,7 @@ pub async fn engine(
         );
     }
     tokio::spawn(follower.run(cfg.server.registry_poll, shutdown_signal()));
-    Ok(Arc::new(Engine::routed(versions, conversations, hot)))
+    Ok(Engine::routed(versions, conversations, hot))
 }
 
 /// The inbound queue, whose backlog is the queue depth everywhere.

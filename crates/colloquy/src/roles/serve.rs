@@ -27,7 +27,8 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     let conversations = wiring::conversations(&cfg, store.clone(), key.clone());
     let hot = wiring::hot_states(&cfg, &key)?;
     let registry = wiring::open_registry(&cfg).await?;
-    let engine = wiring::engine(&cfg, registry.clone(), store, key, hot.clone(), "serve").await?;
+    let engine =
+        Arc::new(wiring::engine(&cfg, registry.clone(), store, key, hot.clone(), "serve").await?);
     let table = engine.versions().current();
     let stable = table.assigned("").1.bot.id.clone();
 

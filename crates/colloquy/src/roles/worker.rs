@@ -1,4 +1,4 @@
-//! `colloquy worker --stages nlu,policy`: stage workers that own the
+//! `colloquy worker --stages nlu,policy,action`: stage workers that own the
 //! partitions a consistent-hash ring over the live workers gives them.
 //! Membership lives in Redis, so the role needs the `redis` feature.
 
@@ -7,8 +7,11 @@ use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct WorkerArgs {
-    /// Stages to run: `nlu`, `policy`, or both (joined in memory).
-    #[arg(long, value_delimiter = ',', default_value = "nlu,policy", value_parser = ["nlu", "policy"])]
+    /// Stages to run: `nlu`, `policy`, `action`, or several. Stages in one
+    /// process are joined in memory; a policy stage without the action
+    /// stage hands remote action calls to `chat.action`, for action
+    /// workers to make.
+    #[arg(long, value_delimiter = ',', default_value = "nlu,policy,action", value_parser = ["nlu", "policy", "action"])]
     stages: Vec<String>,
     /// This worker's name in the ring [default: host name and process id].
     #[arg(long)]
@@ -39,13 +42,15 @@ fn run_member(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     use crate::wiring::{self, MetricsObserver};
     use anyhow::Context;
     use colloquy_bus::runner::{Handler, StageStats};
-    use colloquy_core::wire::{GROUP_IN, GROUP_POLICY, TOPIC_IN, TOPIC_NLU, TOPIC_OUT};
+    use colloquy_core::wire::{
+        GROUP_ACTION, GROUP_IN, GROUP_POLICY, TOPIC_ACTION, TOPIC_IN, TOPIC_NLU, TOPIC_OUT,
+    };
     use colloquy_gateway::api::metrics_router;
     use colloquy_gateway::metrics::{Metrics, Sources};
     use colloquy_gateway::server::ConnectionLimits;
     use colloquy_worker::ownership::{Member, OwnershipConfig, Stage};
     use colloquy_worker::pipeline::{
-        BusDeliver, ChatHandler, NluHandler, PolicyHandler, StageObserver,
+        ActionHandler, BusDeliver, ChatHandler, NluHandler, PolicyHandler, StageObserver,
     };
     use std::sync::Arc;
     use std::time::Duration;
@@ -55,10 +60,8 @@ fn run_member(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     });
-    let (nlu, policy) = (
-        args.stages.iter().any(|s| s == "nlu"),
-        args.stages.iter().any(|s| s == "policy"),
-    );
+    let runs = |stage: &str| args.stages.iter().any(|s| s == stage);
+    let (nlu, policy, action) = (runs("nlu"), runs("policy"), runs("action"));
     wiring::runtime()?.block_on(async {
         wiring::create_data_dir(&cfg)?;
         let bus = wiring::open_bus(&cfg)?;
@@ -67,7 +70,12 @@ fn run_member(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         let hot = wiring::hot_states(&cfg, &key)?;
         let registry = wiring::open_registry(&cfg).await?;
         let engine = wiring::engine(&cfg, registry, store, key, hot.clone(), "worker").await?;
-        for topic in [TOPIC_IN, TOPIC_NLU, TOPIC_OUT] {
+        let engine = Arc::new(if policy && !action {
+            engine.deferring_actions()
+        } else {
+            engine
+        });
+        for topic in [TOPIC_IN, TOPIC_NLU, TOPIC_OUT, TOPIC_ACTION] {
             bus.ensure_topic(topic, cfg.bus.partitions).await?;
         }
         let metrics = Arc::new(Metrics::default());
@@ -77,14 +85,21 @@ fn run_member(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         // (topic, group, handler) of each stage this process runs.
         let mut stages: Vec<(&str, &str, Arc<dyn Handler>)> = Vec::new();
         if nlu && policy {
-            let h = ChatHandler::new(engine, workers, deliver, observer);
+            let h = ChatHandler::new(engine.clone(), workers, deliver.clone(), observer.clone());
             stages.push((TOPIC_IN, GROUP_IN, Arc::new(h)));
         } else if nlu {
-            let h = NluHandler::new(engine, workers, bus.clone(), observer);
+            let h = NluHandler::new(engine.clone(), workers, bus.clone(), observer.clone());
             stages.push((TOPIC_IN, GROUP_IN, Arc::new(h)));
-        } else {
-            let h = PolicyHandler::new(engine, deliver, observer);
+        } else if policy {
+            let h = PolicyHandler::new(engine.clone(), deliver.clone(), observer.clone());
             stages.push((TOPIC_NLU, GROUP_POLICY, Arc::new(h)));
+        }
+        // With the policy stage here too, this process's turns call their
+        // actions themselves; it still takes the calls other policy-only
+        // workers hand over.
+        if action {
+            let h = ActionHandler::new(engine, deliver, observer);
+            stages.push((TOPIC_ACTION, GROUP_ACTION, Arc::new(h)));
         }
         let ownership = OwnershipConfig {
             prefix: cfg.cluster.key_prefix.clone(),

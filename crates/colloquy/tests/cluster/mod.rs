@@ -5,19 +5,13 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this harness
 
+pub use crate::server::free_port;
 use crate::server::{root, SECRET, UNLIMITED};
 use colloquy_bus::kafka::testing::TestBroker;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 fn wait_for_port(port: u16, what: &str) {
     let started = Instant::now();
@@ -276,7 +270,13 @@ redis_url = "{redis}"
     }
 
     pub fn worker(&self, id: &str) -> Proc {
-        self.spawn(&["worker", "--stages", "nlu,policy", "--id", id], "running")
-            .0
+        self.worker_with(id, "nlu,policy", &[])
+    }
+
+    /// A worker running `stages`, with more arguments (e.g. `--bot DIR`).
+    pub fn worker_with(&self, id: &str, stages: &str, args: &[&str]) -> Proc {
+        let mut all = vec!["worker", "--stages", stages, "--id", id];
+        all.extend_from_slice(args);
+        self.spawn(&all, "running").0
     }
 }

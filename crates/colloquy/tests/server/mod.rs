@@ -23,6 +23,13 @@ pub const UNLIMITED: [(&str, &str); 3] = [
 
 pub const SECRET: &str = "e2e-test-secret-0123456789abcdefghijklmnop";
 
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
