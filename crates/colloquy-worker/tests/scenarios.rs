@@ -137,11 +137,22 @@ async fn scratch_sql_store(server: &str, name: &str) -> Arc<dyn ConversationStor
     colloquy_store::sql::connect(&config).await.unwrap()
 }
 
+fn calls_an_action_server(dir: &Path) -> bool {
+    let bot = load_bot(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    bot.bot
+        .actions
+        .values()
+        .any(|a| matches!(a, colloquy_core::bot::Action::Webhook(_)))
+}
+
 async fn every_bot_passes(backend: Backend) {
     let mut all = Vec::new();
     let mut bots = 0;
     for dir in sorted_entries(&bots_dir()) {
-        if dir.is_dir() {
+        // A variant that answers from an action server (shoe-store-actions)
+        // shares its scenarios' flows with an offline bot, which runs them;
+        // its own conversations are in crates/colloquy/tests/actions.rs.
+        if dir.is_dir() && !calls_an_action_server(&dir) {
             let (n, failures) = run_bot(&dir, &backend).await;
             eprintln!(
                 "{}: {n} scenarios, {} failures",
