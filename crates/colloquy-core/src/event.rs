@@ -49,6 +49,50 @@ pub enum FlowEnd {
     Failed,
 }
 
+/// Where a remote action call stands in a saga.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaCall {
+    pub saga: String,
+    /// The run of the saga (its `saga_started` event id).
+    pub id: Uuid,
+    pub step: usize,
+    /// Undoing `step` rather than doing it.
+    #[serde(default)]
+    pub compensation: bool,
+    /// Which request of this very call this is (1 for the first); only a
+    /// compensation is requested again.
+    pub round: u32,
+    /// Compensations of this run set aside so far.
+    #[serde(default)]
+    pub abandoned: u32,
+}
+
+impl SagaCall {
+    /// The idempotency key of this step (or its compensation) in this run:
+    /// the same in every round, so the action server sees one operation.
+    pub fn key(&self) -> Uuid {
+        Uuid::new_v5(
+            &SAGA_NS,
+            format!("{}\u{0}{}\u{0}{}", self.id, self.step, self.compensation).as_bytes(),
+        )
+    }
+}
+
+/// How a saga ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SagaOutcome {
+    /// Every step was done.
+    Completed,
+    /// A step failed, and every step done before it was undone.
+    Compensated,
+    /// A step failed, and a compensation was set aside after all its rounds.
+    Stuck,
+}
+
+/// Namespace of the idempotency keys of saga calls.
+const SAGA_NS: Uuid = Uuid::from_u128(0x8c2e_4f17_0b6a_4d93_a5e8_71c0_3d9b_26f4);
+
 /// What happened. Tagged by `type` in JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -116,6 +160,31 @@ pub enum EventKind {
         key: Uuid,
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         slots: BTreeMap<String, Value>,
+        /// Set when the call is a step (or a compensation) of a saga.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        saga: Option<SagaCall>,
+    },
+    /// A flow started the saga `saga`; `id` (this event's id) names this
+    /// run of it in the calls it makes.
+    SagaStarted {
+        saga: String,
+        id: Uuid,
+    },
+    /// A compensation failed in every round: it is set aside for a person
+    /// to resolve (the saga's dead letter), and the earlier steps are
+    /// compensated still.
+    CompensationAbandoned {
+        saga: String,
+        id: Uuid,
+        step: usize,
+        action: String,
+        key: Uuid,
+        rounds: u32,
+    },
+    SagaEnded {
+        saga: String,
+        id: Uuid,
+        outcome: SagaOutcome,
     },
     /// The action server answered the call `key`; the slots it set and the
     /// responses it returned follow as their own events. `ignored` lists

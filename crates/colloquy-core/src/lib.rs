@@ -24,6 +24,7 @@ pub use action::{ActionOutcome, ActionResult, Effect, Said};
 pub use bot::Bot;
 pub use event::{
     action_event_id, check_user_id, seal, user_event_id, BotRef, Event, EventKind, FlowEnd,
+    SagaCall, SagaOutcome,
 };
 pub use nlu::{EntityMatch, IntentScore, NluResult};
 pub use policy::{resume, step, Input, Turn};

@@ -5,7 +5,9 @@
 
 use crate::action::{ActionOutcome, ActionResult, Effect, Said};
 use crate::bot::{values_equal, Action, Bot, Condition, SetValue, SlotType, Step, Test};
-use crate::event::{action_event_id, turn_event_id, user_event_id, Event, EventKind, FlowEnd};
+use crate::event::{
+    action_event_id, turn_event_id, user_event_id, Event, EventKind, FlowEnd, SagaCall, SagaOutcome,
+};
 use crate::nlu::NluResult;
 use crate::rollout::Route;
 use crate::state::{PendingAction, State};
@@ -83,7 +85,7 @@ pub fn resume(bot: &Bot, state: State, result: &ActionResult, now_ms: i64, seed:
     };
     let mut run = Run {
         bot,
-        first_id: action_event_id(&state.user_id, result.key),
+        first_id: action_event_id(&state.user_id, pending.request),
         now_ms,
         state,
         events: Vec::new(),
@@ -580,6 +582,27 @@ impl Run<'_> {
                         otherwise.unwrap_or(i)
                     };
                 }
+                Step::Saga { name, .. } => {
+                    self.emit(EventKind::FlowStep {
+                        flow: flow.clone(),
+                        step: i - 1,
+                        attempts: 0,
+                    });
+                    let id = turn_event_id(self.first_id, self.events.len());
+                    self.emit(EventKind::SagaStarted {
+                        saga: name.clone(),
+                        id,
+                    });
+                    self.request_saga(SagaCall {
+                        saga: name,
+                        id,
+                        step: 0,
+                        compensation: false,
+                        round: 1,
+                        abandoned: 0,
+                    });
+                    return;
+                }
                 Step::Goto(t) => i = t,
                 Step::Flow(next) => {
                     self.emit(EventKind::FlowEnded {
@@ -714,6 +737,22 @@ impl Run<'_> {
     /// this event's id as the idempotency key and hands the result to
     /// [`resume`].
     fn request(&mut self, name: &str) {
+        let key = turn_event_id(self.first_id, self.events.len());
+        self.request_call(name, key, None);
+    }
+
+    /// Stop for a step (or a compensation) of a saga, keyed by its place
+    /// in the run, so every round of it is one operation to the server.
+    fn request_saga(&mut self, call: SagaCall) {
+        let step = &self.bot.sagas[&call.saga].steps[call.step];
+        let action = match (&step.compensate, call.compensation) {
+            (Some(c), true) => c.clone(),
+            _ => step.action.clone(),
+        };
+        self.request_call(&action, call.key(), Some(call));
+    }
+
+    fn request_call(&mut self, name: &str, key: uuid::Uuid, saga: Option<SagaCall>) {
         let Some(Action::Webhook(w)) = self.bot.actions.get(name) else {
             return;
         };
@@ -726,8 +765,9 @@ impl Run<'_> {
         };
         self.emit(EventKind::ActionRequested {
             action: name.to_string(),
-            key: turn_event_id(self.first_id, self.events.len()),
+            key,
             slots,
+            saga,
         });
     }
 
@@ -736,7 +776,9 @@ impl Run<'_> {
     fn calling_step(&self) -> Option<(String, usize, Option<usize>)> {
         let pos = self.state.flow.as_ref()?;
         match self.bot.flows.get(&pos.flow)?.steps.get(pos.step)? {
-            Step::Action { on_error, .. } => Some((pos.flow.clone(), pos.step, *on_error)),
+            Step::Action { on_error, .. } | Step::Saga { on_error, .. } => {
+                Some((pos.flow.clone(), pos.step, *on_error))
+            }
             _ => None,
         }
     }
@@ -749,93 +791,39 @@ impl Run<'_> {
                 responses,
                 ignored,
             } => {
-                let mut ignored = ignored.clone();
-                let mut writes = Vec::new();
-                let mut followup = None;
-                for effect in effects {
-                    match effect {
-                        Effect::SetSlot { slot, value } => {
-                            match (self.bot.slots.get(slot), value) {
-                                (None, _) => {
-                                    ignored.push(format!("slot `{slot}`: the bot has no such slot"))
-                                }
-                                (Some(_), None) => writes.push(Some((slot.clone(), None))),
-                                (Some(def), Some(v)) => match check(def, v.clone(), false) {
-                                    Filled::Value(v) => writes.push(Some((slot.clone(), Some(v)))),
-                                    Filled::Invalid { reason, .. } => {
-                                        ignored.push(format!("slot `{slot}`: {reason}"))
-                                    }
-                                    Filled::Nothing => {}
-                                },
+                let followup = self.apply(pending, effects, responses, ignored);
+                match &pending.saga {
+                    None => {
+                        if let Some(next) = followup {
+                            if matches!(self.bot.actions[&next], Action::Webhook(_)) {
+                                self.request(&next);
+                                return;
                             }
+                            self.action(&next);
                         }
-                        Effect::ResetSlots => writes.push(None),
-                        Effect::Followup { action } if self.bot.actions.contains_key(action) => {
-                            followup = Some(action.clone())
-                        }
-                        Effect::Followup { action } => {
-                            ignored.push(format!("followup `{action}`: the bot has no such action"))
+                        if let Some((flow, step, _)) = calling {
+                            self.run_flow(&flow, step + 1);
                         }
                     }
-                }
-                let unknown: Vec<String> = responses
-                    .iter()
-                    .filter_map(|r| match r {
-                        Said::Named { response, .. }
-                            if !self.bot.responses.contains_key(response) =>
-                        {
-                            Some(format!(
-                                "response `{response}`: the bot has no such response"
-                            ))
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                ignored.extend(unknown);
-                self.emit(EventKind::ActionCompleted {
-                    action: pending.action.clone(),
-                    key: pending.key,
-                    ignored,
-                });
-                for write in writes {
-                    match write {
-                        Some((slot, Some(v))) => self.set_slot(&slot, v),
-                        Some((slot, None)) => self.clear_slot(&slot),
-                        None => {
-                            let all: Vec<String> = self.state.slots.keys().cloned().collect();
-                            all.iter().for_each(|s| self.clear_slot(s));
-                        }
-                    }
-                }
-                for said in responses {
-                    match said {
-                        Said::Text { text, payload } => {
-                            if !text.is_empty() {
-                                self.replies.push(text.clone());
-                            }
-                            self.emit(EventKind::BotSaid {
-                                text: text.clone(),
-                                response: None,
-                                payload: payload.clone(),
+                    Some(call) if !call.compensation => {
+                        if call.step + 1 < self.bot.sagas[&call.saga].steps.len() {
+                            self.request_saga(SagaCall {
+                                step: call.step + 1,
+                                round: 1,
+                                ..call.clone()
                             });
+                            return;
                         }
-                        Said::Named {
-                            response,
-                            variables,
-                        } => {
-                            self.say_with(response, variables);
+                        self.emit(EventKind::SagaEnded {
+                            saga: call.saga.clone(),
+                            id: call.id,
+                            outcome: SagaOutcome::Completed,
+                        });
+                        if let Some((flow, step, _)) = calling {
+                            self.run_flow(&flow, step + 1);
                         }
                     }
-                }
-                if let Some(next) = followup {
-                    if matches!(self.bot.actions[&next], Action::Webhook(_)) {
-                        self.request(&next);
-                        return;
-                    }
-                    self.action(&next);
-                }
-                if let Some((flow, step, _)) = calling {
-                    self.run_flow(&flow, step + 1);
+                    Some(call) => self.compensate_below(call, call.abandoned, calling),
                 }
             }
             ActionOutcome::Failed { reason, attempts } => {
@@ -845,22 +833,168 @@ impl Run<'_> {
                     reason: reason.clone(),
                     attempts: *attempts,
                 });
-                match calling {
-                    Some((flow, _, Some(on_error))) => self.run_flow(&flow, on_error),
-                    calling => {
-                        let r = self
-                            .bot
-                            .action_failed
-                            .clone()
-                            .unwrap_or_else(|| self.bot.fallback.clone());
-                        self.say(&r);
-                        if let Some((flow, ..)) = calling {
-                            self.emit(EventKind::FlowEnded {
-                                flow,
-                                reason: FlowEnd::Failed,
-                            });
-                        }
+                match &pending.saga {
+                    None => self.failed(calling),
+                    Some(call) if !call.compensation => {
+                        self.compensate_below(call, call.abandoned, calling)
                     }
+                    Some(call) if call.round < self.bot.sagas[&call.saga].compensation_rounds => {
+                        self.request_saga(SagaCall {
+                            round: call.round + 1,
+                            ..call.clone()
+                        });
+                    }
+                    Some(call) => {
+                        self.emit(EventKind::CompensationAbandoned {
+                            saga: call.saga.clone(),
+                            id: call.id,
+                            step: call.step,
+                            action: pending.action.clone(),
+                            key: pending.key,
+                            rounds: call.round,
+                        });
+                        self.compensate_below(call, call.abandoned + 1, calling);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Record an answered call and apply what it asked for: slots set,
+    /// then responses said. Returns the followup action it named, if any;
+    /// a saga's steps run in the saga's order, so inside one a followup is
+    /// not run (it is recorded as ignored).
+    fn apply(
+        &mut self,
+        pending: &PendingAction,
+        effects: &[Effect],
+        responses: &[Said],
+        ignored: &[String],
+    ) -> Option<String> {
+        let mut ignored = ignored.to_vec();
+        let mut writes = Vec::new();
+        let mut followup = None;
+        for effect in effects {
+            match effect {
+                Effect::SetSlot { slot, value } => match (self.bot.slots.get(slot), value) {
+                    (None, _) => ignored.push(format!("slot `{slot}`: the bot has no such slot")),
+                    (Some(_), None) => writes.push(Some((slot.clone(), None))),
+                    (Some(def), Some(v)) => match check(def, v.clone(), false) {
+                        Filled::Value(v) => writes.push(Some((slot.clone(), Some(v)))),
+                        Filled::Invalid { reason, .. } => {
+                            ignored.push(format!("slot `{slot}`: {reason}"))
+                        }
+                        Filled::Nothing => {}
+                    },
+                },
+                Effect::ResetSlots => writes.push(None),
+                Effect::Followup { action } if pending.saga.is_some() => {
+                    ignored.push(format!("followup `{action}`: not run inside a saga"))
+                }
+                Effect::Followup { action } if self.bot.actions.contains_key(action) => {
+                    followup = Some(action.clone())
+                }
+                Effect::Followup { action } => {
+                    ignored.push(format!("followup `{action}`: the bot has no such action"))
+                }
+            }
+        }
+        ignored.extend(responses.iter().filter_map(|r| match r {
+            Said::Named { response, .. } if !self.bot.responses.contains_key(response) => Some(
+                format!("response `{response}`: the bot has no such response"),
+            ),
+            _ => None,
+        }));
+        self.emit(EventKind::ActionCompleted {
+            action: pending.action.clone(),
+            key: pending.key,
+            ignored,
+        });
+        for write in writes {
+            match write {
+                Some((slot, Some(v))) => self.set_slot(&slot, v),
+                Some((slot, None)) => self.clear_slot(&slot),
+                None => {
+                    let all: Vec<String> = self.state.slots.keys().cloned().collect();
+                    all.iter().for_each(|s| self.clear_slot(s));
+                }
+            }
+        }
+        for said in responses {
+            match said {
+                Said::Text { text, payload } => {
+                    if !text.is_empty() {
+                        self.replies.push(text.clone());
+                    }
+                    self.emit(EventKind::BotSaid {
+                        text: text.clone(),
+                        response: None,
+                        payload: payload.clone(),
+                    });
+                }
+                Said::Named {
+                    response,
+                    variables,
+                } => {
+                    self.say_with(response, variables);
+                }
+            }
+        }
+        followup
+    }
+
+    /// Undo, last first, the steps of the saga run done before `call`'s
+    /// step (those with a compensation); once none is left, end the run and
+    /// take the failure path.
+    fn compensate_below(
+        &mut self,
+        call: &SagaCall,
+        abandoned: u32,
+        calling: Option<(String, usize, Option<usize>)>,
+    ) {
+        let steps = &self.bot.sagas[&call.saga].steps;
+        if let Some(j) = (0..call.step)
+            .rev()
+            .find(|j| steps[*j].compensate.is_some())
+        {
+            self.request_saga(SagaCall {
+                step: j,
+                compensation: true,
+                round: 1,
+                abandoned,
+                ..call.clone()
+            });
+            return;
+        }
+        self.emit(EventKind::SagaEnded {
+            saga: call.saga.clone(),
+            id: call.id,
+            outcome: if abandoned > 0 {
+                SagaOutcome::Stuck
+            } else {
+                SagaOutcome::Compensated
+            },
+        });
+        self.failed(calling);
+    }
+
+    /// A call (or a saga) failed for good: go on at the step's `on_error`,
+    /// or say the bot's `action_failed` and end the flow.
+    fn failed(&mut self, calling: Option<(String, usize, Option<usize>)>) {
+        match calling {
+            Some((flow, _, Some(on_error))) => self.run_flow(&flow, on_error),
+            calling => {
+                let r = self
+                    .bot
+                    .action_failed
+                    .clone()
+                    .unwrap_or_else(|| self.bot.fallback.clone());
+                self.say(&r);
+                if let Some((flow, ..)) = calling {
+                    self.emit(EventKind::FlowEnded {
+                        flow,
+                        reason: FlowEnd::Failed,
+                    });
                 }
             }
         }

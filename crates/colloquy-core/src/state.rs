@@ -65,6 +65,12 @@ pub struct PendingAction {
     pub key: uuid::Uuid,
     /// Seq of the `action_requested` event.
     pub seq: u64,
+    /// Id of the `action_requested` event: the ids of the result's events
+    /// derive from it. The key, for a call outside a saga.
+    pub request: uuid::Uuid,
+    /// Where the call stands in a saga, if it is a saga's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saga: Option<crate::event::SagaCall>,
 }
 
 impl State {
@@ -164,11 +170,15 @@ impl State {
                     tail: *tail,
                 })
             }
-            EventKind::ActionRequested { action, key, .. } => {
+            EventKind::ActionRequested {
+                action, key, saga, ..
+            } => {
                 self.pending = Some(PendingAction {
                     action: action.clone(),
                     key: *key,
                     seq: e.seq,
+                    request: e.event_id,
+                    saga: saga.clone(),
                 })
             }
             EventKind::ActionCompleted { key, .. } | EventKind::ActionFailed { key, .. } => {
@@ -177,6 +187,9 @@ impl State {
                 }
             }
             EventKind::SlotRejected { .. }
+            | EventKind::SagaStarted { .. }
+            | EventKind::CompensationAbandoned { .. }
+            | EventKind::SagaEnded { .. }
             | EventKind::ActionCalled { .. }
             | EventKind::BotSaid { .. } => {}
         }

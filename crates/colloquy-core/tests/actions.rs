@@ -122,7 +122,10 @@ fn a_remote_action_stops_the_turn_and_its_result_goes_on_with_the_flow() {
     let (state, events, replies) = message(&bot, State::new("u"), "m1", "stock");
     assert_eq!(replies, vec!["checking"]);
     let requested = events.last().unwrap();
-    let EventKind::ActionRequested { action, key, slots } = &requested.kind else {
+    let EventKind::ActionRequested {
+        action, key, slots, ..
+    } = &requested.kind
+    else {
         panic!("the turn ends with the request: {:?}", kinds(&events));
     };
     assert_eq!(action, "check_stock");
@@ -306,4 +309,181 @@ fn a_sensitive_value_sent_to_an_action_is_masked_in_the_events_shown() {
     };
     assert_eq!(slots["code"], Value::Text("***".into()));
     assert_eq!(slots["model"], Value::Text("m1".into()));
+}
+
+const SAGA_BOT: &str = r#"
+bot: {name: s, version: "1", fallback: fallback, action_failed: sorry_later}
+intents:
+  win: {examples: [win]}
+slots:
+  amount: {type: int}
+responses:
+  fallback: sorry
+  sorry_later: try later
+  paid: paid
+  not_paid: not paid
+actions:
+  reserve: {webhook: {url: "http://127.0.0.1:1/w"}}
+  release: {webhook: {url: "http://127.0.0.1:1/w"}}
+  grant: {webhook: {url: "http://127.0.0.1:1/w"}}
+  revoke: {webhook: {url: "http://127.0.0.1:1/w"}}
+  notify: {webhook: {url: "http://127.0.0.1:1/w"}}
+sagas:
+  red_packet:
+    compensation_rounds: 3
+    steps:
+      - {action: reserve, compensate: release}
+      - {action: grant, compensate: revoke}
+      - {action: notify}
+flows:
+  win:
+    intents: [win]
+    steps:
+      - saga: red_packet
+        on_error: failed
+      - say: paid
+      - end: true
+      - label: failed
+        say: not_paid
+"#;
+
+/// Run the saga of a "win" message to its end, answering each call with
+/// `answer(action, round)`; returns every event and reply and the calls
+/// made, as (action, key, round).
+fn run_saga(
+    answer: impl Fn(&str, u32) -> bool,
+) -> (Vec<Event>, Vec<String>, Vec<(String, uuid::Uuid, u32)>) {
+    let bot = compile(&[SourceFile {
+        path: "bot.yaml".into(),
+        text: SAGA_BOT.into(),
+    }])
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let (mut state, mut events, mut replies) = message(&bot, State::new("u"), "m1", "win");
+    let mut calls = Vec::new();
+    while let Some(p) = state.pending.clone() {
+        let round = p.saga.as_ref().map_or(1, |s| s.round);
+        calls.push((p.action.clone(), p.key, round));
+        assert!(calls.len() < 50, "the saga never ends");
+        let outcome = if answer(&p.action, round) {
+            ActionOutcome::Completed {
+                effects: vec![],
+                responses: vec![],
+                ignored: vec![],
+            }
+        } else {
+            ActionOutcome::Failed {
+                reason: "down".into(),
+                attempts: 1,
+            }
+        };
+        let t = resume(
+            &bot,
+            state,
+            &ActionResult {
+                key: p.key,
+                outcome,
+            },
+            2_000,
+            1,
+        );
+        events.extend(t.events);
+        replies.extend(t.replies);
+        state = t.state;
+    }
+    assert_eq!(
+        state,
+        State::from_events("u", &events),
+        "the log folds to the state"
+    );
+    let ids: std::collections::HashSet<_> = events.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), events.len(), "event ids are unique in the log");
+    (events, replies, calls)
+}
+
+fn saga_outcome(events: &[Event]) -> Option<colloquy_core::SagaOutcome> {
+    events.iter().find_map(|e| match &e.kind {
+        EventKind::SagaEnded { outcome, .. } => Some(*outcome),
+        _ => None,
+    })
+}
+
+fn names(calls: &[(String, uuid::Uuid, u32)]) -> Vec<&str> {
+    calls.iter().map(|(a, ..)| a.as_str()).collect()
+}
+
+#[test]
+fn a_saga_runs_its_steps_in_order_and_the_flow_goes_on() {
+    let (events, replies, calls) = run_saga(|_, _| true);
+    assert_eq!(names(&calls), vec!["reserve", "grant", "notify"]);
+    assert_eq!(
+        saga_outcome(&events),
+        Some(colloquy_core::SagaOutcome::Completed)
+    );
+    assert_eq!(replies, vec!["paid"]);
+    let keys: std::collections::HashSet<_> = calls.iter().map(|(_, k, _)| k).collect();
+    assert_eq!(keys.len(), 3, "a key per step");
+}
+
+#[test]
+fn a_failed_step_compensates_the_steps_done_last_first() {
+    for (fail, undo) in [
+        ("reserve", vec![]),
+        ("grant", vec!["release"]),
+        ("notify", vec!["revoke", "release"]),
+    ] {
+        let (events, replies, calls) = run_saga(|a, _| a != fail);
+        let done: Vec<&str> = ["reserve", "grant", "notify"]
+            .into_iter()
+            .take_while(|a| *a != fail)
+            .chain([fail])
+            .collect();
+        let mut want = done.clone();
+        want.extend(undo.iter().copied());
+        assert_eq!(names(&calls), want, "failing at {fail}");
+        assert_eq!(
+            saga_outcome(&events),
+            Some(colloquy_core::SagaOutcome::Compensated)
+        );
+        assert_eq!(replies, vec!["not paid"], "the step's on_error");
+    }
+}
+
+#[test]
+fn a_compensation_is_retried_with_one_key_then_set_aside_and_the_rest_still_undone() {
+    // notify fails; revoke fails in every round; release works.
+    let (events, replies, calls) = run_saga(|a, _| a != "notify" && a != "revoke");
+    assert_eq!(
+        names(&calls),
+        vec!["reserve", "grant", "notify", "revoke", "revoke", "revoke", "release"]
+    );
+    let revoke: Vec<_> = calls.iter().filter(|(a, ..)| a == "revoke").collect();
+    assert!(
+        revoke.iter().all(|(_, k, _)| *k == revoke[0].1),
+        "one key every round"
+    );
+    assert_eq!(
+        revoke.iter().map(|(.., r)| *r).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let abandoned: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::CompensationAbandoned { .. }))
+        .collect();
+    assert_eq!(abandoned.len(), 1);
+    assert_eq!(
+        saga_outcome(&events),
+        Some(colloquy_core::SagaOutcome::Stuck)
+    );
+    assert_eq!(replies, vec!["not paid"]);
+
+    // A compensation that works in its second round is not set aside.
+    let (events, _, calls) = run_saga(|a, round| a != "notify" && !(a == "revoke" && round == 1));
+    assert_eq!(
+        names(&calls),
+        vec!["reserve", "grant", "notify", "revoke", "revoke", "release"]
+    );
+    assert_eq!(
+        saga_outcome(&events),
+        Some(colloquy_core::SagaOutcome::Compensated)
+    );
 }

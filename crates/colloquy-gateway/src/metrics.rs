@@ -154,6 +154,13 @@ pub struct Metrics {
     action_calls: Family<ActionCallLabels, Counter>,
     action_latency: HistogramFamily<ActionLabels>,
     breakers: Family<EndpointLabels, Gauge>,
+    abandoned: Family<SagaLabels, Counter>,
+}
+
+/// Saga names come from the loaded bots' YAML.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SagaLabels {
+    saga: String,
 }
 
 /// Action names come from the loaded bots' YAML, a bounded set.
@@ -335,6 +342,12 @@ impl Default for Metrics {
             "Circuit breaker of an action endpoint: 0 closed, 1 half-open, 2 open",
             breakers.clone(),
         );
+        let abandoned = Family::<SagaLabels, Counter>::default();
+        registry.register(
+            "saga_compensations_abandoned",
+            "Saga compensations that failed in every round and were set aside for a person (compensation_abandoned events)",
+            abandoned.clone(),
+        );
         Metrics {
             registry,
             http,
@@ -346,6 +359,7 @@ impl Default for Metrics {
             action_calls,
             action_latency,
             breakers,
+            abandoned,
         }
     }
 }
@@ -534,6 +548,14 @@ impl Metrics {
                 endpoint: endpoint.to_string(),
             })
             .set(state);
+    }
+
+    pub fn compensation_abandoned(&self, saga: &str) {
+        self.abandoned
+            .get_or_create(&SagaLabels {
+                saga: saga.to_string(),
+            })
+            .inc();
     }
 
     pub fn guard_tripped(&self, bot: &str) {

@@ -379,6 +379,9 @@ impl Engine {
     ) -> Result<State, StoreError> {
         while let Some(pending) = state.pending.clone() {
             let (_, bot) = table.route(&state, now_ms);
+            if let Some(pause) = compensation_pause(&bot.bot, &pending) {
+                tokio::time::sleep(pause).await;
+            }
             let recent = self
                 .conversations
                 .store()
@@ -395,6 +398,13 @@ impl Engine {
             let seed = seed(&state.user_id, &pending.key.to_string());
             let turn = resume(&bot.bot, state, &result, at, seed);
             self.conversations.commit(&turn.state, &turn.events).await?;
+            for e in &turn.events {
+                if let EventKind::CompensationAbandoned { saga, .. } = &e.kind {
+                    tracing::error!(user = %turn.state.user_id, saga, event = %e.event_id,
+                        "a compensation failed in every round and is set aside");
+                    self.actions.abandoned(saga);
+                }
+            }
             out.events.extend(turn.events);
             out.replies.extend(turn.replies);
             state = turn.state;
@@ -486,6 +496,19 @@ impl Engine {
         }
         Ok(replies)
     }
+}
+
+/// Before a saga's compensation is requested again: its backoff, doubled
+/// each round after the second, at most 30 s. The user's turns wait
+/// meanwhile, as they do behind any pending call.
+fn compensation_pause(bot: &colloquy_core::Bot, pending: &PendingAction) -> Option<Duration> {
+    let call = pending
+        .saga
+        .as_ref()
+        .filter(|c| c.compensation && c.round > 1)?;
+    let base = bot.sagas.get(&call.saga)?.compensation_backoff_ms;
+    let ms = base.saturating_mul(1 << (call.round - 2).min(16));
+    Some(Duration::from_millis(ms.min(30_000)))
 }
 
 /// How much of the end of a user's log an action server gets as the

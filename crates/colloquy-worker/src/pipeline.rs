@@ -99,6 +99,9 @@ pub trait StageObserver: Send + Sync {
     fn action_call(&self, action: &str, outcome: &'static str, took: std::time::Duration);
     /// An action endpoint's circuit breaker changed state.
     fn breaker(&self, endpoint: &str, state: crate::actions::BreakerState);
+    /// A compensation of `saga` failed in every round and was set aside
+    /// (the `compensation_abandoned` event is its dead letter).
+    fn compensation_abandoned(&self, saga: &str);
 }
 
 /// The NLU stage: classifications run on the calling task, at most

@@ -234,6 +234,10 @@ impl StageObserver for MetricsObserver {
     fn breaker(&self, endpoint: &str, state: colloquy_worker::actions::BreakerState) {
         self.0.breaker(endpoint, state.gauge());
     }
+
+    fn compensation_abandoned(&self, saga: &str) {
+        self.0.compensation_abandoned(saga);
+    }
 }
 
 /// The HTTP gateway, not yet listening; the caller adds the registry

@@ -26,6 +26,7 @@ pub struct Bot {
     pub flows: BTreeMap<String, Flow>,
     pub actions: BTreeMap<String, Action>,
     pub tables: BTreeMap<String, Vec<Row>>,
+    pub sagas: BTreeMap<String, Saga>,
     /// Which flow an intent starts.
     pub intent_flows: HashMap<String, String>,
 }
@@ -217,6 +218,12 @@ pub enum Step {
         then: usize,
         otherwise: Option<usize>,
     },
+    /// Run a saga; `on_error` as for an action, taken once the
+    /// compensations are done.
+    Saga {
+        name: String,
+        on_error: Option<usize>,
+    },
     Goto(usize),
     Flow(String),
     Handoff(String),
@@ -262,6 +269,22 @@ pub enum Action {
         set: Vec<(String, String)>,
     },
     Webhook(Webhook),
+}
+
+/// Remote actions in order, each with the one that undoes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Saga {
+    pub steps: Vec<SagaStep>,
+    /// Requests of one compensation before it is set aside.
+    pub compensation_rounds: u32,
+    /// Pause before a compensation's second round, doubled each round.
+    pub compensation_backoff_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SagaStep {
+    pub action: String,
+    pub compensate: Option<String>,
 }
 
 /// A remote action, resolved against the bot's endpoint defaults.

@@ -26,6 +26,34 @@ pub struct FileSpec {
     pub actions: BTreeMap<String, ActionSpec>,
     #[serde(default)]
     pub tables: BTreeMap<String, Vec<BTreeMap<String, serde_yaml::Value>>>,
+    #[serde(default)]
+    pub sagas: BTreeMap<String, SagaSpec>,
+}
+
+/// Remote actions run in order, each with the action that undoes it: when
+/// a step fails for good, the steps done are compensated in reverse.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SagaSpec {
+    pub steps: Vec<SagaStepSpec>,
+    /// How often a compensation is requested again after it failed for
+    /// good, before it is set aside (dead-lettered) for a person (default 8).
+    #[serde(default)]
+    pub compensation_rounds: Option<u32>,
+    /// The pause before the second round, doubled for each further one,
+    /// at most 30s (default 1s).
+    #[serde(default)]
+    pub compensation_backoff: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SagaStepSpec {
+    /// A webhook action.
+    pub action: String,
+    /// The webhook action that undoes it, if it can be undone.
+    #[serde(default)]
+    pub compensate: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,8 +234,12 @@ pub struct StepSpec {
     pub handoff: Option<String>,
     #[serde(default)]
     pub end: Option<bool>,
-    /// For an `action` step calling a remote action: the label this flow
-    /// goes on at when the call fails for good.
+    /// Run a saga (see `sagas`).
+    #[serde(default)]
+    pub saga: Option<String>,
+    /// For an `action` step calling a remote action, or a `saga` step: the
+    /// label this flow goes on at when the call fails for good (after a
+    /// saga's compensations).
     #[serde(default)]
     pub on_error: Option<String>,
 }

@@ -356,6 +356,13 @@ impl ActionStage {
         }
     }
 
+    /// A compensation of `saga` was set aside after all its rounds.
+    pub fn abandoned(&self, saga: &str) {
+        if let Some(o) = self.observer.get() {
+            o.compensation_abandoned(saga);
+        }
+    }
+
     fn report(&self, action: &str, outcome: &'static str, took: Duration) {
         if let Some(o) = self.observer.get() {
             o.action_call(action, outcome, took);

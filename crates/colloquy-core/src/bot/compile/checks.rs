@@ -12,6 +12,7 @@ pub(super) struct Names {
     pub(super) responses: BTreeSet<String>,
     flows: BTreeSet<String>,
     actions: BTreeSet<String>,
+    sagas: BTreeSet<String>,
     /// intent → (has a direct response, where it is defined)
     pub(super) intents: BTreeMap<String, (bool, At)>,
 }
@@ -23,6 +24,7 @@ impl Names {
             responses: s.responses.keys().cloned().collect(),
             flows: s.flows.keys().cloned().collect(),
             actions: s.actions.keys().cloned().collect(),
+            sagas: s.sagas.keys().cloned().collect(),
             intents: s
                 .intents
                 .iter()
@@ -57,6 +59,10 @@ impl Names {
 
     pub(super) fn action(&self, ctx: &mut Ctx, at: &At, field: &str, name: &str) -> bool {
         Self::check(&self.actions, ctx, at, field, "action", name)
+    }
+
+    pub(super) fn saga(&self, ctx: &mut Ctx, at: &At, field: &str, name: &str) -> bool {
+        Names::check(&self.sagas, ctx, at, field, "saga", name)
     }
 
     pub(super) fn flow(&self, ctx: &mut Ctx, at: &At, field: &str, name: &str) -> bool {
@@ -101,6 +107,9 @@ pub(super) fn reachable(ctx: &mut Ctx, flow_at: &At, steps: &[Step]) {
                 todo.push(otherwise.unwrap_or(i + 1));
             }
             Step::Action {
+                on_error: Some(t), ..
+            }
+            | Step::Saga {
                 on_error: Some(t), ..
             } => {
                 todo.push(*t);

@@ -13,6 +13,7 @@ mod ctx;
 mod flows;
 mod intents;
 mod responses;
+mod sagas;
 mod settings;
 mod slots;
 mod sources;
@@ -51,6 +52,7 @@ pub fn compile(files: &[SourceFile]) -> Result<Bot, Vec<BotError>> {
         (spec.action_endpoint.as_ref(), &bot_at),
         sections.actions,
     );
+    let sagas = sagas::compile(&mut ctx, &actions, sections.sagas);
     let (flows, intent_flows) = flows::compile(&mut ctx, &names, &slots, &actions, sections.flows);
     checks::intents_answer_or_start(&mut ctx, &names, &intent_flows);
     ctx.finish()?;
@@ -78,6 +80,7 @@ pub fn compile(files: &[SourceFile]) -> Result<Bot, Vec<BotError>> {
         flows,
         actions,
         tables,
+        sagas,
         intent_flows,
     })
 }

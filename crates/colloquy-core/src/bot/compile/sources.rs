@@ -20,6 +20,7 @@ pub(super) struct Sections {
     pub(super) flows: Merged<FlowSpec>,
     pub(super) actions: Merged<ActionSpec>,
     pub(super) tables: Merged<Vec<BTreeMap<String, serde_yaml::Value>>>,
+    pub(super) sagas: Merged<SagaSpec>,
 }
 
 /// Parse and merge every file; a file that does not parse is reported and
@@ -81,6 +82,7 @@ impl Sections {
         merge(ctx, &mut self.flows, file, "flows", spec.flows);
         merge(ctx, &mut self.actions, file, "actions", spec.actions);
         merge(ctx, &mut self.tables, file, "tables", spec.tables);
+        merge(ctx, &mut self.sagas, file, "sagas", spec.sagas);
     }
 }
 

@@ -11,7 +11,7 @@ use crate::bot::spec::StepSpec;
 use std::collections::{BTreeMap, HashMap};
 
 const VERBS: &[&str] = &[
-    "ask", "say", "set", "add", "clear", "action", "if", "goto", "flow", "handoff", "end",
+    "ask", "say", "set", "add", "clear", "action", "if", "goto", "flow", "handoff", "end", "saga",
 ];
 
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -71,6 +71,7 @@ fn verb(ctx: &mut Ctx, at: &At, s: &StepSpec) -> Option<&'static str> {
         s.flow.is_some(),
         s.handoff.is_some(),
         s.end.is_some(),
+        s.saga.is_some(),
     ]
     .iter()
     .zip(VERBS)
@@ -94,14 +95,13 @@ fn verb(ctx: &mut Ctx, at: &At, s: &StepSpec) -> Option<&'static str> {
 
 /// Qualifiers only make sense with one verb; elsewhere they are a mistake.
 fn check_qualifiers(ctx: &mut Ctx, at: &At, s: &StepSpec, verb: &str) {
-    let qualifiers: [(&str, bool, &str); 7] = [
+    let qualifiers: [(&str, bool, &str); 6] = [
         ("prompt", s.prompt.is_some(), "ask"),
         ("reprompt", s.reprompt.is_some(), "ask"),
         ("max_attempts", s.max_attempts.is_some(), "ask"),
         ("force", s.force, "ask"),
         ("then", s.then.is_some(), "if"),
         ("else", s.otherwise.is_some(), "if"),
-        ("on_error", s.on_error.is_some(), "action"),
     ];
     for (field, given, owner) in qualifiers {
         if given && verb != owner {
@@ -111,6 +111,13 @@ fn check_qualifiers(ctx: &mut Ctx, at: &At, s: &StepSpec, verb: &str) {
                 format!("`{field}` only applies to an `{owner}` step"),
             );
         }
+    }
+    if s.on_error.is_some() && !matches!(verb, "action" | "saga") {
+        ctx.err(
+            at,
+            "on_error",
+            "`on_error` only applies to an `action` or `saga` step",
+        );
     }
 }
 
@@ -162,6 +169,15 @@ impl FlowScope<'_> {
                     self.target(ctx, &format!("steps[{i}].on_error"), label)
                 });
                 Step::Action { name, on_error }
+            }
+            "saga" => {
+                let name = s.saga.clone().unwrap_or_default();
+                names.saga(ctx, &at, "saga", &name);
+                let on_error = s
+                    .on_error
+                    .as_deref()
+                    .map(|label| self.target(ctx, &format!("steps[{i}].on_error"), label));
+                Step::Saga { name, on_error }
             }
             "if" => self.branch(ctx, &at, i, s),
             "goto" => Step::Goto(self.target(
