@@ -347,12 +347,15 @@ flows:
         say: not_paid
 "#;
 
+/// A call the saga made: action, key, round.
+type Call = (String, uuid::Uuid, u32);
+
 /// Run the saga of a "win" message to its end, answering each call with
 /// `answer(action, round)`; returns every event and reply and the calls
 /// made, as (action, key, round).
 fn run_saga(
     answer: impl Fn(&str, u32) -> bool,
-) -> (Vec<Event>, Vec<String>, Vec<(String, uuid::Uuid, u32)>) {
+) -> (Vec<Event>, Vec<String>, Vec<Call>) {
     let bot = compile(&[SourceFile {
         path: "bot.yaml".into(),
         text: SAGA_BOT.into(),
@@ -407,7 +410,7 @@ fn saga_outcome(events: &[Event]) -> Option<colloquy_core::SagaOutcome> {
     })
 }
 
-fn names(calls: &[(String, uuid::Uuid, u32)]) -> Vec<&str> {
+fn names(calls: &[Call]) -> Vec<&str> {
     calls.iter().map(|(a, ..)| a.as_str()).collect()
 }
 
