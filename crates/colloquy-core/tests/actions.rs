@@ -353,9 +353,7 @@ type Call = (String, uuid::Uuid, u32);
 /// Run the saga of a "win" message to its end, answering each call with
 /// `answer(action, round)`; returns every event and reply and the calls
 /// made, as (action, key, round).
-fn run_saga(
-    answer: impl Fn(&str, u32) -> bool,
-) -> (Vec<Event>, Vec<String>, Vec<Call>) {
+fn run_saga(answer: impl Fn(&str, u32) -> bool) -> (Vec<Event>, Vec<String>, Vec<Call>) {
     let bot = compile(&[SourceFile {
         path: "bot.yaml".into(),
         text: SAGA_BOT.into(),

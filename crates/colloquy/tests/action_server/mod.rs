@@ -210,3 +210,149 @@ intents:
     }
     BTreeMap::from([("bot.yaml".to_string(), yaml)])
 }
+
+/// A payment service for the red packet saga, speaking Rasa's protocol on
+/// `/webhook`: `reserve_budget`, `grant_red_packet`, `notify_winner` and
+/// the compensations `release_budget`, `revoke_red_packet`. Each effect
+/// is keyed by the call's idempotency key (a repeated key gets the first
+/// answer and changes nothing), as a real payment API is. `fail` makes an
+/// action answer 500 every time; `hang` makes an action's first call never
+/// answer (to kill the caller during it).
+#[derive(Clone, Default)]
+pub struct Payments {
+    pub ledger: Arc<Mutex<Ledger>>,
+}
+
+#[derive(Default)]
+pub struct Ledger {
+    /// (action, idempotency key) of every call, in order.
+    pub calls: Vec<(String, String)>,
+    answers: HashMap<String, serde_json::Value>,
+    /// Reservation → amount, and how often each was released.
+    pub reserved: BTreeMap<String, i64>,
+    pub released: BTreeMap<String, u32>,
+    /// Red packet → amount, and how often each was revoked.
+    pub granted: BTreeMap<String, i64>,
+    pub revoked: BTreeMap<String, u32>,
+    pub notified: BTreeMap<String, u32>,
+    pub fail: std::collections::BTreeSet<String>,
+    pub hang: Option<String>,
+    hung: bool,
+}
+
+impl Ledger {
+    /// Budget reserved and not released.
+    pub fn spent(&self) -> i64 {
+        self.reserved
+            .iter()
+            .filter(|(r, _)| !self.released.contains_key(*r))
+            .map(|(_, a)| a)
+            .sum()
+    }
+
+    /// Money in red packets granted and not revoked.
+    pub fn paid(&self) -> i64 {
+        self.granted
+            .iter()
+            .filter(|(p, _)| !self.revoked.contains_key(*p))
+            .map(|(_, a)| a)
+            .sum()
+    }
+
+    /// Let the next call of `hang` hang again.
+    pub fn reset_hang(&mut self) {
+        self.hung = false;
+    }
+
+    pub fn calls_of(&self, action: &str) -> Vec<String> {
+        self.calls
+            .iter()
+            .filter(|(a, _)| a == action)
+            .map(|(_, k)| k.clone())
+            .collect()
+    }
+}
+
+async fn pay(
+    Shared(payments): Shared<Payments>,
+    headers: HeaderMap,
+    axum::Json(call): axum::Json<serde_json::Value>,
+) -> Response {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let action = call["next_action"].as_str().unwrap_or_default().to_string();
+    let slot = |name: &str| call["tracker"]["slots"][name].as_str().map(String::from);
+    let hang = {
+        let mut l = payments.ledger.lock().unwrap();
+        l.calls.push((action.clone(), key.clone()));
+        if l.fail.contains(&action) {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "payments down").into_response();
+        }
+        let hang = l.hang.as_deref() == Some(action.as_str()) && !l.hung;
+        l.hung |= hang;
+        hang
+    };
+    if hang {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+    }
+    let mut l = payments.ledger.lock().unwrap();
+    if let Some(first) = l.answers.get(&key) {
+        return axum::Json(first.clone()).into_response();
+    }
+    let set = |name: &str, value: serde_json::Value| json!({"event": "slot", "name": name, "value": value});
+    let answer = match action.as_str() {
+        "reserve_budget" => {
+            let id = format!("r-{key}");
+            l.reserved.insert(id.clone(), 10);
+            json!({"events": [set("reservation", json!(id)), set("amount", json!(10))]})
+        }
+        "grant_red_packet" => {
+            let id = format!("p-{key}");
+            let amount = call["tracker"]["slots"]["amount"].as_i64().unwrap_or(0);
+            l.granted.insert(id.clone(), amount);
+            json!({"events": [set("packet", json!(id))]})
+        }
+        "notify_winner" => {
+            *l.notified
+                .entry(slot("packet").unwrap_or_default())
+                .or_default() += 1;
+            json!({"responses": [{"text": "红包已到账"}]})
+        }
+        "release_budget" => {
+            if let Some(r) = slot("reservation") {
+                *l.released.entry(r).or_default() += 1;
+            }
+            json!({"events": [set("reservation", json!(null))]})
+        }
+        "revoke_red_packet" => {
+            if let Some(p) = slot("packet") {
+                *l.revoked.entry(p).or_default() += 1;
+            }
+            json!({"events": [set("packet", json!(null))]})
+        }
+        other => {
+            return (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({"error": format!("no action {other}"), "action_name": other})),
+            )
+                .into_response()
+        }
+    };
+    l.answers.insert(key, answer.clone());
+    axum::Json(answer).into_response()
+}
+
+/// The payment service on a free port; returns it and its webhook URL.
+pub async fn payments() -> (Payments, String) {
+    let payments = Payments::default();
+    let app = axum::Router::new()
+        .route("/webhook", axum::routing::post(pay))
+        .with_state(payments.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/webhook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (payments, url)
+}
