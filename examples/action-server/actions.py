@@ -7,8 +7,9 @@ catalogue file the offline bot reads, so both variants answer alike; a real
 shop queries its inventory and order services in these two methods.
 
 colloquy sends an `Idempotency-Key` header that stays the same across
-retries and redeliveries of one call. These two actions only read; an
-action that writes (places an order, pays) keys its effect on that header.
+retries and redeliveries of one call. The stock and order actions only
+read; the payment actions of the red packet saga (below) key their effects
+on it.
 """
 
 from pathlib import Path
@@ -56,3 +57,85 @@ class FindOrder(Action):
         if order is None:
             return [SlotSet("order_status", None), SlotSet("order_eta", None)]
         return [SlotSet("order_status", order["status"]), SlotSet("order_eta", order["eta"])]
+
+
+# The payment service of the lottery's cash red packets (the `red_packet`
+# saga of bots/shoe-store-actions/red-packet.yaml). An in-memory stand-in
+# for the shop's payment API, which keys every effect by the call's
+# idempotency key: a repeated call (a retry, or a redelivery after a crash)
+# gets the first answer and moves no money again.
+BUDGET = {"left": 1000}
+RESERVATIONS: Dict[Text, int] = {}
+PACKETS: Dict[Text, int] = {}
+ANSWERS: Dict[Text, List[Dict[Text, Any]]] = {}
+
+
+def idempotency_key(tracker: Tracker) -> Text:
+    """The key colloquy sends for this call: rasa-sdk does not hand an
+    action the request's headers, so colloquy puts it on the tracker's
+    latest `action` event as well."""
+    for event in reversed(tracker.events):
+        if event.get("event") == "action" and event.get("idempotency_key"):
+            return event["idempotency_key"]
+    raise ValueError("no idempotency key in the tracker")
+
+
+class _Payment:
+    """Runs `pay` once per idempotency key, and answers repeats alike. Not
+    an Action itself: rasa-sdk registers every Action subclass by name."""
+
+    def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+            domain: Dict[Text, Any]) -> List[Dict[Text, Any]]:
+        key = idempotency_key(tracker)
+        if key not in ANSWERS:
+            ANSWERS[key] = self.pay(key, tracker)
+        return ANSWERS[key]
+
+
+class ReserveBudget(_Payment, Action):
+    def name(self) -> Text:
+        return "reserve_budget"
+
+    def pay(self, key: Text, tracker: Tracker) -> List[Dict[Text, Any]]:
+        amount = 10
+        if BUDGET["left"] < amount:
+            raise RuntimeError("the campaign budget is spent")
+        BUDGET["left"] -= amount
+        RESERVATIONS[key] = amount
+        return [SlotSet("reservation", key), SlotSet("red_packet_amount", amount)]
+
+
+class ReleaseBudget(_Payment, Action):
+    def name(self) -> Text:
+        return "release_budget"
+
+    def pay(self, key: Text, tracker: Tracker) -> List[Dict[Text, Any]]:
+        BUDGET["left"] += RESERVATIONS.pop(tracker.get_slot("reservation"), 0)
+        return [SlotSet("reservation", None)]
+
+
+class GrantRedPacket(_Payment, Action):
+    def name(self) -> Text:
+        return "grant_red_packet"
+
+    def pay(self, key: Text, tracker: Tracker) -> List[Dict[Text, Any]]:
+        PACKETS[key] = RESERVATIONS[tracker.get_slot("reservation")]
+        return [SlotSet("red_packet", key)]
+
+
+class RevokeRedPacket(_Payment, Action):
+    def name(self) -> Text:
+        return "revoke_red_packet"
+
+    def pay(self, key: Text, tracker: Tracker) -> List[Dict[Text, Any]]:
+        PACKETS.pop(tracker.get_slot("red_packet"), None)
+        return [SlotSet("red_packet", None)]
+
+
+class NotifyWinner(_Payment, Action):
+    def name(self) -> Text:
+        return "notify_winner"
+
+    def pay(self, key: Text, tracker: Tracker) -> List[Dict[Text, Any]]:
+        # A real shop sends an SMS or an app notification here.
+        return []

@@ -319,8 +319,27 @@ fn on_error_belongs_to_a_webhook_action_step_and_names_a_label() {
         "{said:#?}"
     );
     assert!(
-        said.iter().any(|s| s
-            .contains("flows.f.steps[2].on_error: `on_error` only applies to an `action` step")),
+        said.iter().any(|s| s.contains(
+            "flows.f.steps[2].on_error: `on_error` only applies to an `action` or `saga` step"
+        )),
         "{said:#?}"
     );
+}
+
+#[test]
+fn sagas_call_webhook_actions_and_are_named_by_saga_steps() {
+    let e = errors(&[(
+        "sagas.yaml",
+        "intents:\n  buy: {examples: [buy shoes]}\ntables:\n  t: [{size: 1}]\nactions:\n  look: {lookup: {table: t, match: {size: size}, set: {size: size}}}\n  pay: {webhook: {url: 'http://x/h'}}\nsagas:\n  s:\n    compensation_rounds: 0\n    compensation_backoff: soon\n    steps:\n      - {action: pay, compensate: look}\n      - {action: nope}\nflows:\n  f:\n    intents: [buy]\n    steps:\n      - saga: missing\n",
+    )]);
+    let said: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+    for needle in [
+        "sagas.s.steps[0].compensate: `look` reads the bot's tables; a saga step calls a webhook action",
+        "sagas.s.steps[1].action: unknown action `nope`",
+        "sagas.s.compensation_rounds: must be between 1 and 100, got 0",
+        "sagas.s.compensation_backoff: `soon` is not a duration",
+        "flows.f.steps[0].saga: unknown saga `missing`",
+    ] {
+        assert!(said.iter().any(|s| s.contains(needle)), "no {needle:?} in {said:#?}");
+    }
 }

@@ -550,6 +550,13 @@ impl Metrics {
             .set(state);
     }
 
+    /// The abandoned-compensation count of `saga`, at 0 until one is.
+    pub fn saga_watched(&self, saga: &str) {
+        let _ = self.abandoned.get_or_create(&SagaLabels {
+            saga: saga.to_string(),
+        });
+    }
+
     pub fn compensation_abandoned(&self, saga: &str) {
         self.abandoned
             .get_or_create(&SagaLabels {

@@ -102,6 +102,9 @@ pub trait StageObserver: Send + Sync {
     /// A compensation of `saga` failed in every round and was set aside
     /// (the `compensation_abandoned` event is its dead letter).
     fn compensation_abandoned(&self, saga: &str);
+    /// A loaded bot has the saga `saga`: its count of abandoned
+    /// compensations starts at 0, so an alert on its increase has a series.
+    fn saga_watched(&self, saga: &str);
 }
 
 /// The NLU stage: classifications run on the calling task, at most

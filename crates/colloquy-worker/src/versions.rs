@@ -229,11 +229,15 @@ impl Versions {
         }
     }
 
-    /// Report guard trips to `observer`. A process runs one policy stage,
+    /// Report guard trips (and abandoned saga compensations) to `observer`. A process runs one policy stage,
     /// so the first observer is the only one; a later one is ignored.
     pub fn observe(&self, observer: Arc<dyn StageObserver>) {
-        if let Some(b) = self.current().bots.values().next() {
+        let table = self.current();
+        if let Some(b) = table.bots.values().next() {
             observer.guards_watched(&b.bot.id.name);
+        }
+        for saga in table.bots.values().flat_map(|b| b.bot.sagas.keys()) {
+            observer.saga_watched(saga);
         }
         let _ = self.observer.set(observer);
     }

@@ -238,6 +238,10 @@ impl StageObserver for MetricsObserver {
     fn compensation_abandoned(&self, saga: &str) {
         self.0.compensation_abandoned(saga);
     }
+
+    fn saga_watched(&self, saga: &str) {
+        self.0.saga_watched(saga);
+    }
 }
 
 /// The HTTP gateway, not yet listening; the caller adds the registry

@@ -35,6 +35,13 @@ fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["type"] == t).collect()
 }
 
+fn completed_actions(events: &[Value]) -> Vec<&str> {
+    of_type(events, "action_completed")
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect()
+}
+
 async fn metrics(c: &reqwest::Client, s: &Server) -> String {
     c.get(s.url("/metrics"))
         .send()
@@ -80,6 +87,35 @@ async fn the_example_action_server_answers_the_shoe_store_unchanged() {
         completed.iter().map(|e| &e["key"]).collect::<Vec<_>>()
     );
     assert_eq!(requested[2]["slots"], json!({"order_id": "2026110101"}));
+
+    // The lottery's cash red packet, paid by the example's payment
+    // actions as a saga. Draws are seeded by user and message: look for a
+    // user whose first draw wins it.
+    let mut winner = None;
+    for i in 0..300 {
+        let user = format!("lucky{i}");
+        let r = say(&c, &base, &user, "我要抽奖").await;
+        if r[0].contains("10 元现金红包") {
+            winner = Some(user);
+            break;
+        }
+    }
+    let winner = winner.expect("someone wins the cash red packet in 300 draws");
+    assert_eq!(
+        say(&c, &base, &winner, "领红包").await,
+        vec!["10 元现金红包已发放,请查收。"]
+    );
+    assert_eq!(
+        say(&c, &base, &winner, "领红包").await,
+        vec!["您还没有抽中现金红包哦,说\"抽奖\"试试手气。"],
+        "a claimed prize is not paid twice"
+    );
+    let events = events_after(&c, &base, &winner, &token(&winner, "chat"), 0).await;
+    assert_eq!(
+        completed_actions(&events),
+        vec!["reserve_budget", "grant_red_packet", "notify_winner"]
+    );
+    assert_eq!(of_type(&events, "saga_ended")[0]["outcome"], "completed");
 
     // The action server goes away: the user still gets an answer, and
     // the failure is an event.

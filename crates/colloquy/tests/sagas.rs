@@ -102,6 +102,9 @@ fn completed(events: &[Value]) -> BTreeMap<String, usize> {
     out
 }
 
+/// A user, the actions that fail, the calls that complete, the replies.
+type Case<'a> = (&'a str, &'a [&'a str], &'a [&'a str], Vec<&'a str>);
+
 fn setup(p: &Payments, fail: &[&str], hang: Option<&str>) {
     let mut l = p.ledger.lock().unwrap();
     l.fail = fail.iter().map(|s| s.to_string()).collect();
@@ -119,7 +122,7 @@ async fn a_failure_at_every_step_is_compensated_once() {
     let s = start(data.path(), bot.path());
     let (c, base) = (client(), s.url(""));
 
-    let cases: [(&str, &[&str], &[&str], Vec<&str>); 4] = [
+    let cases: [Case; 4] = [
         (
             "ok",
             &[],
@@ -206,16 +209,17 @@ async fn a_compensation_that_keeps_failing_is_set_aside_with_a_metric() {
         .filter(|e| e["action"] == "release_budget")
         .collect();
     assert_eq!(failed.len(), 3, "requested in 3 rounds");
-    let l = pay.ledger.lock().unwrap();
-    // The endpoint's breaker opens on the way, so not every round reaches
-    // the service; every one that does carries the same key.
-    let keys = l.calls_of("release_budget");
-    assert!(
-        !keys.is_empty() && keys.iter().all(|k| *k == keys[0]),
-        "{keys:?}"
-    );
-    assert_eq!(l.spent(), 10, "the reservation is left for a person");
-    drop(l);
+    {
+        let l = pay.ledger.lock().unwrap();
+        // The endpoint's breaker opens on the way, so not every round
+        // reaches the service; every one that does carries the same key.
+        let keys = l.calls_of("release_budget");
+        assert!(
+            !keys.is_empty() && keys.iter().all(|k| *k == keys[0]),
+            "{keys:?}"
+        );
+        assert_eq!(l.spent(), 10, "the reservation is left for a person");
+    }
     let m = c
         .get(s.url("/metrics"))
         .send()

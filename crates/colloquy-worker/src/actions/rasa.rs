@@ -125,9 +125,11 @@ fn tracker_events(recent: &[Event]) -> Vec<Json> {
             EventKind::SessionStarted { .. } => {
                 out.push(json!({"event": "session_started", "timestamp": ts}))
             }
-            EventKind::ActionRequested { action, .. } => {
-                out.push(json!({"event": "action", "timestamp": ts, "name": action}))
-            }
+            // The key rides on the action event too: rasa-sdk hands an
+            // action the tracker's events but not the request's headers.
+            EventKind::ActionRequested { action, key, .. } => out.push(json!({
+                "event": "action", "timestamp": ts, "name": action, "idempotency_key": key,
+            })),
             _ => {}
         }
     }
