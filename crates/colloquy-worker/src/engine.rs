@@ -382,16 +382,30 @@ impl Engine {
             if let Some(pause) = compensation_pause(&bot.bot, &pending) {
                 tokio::time::sleep(pause).await;
             }
-            let recent = self
-                .conversations
-                .store()
-                .events_after(
-                    &state.user_id,
-                    state.seq.saturating_sub(TRACKER_EVENTS),
-                    TRACKER_EVENTS as usize,
-                )
-                .await?;
-            let result = self.actions.call(&bot.bot, &state, &pending, &recent).await;
+            // The tracker's events: this delivery's own when it holds the
+            // message (the common case, and no read), else the end of the
+            // log (a call left pending by a crash).
+            let read;
+            let recent: &[Event] = if out
+                .events
+                .iter()
+                .any(|e| matches!(e.kind, EventKind::UserSaid { .. }))
+            {
+                let from = out.events.len().saturating_sub(TRACKER_EVENTS as usize);
+                &out.events[from..]
+            } else {
+                read = self
+                    .conversations
+                    .store()
+                    .events_after(
+                        &state.user_id,
+                        state.seq.saturating_sub(TRACKER_EVENTS),
+                        TRACKER_EVENTS as usize,
+                    )
+                    .await?;
+                &read
+            };
+            let result = self.actions.call(&bot.bot, &state, &pending, recent).await;
             // The turn's time, as the policy's "now" always is (never
             // before the log's end).
             let at = now_ms.max(state.last_ts_ms);
