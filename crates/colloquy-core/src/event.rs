@@ -162,7 +162,7 @@ pub enum EventKind {
         slots: BTreeMap<String, Value>,
         /// Set when the call is a step (or a compensation) of a saga.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        saga: Option<SagaCall>,
+        saga: Option<Box<SagaCall>>,
     },
     /// A flow started the saga `saga`; `id` (this event's id) names this
     /// run of it in the calls it makes.
@@ -174,12 +174,10 @@ pub enum EventKind {
     /// to resolve (the saga's dead letter), and the earlier steps are
     /// compensated still.
     CompensationAbandoned {
-        saga: String,
-        id: Uuid,
-        step: usize,
         action: String,
         key: Uuid,
-        rounds: u32,
+        /// The compensation's last request: its saga run, step and round.
+        call: Box<SagaCall>,
     },
     SagaEnded {
         saga: String,
@@ -212,8 +210,11 @@ pub enum EventKind {
         response: Option<String>,
         /// What a remote action's response held besides text (buttons,
         /// an image, an attachment, a custom payload), as it sent it.
+        /// Boxed, as the other rare fields below: every event is as large
+        /// as the largest kind, and events are moved and copied on every
+        /// turn.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        payload: Option<serde_json::Value>,
+        payload: Option<Box<serde_json::Value>>,
     },
     /// The user's turns are now answered by another version of the bot, or
     /// by the same one for another reason (a rollout changed, a session

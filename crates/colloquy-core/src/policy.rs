@@ -749,10 +749,11 @@ impl Run<'_> {
             (Some(c), true) => c.clone(),
             _ => step.action.clone(),
         };
-        self.request_call(&action, call.key(), Some(call));
+        let key = call.key();
+        self.request_call(&action, key, Some(Box::new(call)));
     }
 
-    fn request_call(&mut self, name: &str, key: uuid::Uuid, saga: Option<SagaCall>) {
+    fn request_call(&mut self, name: &str, key: uuid::Uuid, saga: Option<Box<SagaCall>>) {
         let Some(Action::Webhook(w)) = self.bot.actions.get(name) else {
             return;
         };
@@ -810,7 +811,7 @@ impl Run<'_> {
                             self.request_saga(SagaCall {
                                 step: call.step + 1,
                                 round: 1,
-                                ..call.clone()
+                                ..(**call).clone()
                             });
                             return;
                         }
@@ -841,17 +842,14 @@ impl Run<'_> {
                     Some(call) if call.round < self.bot.sagas[&call.saga].compensation_rounds => {
                         self.request_saga(SagaCall {
                             round: call.round + 1,
-                            ..call.clone()
+                            ..(**call).clone()
                         });
                     }
                     Some(call) => {
                         self.emit(EventKind::CompensationAbandoned {
-                            saga: call.saga.clone(),
-                            id: call.id,
-                            step: call.step,
                             action: pending.action.clone(),
                             key: pending.key,
-                            rounds: call.round,
+                            call: call.clone(),
                         });
                         self.compensate_below(call, call.abandoned + 1, calling);
                     }
@@ -929,7 +927,7 @@ impl Run<'_> {
                     self.emit(EventKind::BotSaid {
                         text: text.clone(),
                         response: None,
-                        payload: payload.clone(),
+                        payload: payload.clone().map(Box::new),
                     });
                 }
                 Said::Named {

@@ -54,7 +54,7 @@ pub struct State {
     /// only once it is resolved. Absent (and left out of the JSON, as
     /// `route`) when there is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pending: Option<PendingAction>,
+    pub pending: Option<Box<PendingAction>>,
 }
 
 /// A remote action requested and not yet answered.
@@ -70,7 +70,7 @@ pub struct PendingAction {
     pub request: uuid::Uuid,
     /// Where the call stands in a saga, if it is a saga's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub saga: Option<crate::event::SagaCall>,
+    pub saga: Option<Box<crate::event::SagaCall>>,
 }
 
 impl State {
@@ -173,13 +173,13 @@ impl State {
             EventKind::ActionRequested {
                 action, key, saga, ..
             } => {
-                self.pending = Some(PendingAction {
+                self.pending = Some(Box::new(PendingAction {
                     action: action.clone(),
                     key: *key,
                     seq: e.seq,
                     request: e.event_id,
                     saga: saga.clone(),
-                })
+                }))
             }
             EventKind::ActionCompleted { key, .. } | EventKind::ActionFailed { key, .. } => {
                 if self.pending.as_ref().is_some_and(|p| p.key == *key) {

@@ -21,7 +21,7 @@ pub struct Reply {
     pub turn: Option<TurnFacts>,
     /// The remote action the turn stopped for, when the action stage runs
     /// elsewhere ([`Engine::deferring_actions`]): the caller hands it over.
-    pub pending: Option<PendingAction>,
+    pub pending: Option<Box<PendingAction>>,
 }
 
 /// One answered turn as metrics and rollout guards count it.
@@ -413,10 +413,10 @@ impl Engine {
             let turn = resume(&bot.bot, state, &result, at, seed);
             self.conversations.commit(&turn.state, &turn.events).await?;
             for e in &turn.events {
-                if let EventKind::CompensationAbandoned { saga, .. } = &e.kind {
-                    tracing::error!(user = %turn.state.user_id, saga, event = %e.event_id,
+                if let EventKind::CompensationAbandoned { call, .. } = &e.kind {
+                    tracing::error!(user = %turn.state.user_id, saga = call.saga, event = %e.event_id,
                         "a compensation failed in every round and is set aside");
-                    self.actions.abandoned(saga);
+                    self.actions.abandoned(&call.saga);
                 }
             }
             out.events.extend(turn.events);

@@ -202,7 +202,7 @@ async fn a_compensation_that_keeps_failing_is_set_aside_with_a_metric() {
     let abandoned = of_type(&events, "compensation_abandoned");
     assert_eq!(abandoned.len(), 1);
     assert_eq!(abandoned[0]["action"], "release_budget");
-    assert_eq!(abandoned[0]["rounds"], 3);
+    assert_eq!(abandoned[0]["call"]["round"], 3);
     assert_eq!(of_type(&events, "saga_ended")[0]["outcome"], "stuck");
     let failed: Vec<&Value> = of_type(&events, "action_failed")
         .into_iter()

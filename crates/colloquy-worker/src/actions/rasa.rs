@@ -114,7 +114,7 @@ fn tracker_events(recent: &[Event]) -> Vec<Json> {
             }
             EventKind::BotSaid { text, payload, .. } => out.push(json!({
                 "event": "bot", "timestamp": ts, "text": text,
-                "data": payload.clone().unwrap_or_else(|| json!({})),
+                "data": payload.as_deref().cloned().unwrap_or_else(|| json!({})),
             })),
             EventKind::SlotSet { slot, value, .. } => out.push(json!({
                 "event": "slot", "timestamp": ts, "name": slot, "value": slot_json(Some(value)),
