@@ -14,7 +14,7 @@ bot:
   version: "1"
   fallback: fallback
   action_failed: sorry_later
-  action_endpoint: {url: "http://127.0.0.1:1/webhook", timeout: 500ms, headers: {X-Shop: "1"}}
+  action_endpoint: {url: "http://127.0.0.1:1/webhook", timeout: 500ms, headers: {X-Shop: "1"}, breaker: {failures: 2}}
 intents:
   stock: {examples: [stock]}
   pay: {examples: [pay]}

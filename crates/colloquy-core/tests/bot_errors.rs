@@ -343,3 +343,22 @@ fn sagas_call_webhook_actions_and_are_named_by_saga_steps() {
         assert!(said.iter().any(|s| s.contains(needle)), "no {needle:?} in {said:#?}");
     }
 }
+
+#[test]
+fn a_breaker_is_per_endpoint_and_its_settings_are_checked() {
+    let e = errors(&[(
+        "actions.yaml",
+        "actions:\n  a: {webhook: {url: 'http://x/h', breaker: {failures: 3}}}\n  b: {webhook: {url: 'http://x/h'}}\n  c: {webhook: {url: 'http://y/h', breaker: {failures: 0, open_for: never}}}\n",
+    )]);
+    let said: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+    for needle in [
+        "actions.b.webhook.breaker: `a` also calls http://x/h with other breaker settings",
+        "actions.c.webhook.breaker.failures: must be at least 1",
+        "actions.c.webhook.breaker.open_for: `never` is not a positive duration",
+    ] {
+        assert!(
+            said.iter().any(|s| s.contains(needle)),
+            "no {needle:?} in {said:#?}"
+        );
+    }
+}

@@ -164,13 +164,6 @@ impl Engine {
         self
     }
 
-    /// The same engine calling remote actions through `actions` (its
-    /// breaker settings, for one).
-    pub fn with_actions(mut self, actions: ActionStage) -> Self {
-        self.actions = actions;
-        self
-    }
-
     pub fn actions(&self) -> &ActionStage {
         &self.actions
     }

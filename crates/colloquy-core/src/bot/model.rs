@@ -299,6 +299,15 @@ pub struct Webhook {
     pub token_env: Option<String>,
     /// Slots recorded as sent; `None`: all of them.
     pub send: Option<Vec<String>>,
+    pub breaker: Breaker,
+}
+
+/// An endpoint's circuit breaker: it opens after `failures` failed
+/// attempts in a row and stays open `open_ms` before one probe may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Breaker {
+    pub failures: u32,
+    pub open_ms: u64,
 }
 
 /// Loose equality for comparing slot values with YAML data: `39` equals

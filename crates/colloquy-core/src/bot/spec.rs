@@ -312,6 +312,21 @@ pub struct WebhookSpec {
     /// Slots recorded as sent with the request (default: all).
     #[serde(default)]
     pub send: Option<Vec<String>>,
+    /// The circuit breaker of the endpoint (one per URL).
+    #[serde(default)]
+    pub breaker: Option<BreakerSpec>,
+}
+
+/// When an endpoint's breaker opens, and for how long.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSpec {
+    /// Failed attempts in a row that open it (default 5).
+    #[serde(default)]
+    pub failures: Option<u32>,
+    /// How long it stays open before one probe may go (default 10s).
+    #[serde(default)]
+    pub open_for: Option<String>,
 }
 
 /// Find the first row of `table` whose columns equal the given slots (and

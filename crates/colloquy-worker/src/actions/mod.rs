@@ -7,7 +7,8 @@
 //! applies them once. A call has one deadline for all its attempts; only
 //! failures a retry can mend are retried (no connection, a timeout, a 5xx,
 //! a 429 after its `Retry-After`), never a 400 or a 404. A breaker per
-//! endpoint stops calling a server that keeps failing. Connections are
+//! endpoint (settings from the bot's YAML) stops calling a server that
+//! keeps failing. Connections are
 //! pooled per host by one shared client.
 
 mod breaker;
@@ -23,30 +24,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// When an endpoint's breaker opens, and for how long.
-#[derive(Debug, Clone, Copy)]
-pub struct BreakerSettings {
-    /// Failed attempts in a row that open it.
-    pub threshold: u32,
-    /// How long it stays open before one probe may go.
-    pub cool_down: Duration,
-}
-
-impl Default for BreakerSettings {
-    fn default() -> Self {
-        BreakerSettings {
-            threshold: 5,
-            cool_down: Duration::from_secs(10),
-        }
-    }
-}
-
 /// First pause between attempts; doubled each time, with jitter.
 const BACKOFF_BASE: Duration = Duration::from_millis(50);
 
 pub struct ActionStage {
     client: reqwest::Client,
-    settings: BreakerSettings,
     breakers: Mutex<HashMap<String, Breaker>>,
     /// Each bot version's domain and its digest, built once.
     domains: Mutex<HashMap<(String, String), Domain>>,
@@ -58,7 +40,7 @@ pub struct ActionStage {
 
 impl Default for ActionStage {
     fn default() -> Self {
-        ActionStage::new(BreakerSettings::default())
+        ActionStage::new()
     }
 }
 
@@ -80,7 +62,7 @@ enum Attempt {
 }
 
 impl ActionStage {
-    pub fn new(settings: BreakerSettings) -> ActionStage {
+    pub fn new() -> ActionStage {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -89,7 +71,6 @@ impl ActionStage {
             .expect("a plain HTTP client needs no TLS setup and always builds");
         ActionStage {
             client,
-            settings,
             breakers: Mutex::new(HashMap::new()),
             domains: Mutex::new(HashMap::new()),
             sent: Mutex::new(HashSet::new()),
@@ -162,7 +143,7 @@ impl ActionStage {
             if now >= deadline {
                 return failed(format!("no answer within {} ms", hook.timeout_ms), attempts);
             }
-            if !self.admit(&hook.url, now) {
+            if !self.admit(hook, now) {
                 self.report(&pending.action, "circuit_open", Duration::ZERO);
                 return failed(format!("circuit open for {}", hook.url), attempts);
             }
@@ -319,11 +300,18 @@ impl ActionStage {
         }
     }
 
-    fn admit(&self, endpoint: &str, now: Instant) -> bool {
+    /// May an attempt at `hook` go now? Its endpoint's breaker is made on
+    /// first use, with the settings every action of that URL shares
+    /// (`colloquy check` sees to that).
+    fn admit(&self, hook: &Webhook, now: Instant) -> bool {
+        let endpoint = hook.url.as_str();
         let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        let b = breakers
-            .entry(endpoint.to_string())
-            .or_insert_with(|| Breaker::new(self.settings.threshold, self.settings.cool_down));
+        let b = breakers.entry(endpoint.to_string()).or_insert_with(|| {
+            Breaker::new(
+                hook.breaker.failures,
+                Duration::from_millis(hook.breaker.open_ms),
+            )
+        });
         let before = b.state(now);
         let admitted = b.admit(now);
         if before != BreakerState::Open || b.state(now) != before {

@@ -188,7 +188,7 @@ actions:
   flaky: {{webhook: {{url: "{base}/flaky", timeout: 5s, retries: 2}}}}
   throttled: {{webhook: {{url: "{base}/throttled", timeout: 5s, retries: 1}}}}
   rejected: {{webhook: {{url: "{base}/rejected", timeout: 5s, retries: 3}}}}
-  down: {{webhook: {{url: "{base}/down", timeout: 5s, retries: 2}}}}
+  down: {{webhook: {{url: "{base}/down", timeout: 5s, retries: 2, breaker: {{failures: 3, open_for: 30s}}}}}}
 intents:
 "#
     );

@@ -7,7 +7,7 @@ use super::checks::Names;
 use super::ctx::{At, Ctx};
 use super::sources::Merged;
 use super::yaml_to_value;
-use crate::bot::model::{Action, Row, Webhook};
+use crate::bot::model::{Action, Breaker, Row, Webhook};
 use crate::bot::spec::{ActionSpec, DrawSpec, LookupSpec, WebhookSpec};
 use crate::value::Value;
 use std::collections::BTreeMap;
@@ -56,7 +56,9 @@ pub(super) fn compile(
         .map(|e| checked_webhook(ctx, bot_at, "action_endpoint", e))
         .unwrap_or_default();
     let mut out = BTreeMap::new();
+    let mut ats = BTreeMap::new();
     for (name, (a, at)) in actions {
+        ats.insert(name.clone(), at.clone());
         let action = match (a.lookup, a.draw, a.webhook) {
             (Some(l), None, None) => lookup(ctx, names, tables, &at, l),
             (None, Some(d), None) => draw(ctx, names, tables, &at, d),
@@ -72,8 +74,41 @@ pub(super) fn compile(
         };
         out.insert(name, action);
     }
+    one_breaker_per_endpoint(ctx, &out, &ats);
     out
 }
+
+/// A breaker belongs to an endpoint, whichever action calls it: actions
+/// that share a URL must agree on its settings.
+fn one_breaker_per_endpoint(
+    ctx: &mut Ctx,
+    actions: &BTreeMap<String, Action>,
+    ats: &BTreeMap<String, At>,
+) {
+    let mut first: BTreeMap<&str, (&str, Breaker)> = BTreeMap::new();
+    for (name, action) in actions {
+        let Action::Webhook(w) = action else { continue };
+        match first.get(w.url.as_str()) {
+            Some((other, b)) if *b != w.breaker => ctx.err(
+                &ats[name],
+                "webhook.breaker",
+                format!(
+                    "`{}` also calls {} with other breaker settings; a breaker is per endpoint (set it in `action_endpoint`)",
+                    other, w.url
+                ),
+            ),
+            Some(_) => {}
+            None => {
+                first.insert(&w.url, (name, w.breaker));
+            }
+        }
+    }
+}
+
+const DEFAULT_BREAKER: Breaker = Breaker {
+    failures: 5,
+    open_ms: 10_000,
+};
 
 /// Default deadline of a remote call, retries included: a user waits for
 /// the answer, and Rasa's own five minutes hold a conversation hostage.
@@ -91,6 +126,8 @@ struct Given {
     retries: Option<u32>,
     headers: Option<Vec<(String, String)>>,
     token_env: Option<String>,
+    failures: Option<u32>,
+    open_ms: Option<u64>,
 }
 
 fn checked_webhook(ctx: &mut Ctx, at: &At, prefix: &str, w: &WebhookSpec) -> Given {
@@ -168,7 +205,26 @@ fn checked_webhook(ctx: &mut Ctx, at: &At, prefix: &str, w: &WebhookSpec) -> Giv
             );
         }
     }
+    let breaker = w.breaker.clone().unwrap_or_default();
+    if let Some(0) = breaker.failures {
+        ctx.err(at, &field("breaker.failures"), "must be at least 1");
+    }
+    let open_ms = breaker.open_for.as_ref().and_then(|t| {
+        match crate::duration::parse_ms(t).and_then(|ms| u64::try_from(ms).ok()) {
+            Some(ms) if ms > 0 => Some(ms),
+            _ => {
+                ctx.err(
+                    at,
+                    &field("breaker.open_for"),
+                    format!("`{t}` is not a positive duration (use e.g. 10s)"),
+                );
+                None
+            }
+        }
+    });
     Given {
+        failures: breaker.failures.filter(|f| *f > 0),
+        open_ms,
         url: w.url.clone(),
         timeout_ms,
         retries: w.retries.filter(|r| *r <= MAX_RETRIES),
@@ -235,6 +291,16 @@ fn webhook(
         headers,
         token_env: own.token_env.or_else(|| defaults.token_env.clone()),
         send: w.send.clone(),
+        breaker: Breaker {
+            failures: own
+                .failures
+                .or(defaults.failures)
+                .unwrap_or(DEFAULT_BREAKER.failures),
+            open_ms: own
+                .open_ms
+                .or(defaults.open_ms)
+                .unwrap_or(DEFAULT_BREAKER.open_ms),
+        },
     })
 }
 
