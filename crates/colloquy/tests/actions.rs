@@ -54,7 +54,7 @@ async fn metrics(c: &reqwest::Client, s: &Server) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_action_server_answers_the_shoe_store_unchanged() {
-    let mut actions = RasaSdk::start(&root().join("examples/action-server"), "actions").await;
+    let actions = RasaSdk::start(&root().join("examples/action-server"), "actions").await;
     let mut files = bot_dir("bots/shoe-store-actions");
     let bot = files.get_mut("bot.yaml").unwrap();
     *bot = bot.replace("http://127.0.0.1:5055/webhook", &actions.url);
@@ -117,6 +117,24 @@ async fn the_example_action_server_answers_the_shoe_store_unchanged() {
     );
     assert_eq!(of_type(&events, "saga_ended")[0]["outcome"], "completed");
 
+    // A restarted action server has lost the domain it was sent, and asks
+    // for it (449): it is sent again and the call answered.
+    let port = actions.port;
+    drop(actions);
+    let mut actions =
+        RasaSdk::start_on(&root().join("examples/action-server"), "actions", port).await;
+    assert_eq!(
+        say(&c, &base, "ann", "星云跑鞋有40码吗").await,
+        vec!["星云跑鞋 40 码有货,库存 2 双,售价 399 元。"]
+    );
+    let m = metrics(&c, &s).await;
+    assert!(
+        m.contains(
+            "colloquy_action_calls_total{action=\"check_stock\",outcome=\"needs_domain\"} 1"
+        ),
+        "{m}"
+    );
+
     // The action server goes away: the user still gets an answer, and
     // the failure is an event.
     actions.stop();
@@ -138,7 +156,7 @@ async fn the_example_action_server_answers_the_shoe_store_unchanged() {
     );
     let m = metrics(&c, &s).await;
     assert!(
-        m.contains("colloquy_action_calls_total{action=\"check_stock\",outcome=\"ok\"} 2"),
+        m.contains("colloquy_action_calls_total{action=\"check_stock\",outcome=\"ok\"} 3"),
         "{m}"
     );
     assert!(

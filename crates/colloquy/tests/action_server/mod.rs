@@ -22,10 +22,16 @@ use std::time::{Duration, Instant};
 pub struct RasaSdk {
     child: Child,
     pub url: String,
+    pub port: u16,
 }
 
 impl RasaSdk {
     pub async fn start(dir: &std::path::Path, module: &str) -> RasaSdk {
+        RasaSdk::start_on(dir, module, free_port()).await
+    }
+
+    /// As [`RasaSdk::start`], on `port` (e.g. the port of one stopped).
+    pub async fn start_on(dir: &std::path::Path, module: &str, port: u16) -> RasaSdk {
         let out = Command::new(root().join("scripts/action-server"))
             .arg("python")
             .output()
@@ -36,7 +42,6 @@ impl RasaSdk {
             String::from_utf8_lossy(&out.stderr)
         );
         let python = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        let port = free_port();
         // Its own process group: sanic runs the server in a child process,
         // and stopping it must stop both.
         let child = Command::new(python)
@@ -51,6 +56,7 @@ impl RasaSdk {
         let s = RasaSdk {
             child,
             url: format!("http://127.0.0.1:{port}/webhook"),
+            port,
         };
         let c = reqwest::Client::new();
         let started = Instant::now();
