@@ -29,22 +29,31 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM");
-            let _ = ctrl_c.await;
-            return;
+/// Resolves on SIGTERM or Ctrl-C received after this is called.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    // The SIGTERM listener is made now, not when the future is first
+    // polled: once any listener exists the process no longer dies of
+    // SIGTERM, and a signal that came before a late listener was made would
+    // be lost to it. `serve` was seen to miss a SIGTERM sent right after it
+    // printed its address, while the registry follower's listener already
+    // existed.
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+            }
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
+        tracing::info!("shutdown requested: no longer accepting connections");
     }
-    tracing::info!("shutdown requested: no longer accepting connections");
 }
 
 /// The HS256 secret: configured, from `COLLOQUY_JWT_SECRET`, or generated
@@ -285,6 +294,9 @@ pub async fn serve_http(
         .await
         .with_context(|| format!("listening on {}", cfg.server.listen))?;
     let addr = listener.local_addr()?;
+    // Listening for SIGTERM before saying where to connect: whoever reads
+    // the address may stop the server at once.
+    let stop = shutdown_signal();
     gateway.ready.store(true, Ordering::Relaxed);
     tracing::info!(%addr, what, "serving");
     println!(
@@ -310,13 +322,7 @@ pub async fn serve_http(
         header_timeout: cfg.server.header_timeout,
         ..ConnectionLimits::default()
     };
-    colloquy_gateway::server::serve(
-        listener,
-        app,
-        &limits,
-        shutdown_signal(),
-        cfg.server.shutdown_timeout,
-    )
-    .await;
+    colloquy_gateway::server::serve(listener, app, &limits, stop, cfg.server.shutdown_timeout)
+        .await;
     Ok(())
 }

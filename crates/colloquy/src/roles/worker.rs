@@ -133,6 +133,8 @@ fn run_member(args: WorkerArgs) -> anyhow::Result<ExitCode> {
                     .context("joining the worker group")?,
             );
         }
+        // Listening for SIGTERM before saying it runs (see shutdown_signal).
+        let terminated = wiring::shutdown_signal();
         println!(
             "colloquy worker {id} running {} on {}",
             args.stages.join(","),
@@ -164,7 +166,7 @@ fn run_member(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             }
             None => None,
         };
-        wiring::shutdown_signal().await;
+        terminated.await;
         tracing::info!("leaving the group: draining and handing partitions over");
         futures_util::future::join_all(members.into_iter().map(Member::leave)).await;
         stop.send_replace(true);
