@@ -525,7 +525,14 @@ mod tests {
         fn chinese_numerals_round_trip(n in 0u32..10_000) {
             let written = chinese_numeral(n).unwrap();
             prop_assert_eq!(parse_number(&written), Some(f64::from(n)), "{}", written);
-            prop_assert_eq!(find_numbers(&format!("要{written}码")), vec![(1, 1 + written.chars().count(), f64::from(n))]);
+            let found = find_numbers(&format!("要{written}码"));
+            if written == "一" {
+                // A lone 一 before a Chinese character is not read as a
+                // number (一下, 一款, …); no size is 1 anyway.
+                prop_assert_eq!(found, vec![]);
+            } else {
+                prop_assert_eq!(found, vec![(1, 1 + written.chars().count(), f64::from(n))]);
+            }
         }
 
         #[test]
