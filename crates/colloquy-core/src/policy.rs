@@ -39,6 +39,17 @@ pub struct Turn {
     pub replies: Vec<String>,
 }
 
+impl Turn {
+    /// A turn that appends nothing (a repeat) and leaves `state` as it was.
+    fn nothing(state: State) -> Turn {
+        Turn {
+            state,
+            events: Vec::new(),
+            replies: Vec::new(),
+        }
+    }
+}
+
 /// A guard against flows that loop without ever asking the user anything.
 const MAX_STEPS_PER_TURN: usize = 256;
 
@@ -46,27 +57,12 @@ const MAX_STEPS_PER_TURN: usize = 256;
 /// folds its events into it as it makes them and hands it back.
 pub fn step(bot: &Bot, state: State, input: &Input, now_ms: i64, seed: u64) -> Turn {
     if state.has_seen(input.message_id) {
-        return Turn {
-            state,
-            events: Vec::new(),
-            replies: Vec::new(),
-        };
+        return Turn::nothing(state);
     }
-    let mut run = Run {
-        bot,
-        first_id: user_event_id(&state.user_id, input.message_id),
-        now_ms,
-        state,
-        events: Vec::new(),
-        replies: Vec::new(),
-        rng: SplitMix(seed),
-    };
+    let first_id = user_event_id(&state.user_id, input.message_id);
+    let mut run = Run::new(bot, state, first_id, now_ms, seed);
     run.message(input);
-    Turn {
-        state: run.state,
-        events: run.events,
-        replies: run.replies,
-    }
+    run.finish()
 }
 
 /// Apply the result of a remote action the state waits for: record it,
@@ -77,27 +73,12 @@ pub fn step(bot: &Bot, state: State, input: &Input, now_ms: i64, seed: u64) -> T
 /// harmless; its events' ids derive from the call's key.
 pub fn resume(bot: &Bot, state: State, result: &ActionResult, now_ms: i64, seed: u64) -> Turn {
     let Some(pending) = state.pending.clone().filter(|p| p.key == result.key) else {
-        return Turn {
-            state,
-            events: Vec::new(),
-            replies: Vec::new(),
-        };
+        return Turn::nothing(state);
     };
-    let mut run = Run {
-        bot,
-        first_id: action_event_id(&state.user_id, pending.request),
-        now_ms,
-        state,
-        events: Vec::new(),
-        replies: Vec::new(),
-        rng: SplitMix(seed),
-    };
+    let first_id = action_event_id(&state.user_id, pending.request);
+    let mut run = Run::new(bot, state, first_id, now_ms, seed);
     run.resolve(&pending, &result.outcome);
-    Turn {
-        state: run.state,
-        events: run.events,
-        replies: run.replies,
-    }
+    run.finish()
 }
 
 /// splitmix64: a tiny, well-distributed generator, seeded from the input.
@@ -143,7 +124,27 @@ enum Filled {
     Nothing,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    fn new(bot: &'a Bot, state: State, first_id: uuid::Uuid, now_ms: i64, seed: u64) -> Self {
+        Run {
+            bot,
+            first_id,
+            now_ms,
+            state,
+            events: Vec::new(),
+            replies: Vec::new(),
+            rng: SplitMix(seed),
+        }
+    }
+
+    fn finish(self) -> Turn {
+        Turn {
+            state: self.state,
+            events: self.events,
+            replies: self.replies,
+        }
+    }
+
     /// Seal an event (as [`crate::seal`] would) and fold it in.
     fn emit(&mut self, kind: EventKind) {
         let event = Event {
