@@ -137,10 +137,14 @@ async fn scratch_sql_store(server: &str, name: &str) -> Arc<dyn ConversationStor
     colloquy_store::sql::connect(&config).await.unwrap()
 }
 
+/// Compiled only: training the bot's NLU here would be done again by
+/// `run_bot`.
 fn calls_an_action_server(dir: &Path) -> bool {
-    let bot = load_bot(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    bot.bot
-        .actions
+    let files =
+        colloquy_worker::read_sources(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let bot =
+        colloquy_core::bot::compile(&files).unwrap_or_else(|e| panic!("{}: {e:?}", dir.display()));
+    bot.actions
         .values()
         .any(|a| matches!(a, colloquy_core::bot::Action::Webhook(_)))
 }

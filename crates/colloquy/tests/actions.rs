@@ -9,30 +9,21 @@ mod server;
 
 use action_server::{counted_bot, counter, RasaSdk};
 use serde_json::{json, Value};
-use server::{bot_dir, events_after, root, say, token, write_bot, Server};
+use server::{
+    bot_dir, events_after, http1_client, metrics, of_type, root, say, token, until_events,
+    write_bot, Server,
+};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .http1_only()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-/// `serve` on `data` with the bot `files`.
+/// `serve` on `data` with the bot `files`, written to `bot`.
 fn serve(
     data: &std::path::Path,
     bot: &std::path::Path,
     files: &BTreeMap<String, String>,
 ) -> Server {
     write_bot(bot, files);
-    Server::start_with(data, &[], &["--bot", bot.to_str().unwrap()])
-}
-
-fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["type"] == t).collect()
+    Server::with_bot(data, bot)
 }
 
 fn completed_actions(events: &[Value]) -> Vec<&str> {
@@ -40,16 +31,6 @@ fn completed_actions(events: &[Value]) -> Vec<&str> {
         .iter()
         .map(|e| e["action"].as_str().unwrap())
         .collect()
-}
-
-async fn metrics(c: &reqwest::Client, s: &Server) -> String {
-    c.get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,7 +41,7 @@ async fn the_example_action_server_answers_the_shoe_store_unchanged() {
     *bot = bot.replace("http://127.0.0.1:5055/webhook", &actions.url);
     let (data, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let s = serve(data.path(), dir.path(), &files);
-    let (c, base) = (client(), s.url(""));
+    let (c, base) = (http1_client(), s.url(""));
 
     assert_eq!(
         say(&c, &base, "ann", "星云跑鞋有39码吗").await,
@@ -127,7 +108,7 @@ async fn the_example_action_server_answers_the_shoe_store_unchanged() {
         say(&c, &base, "ann", "星云跑鞋有40码吗").await,
         vec!["星云跑鞋 40 码有货,库存 2 双,售价 399 元。"]
     );
-    let m = metrics(&c, &s).await;
+    let m = metrics(&c, &s.url("")).await;
     assert!(
         m.contains(
             "colloquy_action_calls_total{action=\"check_stock\",outcome=\"needs_domain\"} 1"
@@ -154,7 +135,7 @@ async fn the_example_action_server_answers_the_shoe_store_unchanged() {
         "{}",
         failed[0]
     );
-    let m = metrics(&c, &s).await;
+    let m = metrics(&c, &s.url("")).await;
     assert!(
         m.contains("colloquy_action_calls_total{action=\"check_stock\",outcome=\"ok\"} 3"),
         "{m}"
@@ -220,7 +201,7 @@ async fn rasa_sdk_responses_followups_and_rejections_are_applied() {
     )]);
     let (data, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let s = serve(data.path(), dir.path(), &files);
-    let (c, base) = (client(), s.url(""));
+    let (c, base) = (http1_client(), s.url(""));
 
     assert_eq!(
         say(&c, &base, "cy", "give me a quote for nebula").await,
@@ -266,7 +247,7 @@ async fn retries_keep_the_key_honour_retry_after_skip_rejections_and_trip_the_br
     let (counter, url) = counter().await;
     let (data, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let s = serve(data.path(), dir.path(), &counted_bot(&url));
-    let (c, base) = (client(), s.url(""));
+    let (c, base) = (http1_client(), s.url(""));
 
     assert_eq!(
         say(&c, &base, "f", "try the flaky one").await,
@@ -331,7 +312,7 @@ async fn retries_keep_the_key_honour_retry_after_skip_rejections_and_trip_the_br
         "{}",
         failed[0]
     );
-    let m = metrics(&c, &s).await;
+    let m = metrics(&c, &s.url("")).await;
     assert!(
         m.contains(&format!(
             "colloquy_action_breaker_state{{endpoint=\"{url}/down\"}} 2"
@@ -353,7 +334,7 @@ async fn a_call_cut_by_kill_9_is_repeated_with_its_key_and_applied_once() {
     let (counter, url) = counter().await;
     let (data, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut s = serve(data.path(), dir.path(), &counted_bot(&url));
-    let c = client();
+    let c = http1_client();
     let r = c
         .post(s.url("/v1/conversations/k/messages"))
         .bearer_auth(token("k", "chat"))
@@ -372,20 +353,17 @@ async fn a_call_cut_by_kill_9_is_repeated_with_its_key_and_applied_once() {
     }
     s.kill();
 
-    let s = Server::start_with(data.path(), &[], &["--bot", dir.path().to_str().unwrap()]);
+    let s = Server::with_bot(data.path(), dir.path());
     let base = s.url("");
-    let started = Instant::now();
-    let events = loop {
-        let events = events_after(&c, &base, "k", &token("k", "chat"), 0).await;
-        if !of_type(&events, "action_completed").is_empty() {
-            break events;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the call was not repeated: {events:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let events = until_events(
+        &c,
+        &base,
+        "k",
+        Duration::from_secs(60),
+        "the call was not repeated",
+        |e| !of_type(e, "action_completed").is_empty(),
+    )
+    .await;
     let calls = counter.by_key("hang");
     assert_eq!(calls.len(), 1, "one key across the crash: {calls:?}");
     let (key, n) = calls.iter().next().unwrap();

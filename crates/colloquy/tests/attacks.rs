@@ -5,7 +5,7 @@ mod server;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use server::{token, Server};
+use server::{metrics, token, Server};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder().http1_only().build().unwrap()
@@ -34,16 +34,6 @@ async fn get(c: &reqwest::Client, s: &Server, user: &str, path: &str) -> (Status
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn metrics(c: &reqwest::Client, s: &Server) -> String {
-    c.get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Every request used to add a time series labelled with its raw method,
 /// so unauthenticated requests with invented methods grew `/metrics` (and
 /// the server) without bound.
@@ -52,13 +42,13 @@ async fn invented_http_methods_do_not_grow_the_metrics() {
     let data = tempfile::tempdir().unwrap();
     let s = Server::start(data.path(), &[]);
     let c = client();
-    let before = metrics(&c, &s).await.len();
+    let before = metrics(&c, &s.url("")).await.len();
     for i in 0..2000 {
         let method = Method::from_bytes(format!("ATTACK{i}").as_bytes()).unwrap();
         let r = c.request(method, s.url("/nowhere")).send().await.unwrap();
         assert_eq!(r.status(), 404);
     }
-    let after = metrics(&c, &s).await;
+    let after = metrics(&c, &s.url("")).await;
     assert!(!after.contains("ATTACK"), "a raw method became a label");
     assert!(
         after.contains("method=\"other\""),
@@ -111,7 +101,7 @@ async fn numbers_too_large_for_a_float_do_not_break_a_conversation() {
     let (st, v) = get(&c, &s, "dora", "events?after=0&limit=1000").await;
     assert_eq!(st, 200, "{v}");
     assert!(
-        !metrics(&c, &s)
+        !metrics(&c, &s.url(""))
             .await
             .contains("colloquy_dead_letters_total 1"),
         "a message was dead-lettered"
@@ -373,7 +363,7 @@ async fn concurrent_repeats_of_one_client_id_are_published_once() {
     assert_eq!(ids.len(), 1, "{ids:?}");
     let mut handled = String::new();
     for _ in 0..50 {
-        let m = metrics(&c, &s).await;
+        let m = metrics(&c, &s.url("")).await;
         if m.contains("colloquy_messages_total{stage=\"policy\",outcome=\"ok\"} 1") {
             handled = m;
             break;
@@ -440,7 +430,7 @@ async fn messages_beyond_the_rate_limits_are_refused_and_not_queued() {
             .unwrap();
         assert_eq!(r.status(), StatusCode::ACCEPTED);
     }
-    let m = metrics(&c, &s).await;
+    let m = metrics(&c, &s.url("")).await;
     assert!(
         m.contains("colloquy_rate_limited_total{limit=\"user\"} 1"),
         "{m}"

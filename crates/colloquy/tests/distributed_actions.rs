@@ -14,13 +14,9 @@ mod server;
 
 use action_server::{counted_bot, counter};
 use cluster::Cluster;
-use serde_json::{json, Value};
-use server::{events_after, say, token, write_bot};
+use serde_json::json;
+use server::{events_after, of_type, say, token, until_events, write_bot};
 use std::time::{Duration, Instant};
-
-fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["type"] == t).collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_action_stage_runs_on_its_own_and_survives_kill_9() {
@@ -74,18 +70,15 @@ async fn the_action_stage_runs_on_its_own_and_survives_kill_9() {
     actions.kill9();
     let _successor = cluster.worker_with("action-2", "action", &bot_arg);
 
-    let started = Instant::now();
-    let events = loop {
-        let events = events_after(&c, &base, "k", &token("k", "chat"), 0).await;
-        if of_type(&events, "flow_ended").len() >= 2 {
-            break events;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "the call was not repeated: {events:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let events = until_events(
+        &c,
+        &base,
+        "k",
+        Duration::from_secs(90),
+        "the call was not repeated",
+        |e| of_type(e, "flow_ended").len() >= 2,
+    )
+    .await;
     let hang = counted.by_key("hang");
     assert_eq!(hang.len(), 1, "one key across the kill: {hang:?}");
     assert_eq!(

@@ -10,9 +10,10 @@ mod server;
 
 use action_server::{payments, Ledger, Payments};
 use serde_json::{json, Value};
-use server::{events_after, say, token, write_bot, Server};
+use server::{
+    events_after, http1_client, metrics, of_type, say, token, until_events, write_bot, Server,
+};
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 const BOT: &str = r#"
@@ -62,20 +63,16 @@ flows:
         say: not_paid
 "#;
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .http1_only()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-fn start(data: &Path, bot: &Path) -> Server {
-    Server::start_with(data, &[], &["--bot", bot.to_str().unwrap()])
-}
-
-fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["type"] == t).collect()
+/// The payment service, a data directory, and the red packet bot
+/// calling the service, in its own directory.
+async fn red_packet_bot() -> (Payments, tempfile::TempDir, tempfile::TempDir) {
+    let (pay, url) = payments().await;
+    let (data, bot) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_bot(
+        bot.path(),
+        &BTreeMap::from([("bot.yaml".into(), BOT.replace("URL", &url))]),
+    );
+    (pay, data, bot)
 }
 
 /// Money and effects add up over everything the service did.
@@ -113,14 +110,9 @@ fn setup(p: &Payments, fail: &[&str], hang: Option<&str>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_at_every_step_is_compensated_once() {
-    let (pay, url) = payments().await;
-    let (data, bot) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    write_bot(
-        bot.path(),
-        &BTreeMap::from([("bot.yaml".into(), BOT.replace("URL", &url))]),
-    );
-    let s = start(data.path(), bot.path());
-    let (c, base) = (client(), s.url(""));
+    let (pay, data, bot) = red_packet_bot().await;
+    let s = Server::with_bot(data.path(), bot.path());
+    let (c, base) = (http1_client(), s.url(""));
 
     let cases: [Case; 4] = [
         (
@@ -185,14 +177,9 @@ async fn a_failure_at_every_step_is_compensated_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compensation_that_keeps_failing_is_set_aside_with_a_metric() {
-    let (pay, url) = payments().await;
-    let (data, bot) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    write_bot(
-        bot.path(),
-        &BTreeMap::from([("bot.yaml".into(), BOT.replace("URL", &url))]),
-    );
-    let s = start(data.path(), bot.path());
-    let (c, base) = (client(), s.url(""));
+    let (pay, data, bot) = red_packet_bot().await;
+    let s = Server::with_bot(data.path(), bot.path());
+    let (c, base) = (http1_client(), s.url(""));
     setup(&pay, &["grant_red_packet", "release_budget"], None);
     assert_eq!(
         say(&c, &base, "stuck", "领红包").await,
@@ -220,14 +207,7 @@ async fn a_compensation_that_keeps_failing_is_set_aside_with_a_metric() {
         );
         assert_eq!(l.spent(), 10, "the reservation is left for a person");
     }
-    let m = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics(&c, &s.url("")).await;
     assert!(
         m.contains("colloquy_saga_compensations_abandoned_total{saga=\"red_packet\"} 1"),
         "{m}"
@@ -236,13 +216,8 @@ async fn a_compensation_that_keeps_failing_is_set_aside_with_a_metric() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_9_during_every_step_and_compensation_resumes_the_saga_once() {
-    let (pay, url) = payments().await;
-    let (data, bot) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    write_bot(
-        bot.path(),
-        &BTreeMap::from([("bot.yaml".into(), BOT.replace("URL", &url))]),
-    );
-    let c = client();
+    let (pay, data, bot) = red_packet_bot().await;
+    let c = http1_client();
     let cases: [(&str, &[&str], &str, &str); 5] = [
         ("k-reserve", &[], "reserve_budget", "completed"),
         ("k-grant", &[], "grant_red_packet", "completed"),
@@ -267,7 +242,7 @@ async fn a_kill_9_during_every_step_and_compensation_resumes_the_saga_once() {
             l.reset_hang();
             l.calls_of(hang).len()
         };
-        let mut s = start(data.path(), bot.path());
+        let mut s = Server::with_bot(data.path(), bot.path());
         let r = c
             .post(s.url(&format!("/v1/conversations/{user}/messages")))
             .bearer_auth(token(user, "chat"))
@@ -286,20 +261,17 @@ async fn a_kill_9_during_every_step_and_compensation_resumes_the_saga_once() {
         }
         s.kill();
 
-        let s = start(data.path(), bot.path());
+        let s = Server::with_bot(data.path(), bot.path());
         let base = s.url("");
-        let started = Instant::now();
-        let events = loop {
-            let events = events_after(&c, &base, user, &token(user, "chat"), 0).await;
-            if !of_type(&events, "saga_ended").is_empty() {
-                break events;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "{user}: the saga did not resume"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let events = until_events(
+            &c,
+            &base,
+            user,
+            Duration::from_secs(60),
+            "the saga did not resume",
+            |e| !of_type(e, "saga_ended").is_empty(),
+        )
+        .await;
         assert_eq!(
             of_type(&events, "saga_ended")[0]["outcome"],
             outcome,

@@ -85,6 +85,11 @@ impl Server {
         }
     }
 
+    /// `colloquy serve` on `data` with the bot in `bot`.
+    pub fn with_bot(data: &Path, bot: &Path) -> Server {
+        Server::start_with(data, &[], &["--bot", bot.to_str().unwrap()])
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -292,6 +297,52 @@ pub fn bot_dir(dir: &str) -> BTreeMap<String, String> {
         }
     }
     files
+}
+
+/// An HTTP/1.1 client that gives up after 30 s.
+pub fn http1_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .http1_only()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// The events of one `type` among `events`.
+pub fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == t).collect()
+}
+
+/// The server's `/metrics` text; `base` is its URL.
+pub async fn metrics(c: &reqwest::Client, base: &str) -> String {
+    c.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// `user`'s whole log once `done` holds for it, read through the server
+/// at `base` every 100 ms; panics with `what` after `within`.
+pub async fn until_events(
+    c: &reqwest::Client,
+    base: &str,
+    user: &str,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let events = events_after(c, base, user, &token(user, "chat"), 0).await;
+        if done(&events) {
+            return events;
+        }
+        assert!(started.elapsed() < within, "{user}: {what}: {events:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Write a bot's files under `dir`.
