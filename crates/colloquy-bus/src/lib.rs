@@ -32,6 +32,7 @@ pub mod kafka;
 mod partitioner;
 pub mod ring;
 pub mod runner;
+pub mod sealed;
 
 pub use config::{open, BusBackend, BusConfig, KafkaConfig};
 pub use embedded::{EmbeddedBus, EmbeddedConfig};
@@ -39,6 +40,7 @@ pub use error::{BusError, ErrorKind};
 #[cfg(feature = "kafka")]
 pub use kafka::{KafkaBus, PartitionLag};
 pub use partitioner::{murmur2, partition_for};
+pub use sealed::{PayloadCipher, SealedBus};
 
 use async_trait::async_trait;
 use std::time::Duration;

@@ -26,6 +26,19 @@ pub struct Event {
     /// from a clock inside the core).
     pub ts_ms: i64,
     pub bot: BotRef,
+    /// The event holds personal data: a sensitive slot's value, the text or
+    /// entities of a message that gave one (or named an entity a sensitive
+    /// slot is filled from), or a reply that repeats one. The policy marks
+    /// it ([`crate::redact::mark`]); the API masks it, and the stores seal
+    /// it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub personal: bool,
+    /// Only in an event's stored form: its `kind` sealed (an AEAD
+    /// ciphertext naming its key), while `kind` holds the masked form
+    /// ([`crate::redact::masked`]). `None` in every event in memory: the
+    /// store that seals on write opens on read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<Box<str>>,
     #[serde(flatten)]
     pub kind: EventKind,
 }
@@ -119,8 +132,8 @@ pub enum EventKind {
         slot: String,
         value: Value,
         /// Set for `sensitive: true` slots so that readers (the API) mask
-        /// the value without needing the bot definition. The value itself
-        /// is stored in the clear: encryption at rest is not done yet.
+        /// the value without needing the bot definition (the event is
+        /// `personal` too, and so sealed where it is stored).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         sensitive: bool,
     },
@@ -215,6 +228,12 @@ pub enum EventKind {
         /// turn.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         payload: Option<Box<serde_json::Value>>,
+        /// The reply as it is shown when it repeats sensitive values: each
+        /// of them masked (set by [`crate::redact::mark`], with every value
+        /// the state held). It stays readable in the stored form, so every
+        /// page shows the reply so, without knowing the values.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shown: Option<Box<str>>,
     },
     /// The user's turns are now answered by another version of the bot, or
     /// by the same one for another reason (a rollout changed, a session
@@ -329,6 +348,8 @@ pub fn seal(
             seq: last_seq + 1 + i as u64,
             ts_ms,
             bot: bot.clone(),
+            personal: false,
+            sealed: None,
             kind,
         })
         .collect()

@@ -137,7 +137,8 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn finish(self) -> Turn {
+    fn finish(mut self) -> Turn {
+        crate::redact::mark(self.bot, &self.state, &mut self.events);
         Turn {
             state: self.state,
             events: self.events,
@@ -153,6 +154,8 @@ impl<'a> Run<'a> {
             seq: self.state.seq + 1,
             ts_ms: self.now_ms,
             bot: self.bot.id.clone(),
+            personal: false,
+            sealed: None,
             kind,
         };
         self.state.apply(&event);
@@ -185,6 +188,7 @@ impl<'a> Run<'a> {
             text,
             response: Some(response.to_string()),
             payload: None,
+            shown: None,
         });
         true
     }
@@ -929,6 +933,7 @@ impl<'a> Run<'a> {
                         text: text.clone(),
                         response: None,
                         payload: payload.clone().map(Box::new),
+                        shown: None,
                     });
                 }
                 Said::Named {

@@ -1,14 +1,19 @@
-//! Masking of sensitive slot values in what is shown outside the pipeline
-//! (the event log and state pages of the API). It lives beside the events
-//! it reads so that every reader masks the same way, and a new event kind
-//! that carries user text is masked where it is defined.
+//! Personal data in events: which events hold it ([`mark`], run by the
+//! policy on every turn), their masked form that the stores keep beside
+//! the sealed original ([`masked`]), and the masking of what is shown
+//! outside the pipeline (the event log and state pages of the API, pushed
+//! replies). It lives beside the events it reads so that every reader masks
+//! the same way, and a new event kind that carries user text is masked
+//! where it is defined.
 //!
 //! A value is sensitive when its slot is: the `slot_set` event says so
 //! itself, and the state lists the sensitive slots it holds. The value may
 //! also show up elsewhere — in the text the user typed, in the bot's echo
-//! of it, in a rejected attempt, in an entity the NLU captured — so those
-//! are masked wherever they contain one of the [`Secrets`].
+//! of it, in a rejected attempt, in an entity the NLU captured — so the
+//! policy marks those events `personal`, and readers mask them whole or
+//! wherever they contain one of the [`Secrets`].
 
+use crate::bot::Bot;
 use crate::event::{Event, EventKind};
 use crate::nlu::EntityMatch;
 use crate::state::State;
@@ -62,6 +67,11 @@ impl Secrets {
             .fold(text.to_string(), |acc, s| acc.replace(s.as_str(), MASK))
     }
 
+    /// Whether `text` contains one of the secrets.
+    pub fn within(&self, text: &str) -> bool {
+        self.0.iter().any(|s| text.contains(s.as_str()))
+    }
+
     fn reveal_in(&self, m: &EntityMatch) -> bool {
         let value = m.value.to_string();
         self.0
@@ -81,11 +91,156 @@ fn logged(events: &[Event]) -> impl Iterator<Item = String> + '_ {
     })
 }
 
-/// Masks a page of events in place: the values of sensitive `slot_set`
-/// events, and the user's, the bot's and rejected texts and the entities
-/// that contain one of `secrets`.
+/// Marks the events of a turn that hold personal data
+/// ([`Event::personal`]); `state` is the state the turn led to. A message
+/// is personal when its turn set (or refused) a sensitive slot, when it
+/// names an entity a sensitive slot is filled from, or when it contains a
+/// sensitive value the state holds; a reply, an action's request or a
+/// declarative action's result is personal when it carries one of those
+/// values or a sensitive slot. A bot without sensitive slots costs one
+/// scan of its slots.
+pub fn mark(bot: &Bot, state: &State, events: &mut [Event]) {
+    if state.sensitive.is_empty() && !bot.slots.values().any(|s| s.sensitive) {
+        return;
+    }
+    let sensitive_slot = |slot: &str| {
+        bot.slots.get(slot).is_some_and(|s| s.sensitive)
+            || state.sensitive.iter().any(|s| s == slot)
+    };
+    let entities: Vec<&str> = bot
+        .slots
+        .values()
+        .filter(|s| s.sensitive)
+        .flat_map(|s| s.from.iter().map(|m| m.entity.as_str()))
+        .collect();
+    let secrets = Secrets::of(state, events);
+    let gave = events.iter().any(|e| match &e.kind {
+        EventKind::SlotSet { sensitive, .. } => *sensitive,
+        EventKind::SlotRejected { slot, .. } => sensitive_slot(slot),
+        EventKind::IntentRecognised {
+            entities: found, ..
+        } => found.iter().any(|m| entities.contains(&m.entity.as_str())),
+        _ => false,
+    });
+    for e in events {
+        e.personal |= match &mut e.kind {
+            EventKind::SlotSet { sensitive, .. } => *sensitive,
+            EventKind::SlotRejected { slot, text, .. } => {
+                sensitive_slot(slot) || secrets.within(text)
+            }
+            EventKind::UserSaid { text, .. } => gave || secrets.within(text),
+            EventKind::IntentRecognised { entities, .. } => {
+                gave || entities.iter().any(|m| secrets.reveal_in(m))
+            }
+            EventKind::BotSaid {
+                text,
+                payload,
+                shown,
+                ..
+            } => {
+                let personal = secrets.within(text)
+                    || payload
+                        .as_ref()
+                        .is_some_and(|p| secrets.within(&p.to_string()));
+                if personal {
+                    *shown = Some(secrets.hide(text).into());
+                }
+                personal
+            }
+            EventKind::ActionRequested { slots, .. } => {
+                slots.keys().any(|s| sensitive_slot(s))
+                    || slots.values().any(|v| secrets.within(&v.to_string()))
+            }
+            EventKind::ActionCalled { result, .. } => secrets.within(&result.to_string()),
+            _ => false,
+        };
+    }
+}
+
+/// `kind` with everything a personal event may hold replaced by [`MASK`]:
+/// what a store keeps readable beside the sealed original, and what a
+/// reader shows of a personal event whose values it does not know.
+pub fn masked(kind: &EventKind) -> EventKind {
+    let mut kind = kind.clone();
+    match &mut kind {
+        EventKind::UserSaid { text, .. } | EventKind::SlotRejected { text, .. } => {
+            *text = MASK.into()
+        }
+        EventKind::BotSaid {
+            text,
+            payload,
+            shown,
+            ..
+        } => {
+            *text = shown.as_deref().unwrap_or(MASK).into();
+            *payload = None;
+        }
+        EventKind::IntentRecognised { entities, .. } => {
+            for m in entities {
+                m.text = MASK.into();
+                m.value = Value::Text(MASK.into());
+            }
+        }
+        EventKind::SlotSet { value, .. } => *value = Value::Text(MASK.into()),
+        EventKind::ActionRequested { slots, .. } => {
+            for v in slots.values_mut() {
+                *v = Value::Text(MASK.into());
+            }
+        }
+        EventKind::ActionCalled { result, .. } => *result = serde_json::Value::from(MASK),
+        _ => {}
+    }
+    kind
+}
+
+/// Masks a page of events in place. A personal event is masked whole,
+/// except that a reply shows its `shown` form, and an action's request
+/// what is not one of `secrets` when it holds one of them; in any other
+/// event, the values of sensitive `slot_set`
+/// events, and the texts and entities that contain one of `secrets`
+/// (events logged before the policy marked them).
 pub fn mask_events(events: &mut [Event], secrets: &Secrets) {
     for e in events {
+        if e.personal {
+            e.kind = match &e.kind {
+                EventKind::BotSaid {
+                    text,
+                    response,
+                    shown: None,
+                    ..
+                } if secrets.within(text) => EventKind::BotSaid {
+                    text: secrets.hide(text),
+                    response: response.clone(),
+                    payload: None,
+                    shown: None,
+                },
+                EventKind::ActionRequested {
+                    action,
+                    key,
+                    slots,
+                    saga,
+                } if slots.values().any(|v| secrets.within(&v.to_string())) => {
+                    EventKind::ActionRequested {
+                        action: action.clone(),
+                        key: *key,
+                        slots: slots
+                            .iter()
+                            .map(|(k, v)| {
+                                let v = if secrets.within(&v.to_string()) {
+                                    Value::Text(MASK.into())
+                                } else {
+                                    v.clone()
+                                };
+                                (k.clone(), v)
+                            })
+                            .collect(),
+                        saga: saga.clone(),
+                    }
+                }
+                other => masked(other),
+            };
+            continue;
+        }
         match &mut e.kind {
             EventKind::SlotSet {
                 value,
@@ -114,16 +269,32 @@ pub fn mask_events(events: &mut [Event], secrets: &Secrets) {
     }
 }
 
-/// A turn's outcome as clients may see it pushed: the sensitive values
-/// its own events set, hidden in those events and in its replies.
+/// A turn's outcome as clients may see it pushed: its personal events
+/// masked as on a page of the log, with the sensitive values its own
+/// events set as the secrets, and each reply shown as its masked
+/// `bot_said` event (the replies are the texts of those events, in order).
 pub fn mask_outcome(outcome: &mut Outcome) {
-    let secrets = Secrets::of_events(&outcome.events);
-    if secrets.is_empty() {
+    if !outcome.events.iter().any(|e| e.personal) {
+        // Logged before the policy marked events: the values set in the
+        // turn are all that can be known.
+        let secrets = Secrets::of_events(&outcome.events);
+        if secrets.is_empty() {
+            return;
+        }
+        mask_events(&mut outcome.events, &secrets);
+        for reply in &mut outcome.replies {
+            *reply = secrets.hide(reply);
+        }
         return;
     }
+    let secrets = Secrets::of_events(&outcome.events);
     mask_events(&mut outcome.events, &secrets);
-    for reply in &mut outcome.replies {
-        *reply = secrets.hide(reply);
+    let said = outcome.events.iter().filter_map(|e| match &e.kind {
+        EventKind::BotSaid { text, .. } => Some(text),
+        _ => None,
+    });
+    for (reply, shown) in outcome.replies.iter_mut().zip(said) {
+        reply.clone_from(shown);
     }
 }
 
@@ -202,6 +373,7 @@ mod tests {
                 text: "好的, 13800138000".into(),
                 response: None,
                 payload: None,
+                shown: None,
             },
         ]);
         // The value is known from the state alone: the slot_set is on

@@ -32,8 +32,7 @@ pub struct State {
     pub session: u64,
     pub slots: BTreeMap<String, Value>,
     /// Slots whose values are sensitive: the API masks them in the state and
-    /// in events it returns. They are not encrypted at rest yet; the log,
-    /// snapshots and hot states hold them in the clear.
+    /// in events it returns, and the stores seal them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sensitive: Vec<String>,
     pub flow: Option<FlowPosition>,
@@ -55,6 +54,11 @@ pub struct State {
     /// `route`) when there is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Box<PendingAction>>,
+    /// Only in a state's stored form (a snapshot, a Redis copy): the values
+    /// of the `sensitive` slots sealed (an AEAD ciphertext naming its key),
+    /// while `slots` holds them masked. `None` in every state in memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<Box<str>>,
 }
 
 /// A remote action requested and not yet answered.

@@ -378,6 +378,7 @@ async fn events_and_state_mask_sensitive_values() {
                 text: format!("好的, 我们会打 {PHONE}"),
                 response: None,
                 payload: None,
+                shown: None,
             },
         ],
         "alice",

@@ -25,6 +25,7 @@ pub async fn run_all(make: impl Fn() -> Arc<dyn ConversationStore>) {
     snapshot_with_wrong_key_ignored(make()).await;
     policy_every_events(make()).await;
     policy_every_ms(make()).await;
+    sealed_at_rest_and_resealed(make()).await;
 }
 
 /// For stores with a group-committing writer: 64 users appending at once
@@ -525,4 +526,145 @@ pub async fn policy_every_ms(store: Arc<dyn ConversationStore>) {
         ts - last_ts >= 1000
     })
     .await;
+}
+
+/// Personal events and the sensitive slots of snapshots are stored sealed
+/// ([`crate::Sealed`] over this backend): what the backend itself returns
+/// holds none of the values, what the sealed store returns is what was
+/// written, a record moved onto another user does not open, and after a
+/// rotation [`ConversationStore::reseal`] leaves every value under the new
+/// key, so a ring without the old key reads everything.
+pub async fn sealed_at_rest_and_resealed(store: Arc<dyn ConversationStore>) {
+    use crate::seal::{rotate_file, Resealer};
+    use crate::{KeyRing, Sealed};
+    const PHONE: &str = "13800138000";
+    const ADDRESS: &str = "世纪大道100号";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ring.json");
+    let ring = Arc::new(KeyRing::open_or_create(&path).expect("ring"));
+    let sealed: Arc<dyn ConversationStore> = Arc::new(Sealed::new(store.clone(), ring.clone()));
+    let bot = BotRef {
+        name: "shop".into(),
+        version: "1".into(),
+    };
+    let mut written = seal(
+        vec![
+            EventKind::UserSaid {
+                message_id: "m-1".into(),
+                text: format!("寄到{ADDRESS},电话{PHONE}"),
+            },
+            EventKind::SlotSet {
+                slot: "phone".into(),
+                value: Value::Text(PHONE.into()),
+                sensitive: true,
+            },
+            EventKind::SlotSet {
+                slot: "address".into(),
+                value: Value::Text(ADDRESS.into()),
+                sensitive: true,
+            },
+            EventKind::BotSaid {
+                text: format!("好的,寄到{ADDRESS}"),
+                response: None,
+                payload: None,
+                shown: None,
+            },
+            EventKind::SlotSet {
+                slot: "size".into(),
+                value: Value::Int(39),
+                sensitive: false,
+            },
+        ],
+        "sealed-user",
+        0,
+        1_000,
+        &bot,
+        "m-1",
+    );
+    for e in &mut written[..4] {
+        e.personal = true;
+    }
+    sealed
+        .append("sealed-user", 0, &written)
+        .await
+        .expect("append");
+    let state = State::from_events("sealed-user", &written);
+    let snapshot = key().sign(&state);
+    sealed.put_snapshot(&snapshot).await.expect("snapshot");
+
+    let raw = |store: Arc<dyn ConversationStore>| async move {
+        let events = store
+            .events_after("sealed-user", 0, 100)
+            .await
+            .expect("raw read");
+        let snap = store
+            .get_snapshot("sealed-user")
+            .await
+            .expect("raw snapshot");
+        (events, snap.expect("a snapshot"))
+    };
+    let (stored, stored_snap) = raw(store.clone()).await;
+    let text = serde_json::to_string(&(&stored, &stored_snap)).expect("json");
+    for secret in [PHONE, ADDRESS] {
+        assert!(
+            !text.contains(secret),
+            "{secret} stored in the clear: {text}"
+        );
+    }
+    assert_eq!(stored.iter().filter(|e| e.sealed.is_some()).count(), 4);
+    assert!(
+        text.contains("39"),
+        "a value that is not personal stays readable"
+    );
+
+    let read = sealed
+        .events_after("sealed-user", 0, 100)
+        .await
+        .expect("read");
+    assert_eq!(read, written, "the sealed store returns what was written");
+    let snap = sealed
+        .get_snapshot("sealed-user")
+        .await
+        .expect("get")
+        .expect("some");
+    assert_eq!(snap, snapshot);
+    key().verify(&snap).expect("the opened snapshot verifies");
+
+    let mut moved = stored[1].clone();
+    moved.user_id = "other-user".into();
+    assert!(
+        ring.open_event(&mut moved).is_err(),
+        "a sealed value moved to another user opened"
+    );
+
+    assert_eq!(rotate_file(&path).expect("rotate"), "k0002");
+    ring.reload().expect("reload");
+    let resealer = Resealer::new(ring.clone(), |_| {});
+    let report = sealed.reseal(&resealer).await.expect("reseal");
+    assert!(report.rewritten >= 2, "{report:?}");
+    let (stored, stored_snap) = raw(store.clone()).await;
+    for e in stored.iter().filter_map(|e| e.sealed.as_deref()) {
+        assert_eq!(KeyRing::key_of_text(e).expect("sealed"), "k0002");
+    }
+    let state_key = stored_snap.state.sealed.as_deref().expect("sealed state");
+    assert_eq!(KeyRing::key_of_text(state_key).expect("sealed"), "k0002");
+    let again = sealed.reseal(&resealer).await.expect("reseal again");
+    assert_eq!(again.rewritten, 0, "a second run finds nothing to do");
+
+    let ring_text = std::fs::read_to_string(&path).expect("ring file");
+    let mut file: serde_json::Value = serde_json::from_str(&ring_text).expect("ring json");
+    file["keys"].as_object_mut().expect("keys").remove("k0001");
+    let newest_only = Arc::new(KeyRing::from_json(&file.to_string(), "test").expect("ring"));
+    let sealed = Sealed::new(store, newest_only);
+    assert_eq!(
+        sealed
+            .events_after("sealed-user", 0, 100)
+            .await
+            .expect("read"),
+        written
+    );
+    assert_eq!(
+        sealed.get_snapshot("sealed-user").await.expect("get"),
+        Some(snapshot)
+    );
 }

@@ -30,6 +30,7 @@ pub mod eventlog;
 pub mod l1;
 pub mod memory;
 pub mod registry;
+pub mod seal;
 mod snapshot;
 pub mod sql;
 pub mod sqlite;
@@ -44,6 +45,7 @@ pub use l1::RedisHotStates;
 pub use l1::{HotStates, HotStats, MemoryHotStates, RedisL1Config};
 pub use memory::MemoryStore;
 pub use registry::{BotRegistry, RegistryError};
+pub use seal::{KeyRing, SealError, Sealed};
 pub use snapshot::{Snapshot, SnapshotError, SnapshotKey};
 #[cfg(feature = "mysql")]
 pub use sql::MySqlStore;
@@ -92,6 +94,13 @@ pub trait ConversationStore: Send + Sync {
 
     /// The user's snapshot as stored: unverified, possibly stale or forged.
     async fn get_snapshot(&self, user_id: &str) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Seal again, in place, every stored event and snapshot that an older
+    /// key of the ring sealed ([`seal::Resealer`]). Only the ciphertexts
+    /// change: every event keeps its id, seq and content, so the log is
+    /// still the same append-only history, and no record is added or
+    /// removed.
+    async fn reseal(&self, resealer: &seal::Resealer) -> Result<seal::ResealReport, StoreError>;
 }
 
 /// The checks every backend makes before writing anything, so that they all

@@ -1,6 +1,7 @@
 //! In-process store: the reference semantics in the fewest lines, for tests
 //! and as the basis of a cache tier. Nothing survives the process.
 
+use crate::seal::{ResealReport, Resealer};
 use crate::{check_append, ConversationStore, Snapshot, StoreError};
 use async_trait::async_trait;
 use colloquy_core::Event;
@@ -106,5 +107,25 @@ impl ConversationStore for MemoryStore {
 
     async fn get_snapshot(&self, user_id: &str) -> Result<Option<Snapshot>, StoreError> {
         Ok(self.inner().snapshots.get(user_id).cloned())
+    }
+
+    async fn reseal(&self, resealer: &Resealer) -> Result<ResealReport, StoreError> {
+        let mut inner = self.inner();
+        let mut report = ResealReport::default();
+        for log in inner.logs.values_mut() {
+            for event in log.iter_mut() {
+                report.read += 1;
+                if resealer.events(std::slice::from_mut(event))? {
+                    report.rewritten += 1;
+                }
+            }
+        }
+        for snapshot in inner.snapshots.values_mut() {
+            report.read += 1;
+            if resealer.state(&mut snapshot.state)? {
+                report.rewritten += 1;
+            }
+        }
+        Ok(report)
     }
 }

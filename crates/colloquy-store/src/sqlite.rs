@@ -6,6 +6,7 @@
 //! and pays one fsync for all of them before answering. Reads use a few
 //! read-only connections, which WAL mode lets run alongside the writer.
 
+use crate::seal::{ResealReport, Resealer};
 use crate::writer_thread::{Reply, WriterThread};
 use crate::{
     check_append, events_in_appends, ConversationStore, Snapshot, StoreError, WriterStats,
@@ -378,6 +379,54 @@ impl ConversationStore for SqliteStore {
                 }))
             })
             .await
+    }
+    async fn reseal(&self, resealer: &Resealer) -> Result<ResealReport, StoreError> {
+        // A maintenance run beside the writer, on its own connection: the
+        // busy timeout orders its transaction among the group commits.
+        let path = self.readers.path.clone();
+        tokio::task::block_in_place(|| {
+            let mut conn = Connection::open(&path)?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            let tx = conn.transaction()?;
+            let mut report = ResealReport::default();
+            let rows: Vec<(i64, String)> = tx
+                .prepare("SELECT id, body FROM appends WHERE body LIKE '%\"sealed\":%'")?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            for (id, body) in rows {
+                report.read += 1;
+                let mut events: Vec<Event> = serde_json::from_str(&body)
+                    .map_err(|e| StoreError::Corrupt(format!("append {id}: {e}")))?;
+                if resealer.events(&mut events)? {
+                    let body = serde_json::to_string(&events).expect("events serialize");
+                    tx.execute(
+                        "UPDATE appends SET body = ?1 WHERE id = ?2",
+                        params![body, id],
+                    )?;
+                    report.rewritten += 1;
+                }
+            }
+            let rows: Vec<(String, String)> = tx
+                .prepare("SELECT user_id, body FROM snapshots WHERE body LIKE '%\"sealed\":%'")?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            for (user, body) in rows {
+                report.read += 1;
+                let mut state: State = serde_json::from_str(&body)
+                    .map_err(|e| StoreError::Corrupt(format!("snapshot of user {user}: {e}")))?;
+                if resealer.state(&mut state)? {
+                    let body = serde_json::to_string(&state).expect("states serialize");
+                    tx.execute(
+                        "UPDATE snapshots SET body = ?1 WHERE user_id = ?2",
+                        params![body, user],
+                    )?;
+                    report.rewritten += 1;
+                }
+            }
+            tx.commit()?;
+            Ok(report)
+        })
     }
 }
 

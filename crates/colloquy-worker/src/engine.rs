@@ -3,6 +3,7 @@
 use crate::actions::ActionStage;
 use crate::loader::LoadedBot;
 use crate::versions::Versions;
+use colloquy_core::redact;
 use colloquy_core::{resume, step, Event, EventKind, Input, NluResult, PendingAction, State};
 use colloquy_store::l1::{HotStates, HotStats, MemoryHotStates, MEMORY_L1_USERS};
 use colloquy_store::{Conversations, StoreError};
@@ -480,18 +481,22 @@ impl Engine {
         }
     }
 
-    /// The bot's replies to an earlier message, read back from the log.
+    /// The bot's replies to an earlier message, read back from the log,
+    /// masked as the log's pages are: they were delivered in full once,
+    /// and a repeat carries no events a reader could mask them by.
     async fn replies_in_log(
         &self,
         state: &State,
         message_id: &str,
     ) -> Result<Vec<String>, StoreError> {
         let from = state.seq.saturating_sub(REPLAY_WINDOW);
-        let events = self
+        let mut events = self
             .conversations
             .store()
             .events_after(&state.user_id, from, REPLAY_WINDOW as usize)
             .await?;
+        let secrets = redact::Secrets::of(state, &events);
+        redact::mask_events(&mut events, &secrets);
         let mut replies = Vec::new();
         let mut inside = false;
         for e in events {

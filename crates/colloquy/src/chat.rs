@@ -3,7 +3,7 @@
 
 use crate::keys;
 use anyhow::Context;
-use colloquy_store::{Conversations, SnapshotKey, SnapshotPolicy, StoreConfig};
+use colloquy_store::{Conversations, KeyRing, Sealed, SnapshotKey, SnapshotPolicy, StoreConfig};
 use colloquy_worker::{load_bot, Engine};
 use futures_util::{SinkExt, StreamExt};
 use std::io::{BufRead, IsTerminal, Write};
@@ -163,6 +163,9 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
                 let store = colloquy_store::open(&StoreConfig::default(), &args.data)
                     .await
                     .context("opening the event log")?;
+                // Sealed as `serve` seals the same data directory.
+                let ring = KeyRing::open_or_create(&args.data.join("keys").join("sealing.json"))?;
+                let store = Arc::new(Sealed::new(store, Arc::new(ring)));
                 let policy = SnapshotPolicy {
                     every_events: args.snapshot_events.max(1),
                     every_ms: args.snapshot_interval,

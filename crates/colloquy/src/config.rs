@@ -38,6 +38,17 @@ pub struct Config {
     pub bus: BusConfig,
     pub store: StoreConfig,
     pub cluster: ClusterSettings,
+    pub sealing: Sealing,
+}
+
+/// Where the key ring that seals personal data is kept.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sealing {
+    /// The ring file (JSON: the current key's id and every key by id).
+    /// Empty: `keys/sealing.json` in the data directory, created on first
+    /// start. `COLLOQUY_SEALING_KEYS` (a ring as JSON) takes precedence.
+    pub keys_file: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +125,7 @@ impl Default for ClusterSettings {
 const DIRECT_ENV: &[&str] = &[
     "COLLOQUY_JWT_SECRET",
     "COLLOQUY_SNAPSHOT_KEY",
+    "COLLOQUY_SEALING_KEYS",
     "COLLOQUY_LOG_FORMAT",
     "COLLOQUY_DATA_DIR",
     "COLLOQUY_DATA",

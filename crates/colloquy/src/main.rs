@@ -10,6 +10,7 @@ mod keys;
 mod nlu_eval;
 mod nlu_test;
 mod roles;
+mod sealing;
 mod token;
 mod wiring;
 
@@ -61,6 +62,11 @@ enum Command {
     Worker(roles::worker::WorkerArgs),
     /// Create or upgrade the schema of the configured SQL store (every shard).
     Migrate(config::ConfigArgs),
+    /// The key ring that seals personal data: list, rotate, re-encrypt.
+    Keys {
+        #[command(subcommand)]
+        command: sealing::KeysCommand,
+    },
     /// Print a development token (HS256) that the server with the same
     /// settings accepts.
     Token(token::TokenArgs),
@@ -112,6 +118,7 @@ fn main() -> ExitCode {
         Command::Gateway(args) => roles::gateway::run(args),
         Command::Worker(args) => roles::worker::run(args),
         Command::Migrate(args) => roles::migrate::run(args),
+        Command::Keys { command } => sealing::run(command),
         Command::Token(args) => token::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Bots(args) => bots::run(args),

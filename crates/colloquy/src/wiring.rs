@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::keys::{self, Secret};
 use anyhow::Context;
 use colloquy_bus::runner::HandlerError;
-use colloquy_bus::Bus;
+use colloquy_bus::{Bus, SealedBus};
 use colloquy_core::wire::{Outcome, GROUP_IN, TOPIC_IN};
 use colloquy_gateway::api::{router, Gateway};
 use colloquy_gateway::auth::{Algorithm, Issuer, Scope, Verifier};
@@ -15,7 +15,7 @@ use colloquy_gateway::hub::Hub;
 use colloquy_gateway::metrics::{Metrics, Sources};
 use colloquy_gateway::server::ConnectionLimits;
 use colloquy_store::l1::HotStates;
-use colloquy_store::{BotRegistry, ConversationStore, Conversations, SnapshotKey};
+use colloquy_store::{BotRegistry, ConversationStore, Conversations, KeyRing, Sealed, SnapshotKey};
 use colloquy_worker::pipeline::{Deliver, StageObserver};
 use colloquy_worker::versions::{register_dir, Follower, Versions};
 use colloquy_worker::{load_bot, read_files, Engine};
@@ -90,14 +90,89 @@ pub fn create_data_dir(cfg: &Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))
 }
 
-pub fn open_bus(cfg: &Config) -> anyhow::Result<Arc<dyn Bus>> {
-    colloquy_bus::open(&cfg.bus, &cfg.server.data_dir).context("opening the bus")
+/// The key ring personal data is sealed with: `COLLOQUY_SEALING_KEYS` (a
+/// whole ring as JSON, fixed for the life of the process), else the ring
+/// file (`sealing.keys_file`, by default `keys/sealing.json` in the data
+/// directory), created with one key on the first start. A ring file is read
+/// again every few seconds, so `colloquy keys rotate` reaches every process
+/// without a restart. Must be called inside the runtime.
+pub fn key_ring(cfg: &Config) -> anyhow::Result<Arc<KeyRing>> {
+    if let Ok(json) = std::env::var(SEALING_KEYS_ENV) {
+        if !json.is_empty() {
+            return Ok(Arc::new(KeyRing::from_json(&json, SEALING_KEYS_ENV)?));
+        }
+    }
+    let ring = Arc::new(KeyRing::open_or_create(&ring_file(cfg))?);
+    let follower = Arc::downgrade(&ring);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(RING_RELOAD);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let Some(ring) = follower.upgrade() else {
+                return;
+            };
+            match ring.reload() {
+                Ok(true) => tracing::info!(current = %ring.current(), "sealing key rotated"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the key ring again; sealing with the keys read before")
+                }
+            }
+        }
+    });
+    Ok(ring)
 }
 
-pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn ConversationStore>> {
-    colloquy_store::open(&cfg.store, &cfg.server.data_dir)
+/// Where a process seals to without `COLLOQUY_SEALING_KEYS`.
+pub fn ring_file(cfg: &Config) -> std::path::PathBuf {
+    match &cfg.sealing.keys_file {
+        p if p.as_os_str().is_empty() => cfg.server.data_dir.join("keys").join("sealing.json"),
+        p => p.clone(),
+    }
+}
+
+pub const SEALING_KEYS_ENV: &str = "COLLOQUY_SEALING_KEYS";
+const RING_RELOAD: Duration = Duration::from_secs(2);
+
+/// The key ring as the bus's payload cipher: every record bound to its
+/// key (the user id), as the stores bind events to their user.
+struct BusSeal(Arc<KeyRing>);
+
+impl colloquy_bus::PayloadCipher for BusSeal {
+    fn seal(&self, key: &str, payload: &[u8]) -> Vec<u8> {
+        self.0.seal(key.as_bytes(), payload)
+    }
+
+    fn open(&self, key: &str, payload: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        if !KeyRing::is_sealed(payload) {
+            return Ok(None);
+        }
+        self.0
+            .open(key.as_bytes(), payload)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The configured bus, its records sealed under `ring`.
+pub fn open_bus(cfg: &Config, ring: &Arc<KeyRing>) -> anyhow::Result<Arc<dyn Bus>> {
+    let bus = colloquy_bus::open(&cfg.bus, &cfg.server.data_dir).context("opening the bus")?;
+    Ok(Arc::new(SealedBus::new(
+        bus,
+        Arc::new(BusSeal(ring.clone())),
+    )))
+}
+
+/// The configured store, its personal data sealed under `ring`.
+pub async fn open_store(
+    cfg: &Config,
+    ring: &Arc<KeyRing>,
+) -> anyhow::Result<Arc<dyn ConversationStore>> {
+    let store = colloquy_store::open(&cfg.store, &cfg.server.data_dir)
         .await
-        .context("opening the store (for a new SQL database, run `colloquy migrate` first)")
+        .context("opening the store (for a new SQL database, run `colloquy migrate` first)")?;
+    Ok(Arc::new(Sealed::new(store, ring.clone())))
 }
 
 pub fn conversations(
@@ -109,8 +184,12 @@ pub fn conversations(
 }
 
 /// The hot states (L1) of a process running the policy stage.
-pub fn hot_states(cfg: &Config, key: &SnapshotKey) -> anyhow::Result<Arc<dyn HotStates>> {
-    colloquy_store::l1::open(&cfg.store.l1, key.clone()).context("store.l1")
+pub fn hot_states(
+    cfg: &Config,
+    key: &SnapshotKey,
+    ring: &Arc<KeyRing>,
+) -> anyhow::Result<Arc<dyn HotStates>> {
+    colloquy_store::l1::open(&cfg.store.l1, key.clone(), ring.clone()).context("store.l1")
 }
 
 pub async fn open_registry(cfg: &Config) -> anyhow::Result<Option<Arc<dyn BotRegistry>>> {

@@ -14,7 +14,7 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUp
 use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use colloquy_core::{Event, EventKind};
+use colloquy_core::{redact, Event, EventKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -283,19 +283,23 @@ async fn catch_up(
     user: &str,
     sent: &mut u64,
 ) -> Result<(), String> {
-    let end = gw
+    // The state, for the sensitive values to mask in the replies (as on
+    // the log's pages), and for where the log ends.
+    let state = gw
         .conversations
-        .store()
-        .last_seq(user)
+        .load(user)
         .await
         .map_err(|e| e.to_string())?;
+    let end = state.seq;
     while *sent < end {
-        let events = gw
+        let mut events = gw
             .conversations
             .store()
             .events_after(user, *sent, MAX_PAGE)
             .await
             .map_err(|e| e.to_string())?;
+        let secrets = redact::Secrets::of(&state, &events);
+        redact::mask_events(&mut events, &secrets);
         let last = events.last().map(|e| e.seq);
         for frame in reply_frames(&events, sent, None) {
             socket

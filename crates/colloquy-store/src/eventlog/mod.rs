@@ -28,6 +28,7 @@ mod format;
 mod segments;
 mod writer;
 
+use crate::seal::{ResealReport, Resealer};
 use crate::writer_thread::WriterThread;
 use crate::{
     check_append, events_in_appends, ConversationStore, Snapshot, StoreError, WriterStats,
@@ -77,6 +78,32 @@ impl LogConfig {
 /// Requests waiting for the writer; beyond this, callers wait
 /// (backpressure).
 const QUEUE: usize = 4096;
+
+/// How a sealed value begins in a stored event or state.
+const SEALED_FIELD: &[u8] = b"\"sealed\":";
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Replaces the one occurrence of `old` in `body` with `new`, which must be
+/// as long: the record is rewritten where it lies.
+fn replace_same_length(body: &mut [u8], old: &str, new: &str) -> Result<(), StoreError> {
+    let (old, new) = (old.as_bytes(), new.as_bytes());
+    if old.len() != new.len() {
+        return Err(StoreError::Config(format!(
+            "a value sealed again takes {} bytes where it took {}: the embedded event log re-seals in place, so the ring's key ids must all be as long (`colloquy keys rotate` names them k0001, k0002, …)",
+            new.len(),
+            old.len()
+        )));
+    }
+    let at = body
+        .windows(old.len())
+        .position(|w| w == old)
+        .ok_or_else(|| StoreError::Corrupt("a sealed value is not where it was read".into()))?;
+    body[at..at + new.len()].copy_from_slice(new);
+    Ok(())
+}
 
 /// Seqs between two entries of a user's sparse index: a read walks back at
 /// most about this many events beyond those it returns.
@@ -521,6 +548,80 @@ impl ConversationStore for LogStore {
             }))
         })
         .await
+    }
+
+    /// In place: a re-sealed value is exactly as long as the one it
+    /// replaces when the keys' ids are (`colloquy keys rotate` names them
+    /// so), so each record keeps its length and every position (the user
+    /// chains, the sparse index) stays true. Records are rewritten one by
+    /// one, each durably; a crash between two leaves some under the old
+    /// key, which still opens, and a second run finishes the job. Snapshots
+    /// a newer one replaced are not reachable and are left as they are.
+    async fn reseal(&self, resealer: &Resealer) -> Result<ResealReport, StoreError> {
+        let users: Vec<(Box<str>, UserPos)> = self
+            .shared
+            .users
+            .read()
+            .expect("user index lock")
+            .iter()
+            .map(|(u, p)| (u.clone(), *p))
+            .collect();
+        let segments = &self.shared.segments;
+        tokio::task::block_in_place(|| {
+            let mut report = ResealReport::default();
+            for (user, at) in users {
+                let corrupt = |pos: u64| {
+                    StoreError::Corrupt(format!("event log record at {pos} of user {user}"))
+                };
+                let mut pos = at.last;
+                while pos != NONE {
+                    let body = segments.read(pos)?;
+                    let Some(Body::Append(a)) = format::parse(&body) else {
+                        return Err(corrupt(pos));
+                    };
+                    report.read += 1;
+                    let next = a.prev;
+                    if contains(a.events, SEALED_FIELD) {
+                        let mut events: Vec<Event> =
+                            serde_json::from_slice(a.events).map_err(|_| corrupt(pos))?;
+                        let before: Vec<Option<Box<str>>> =
+                            events.iter().map(|e| e.sealed.clone()).collect();
+                        if resealer.events(&mut events)? {
+                            let mut new = body.clone();
+                            for (old, e) in before.iter().zip(&events) {
+                                if let (Some(old), Some(sealed)) = (old, &e.sealed) {
+                                    replace_same_length(&mut new, old, sealed)?;
+                                }
+                            }
+                            segments.rewrite(pos, &new)?;
+                            report.rewritten += 1;
+                        }
+                    }
+                    pos = next;
+                }
+                if at.snap != NONE {
+                    let body = segments.read(at.snap)?;
+                    let Some(Body::Snapshot(s)) = format::parse(&body) else {
+                        return Err(corrupt(at.snap));
+                    };
+                    report.read += 1;
+                    if contains(s.state, SEALED_FIELD) {
+                        let mut state: State =
+                            serde_json::from_slice(s.state).map_err(|_| corrupt(at.snap))?;
+                        let old = state.sealed.clone();
+                        if resealer.state(&mut state)? {
+                            let mut new = body.clone();
+                            if let (Some(old), Some(sealed)) = (old, &state.sealed) {
+                                replace_same_length(&mut new, &old, sealed)?;
+                            }
+                            segments.rewrite(at.snap, &new)?;
+                            report.rewritten += 1;
+                        }
+                    }
+                }
+            }
+            Ok(report)
+        })
     }
 }
 

@@ -80,6 +80,35 @@ impl Segments {
     }
 }
 
+impl Segments {
+    /// Writes `body` over the record at `pos`, which must be exactly as
+    /// long (a re-sealed value takes the bytes of the one it replaces), with
+    /// its checksum, durably. Blocking.
+    pub fn rewrite(&self, pos: u64, body: &[u8]) -> Result<(), StoreError> {
+        use std::os::unix::fs::FileExt;
+        let old = self.read(pos)?;
+        if old.len() != body.len() {
+            return Err(StoreError::Corrupt(format!(
+                "event log record at {pos}: a rewrite must keep its {} bytes",
+                old.len()
+            )));
+        }
+        let (file, at) = self.locate(pos).ok_or_else(|| {
+            StoreError::Corrupt(format!("event log record at {pos}: no such segment"))
+        })?;
+        let mut frame = Vec::with_capacity(colloquy_segments::FRAME_HEADER + body.len());
+        let start = colloquy_segments::begin(&mut frame);
+        frame.extend_from_slice(body);
+        colloquy_segments::seal(&mut frame, start);
+        let io = |source| StoreError::Io {
+            context: format!("rewriting the event log record at {pos}"),
+            source,
+        };
+        file.write_all_at(&frame, at).map_err(io)?;
+        file.sync_data().map_err(io)
+    }
+}
+
 /// What a scan calls with each record's position and checksummed body.
 pub(super) type Visit<'a> = dyn FnMut(u64, &[u8]) -> Result<(), StoreError> + 'a;
 

@@ -3,7 +3,7 @@
 //! build without it, and is refused with the feature to build in.
 
 use super::{HotStates, MemoryHotStates};
-use crate::{SnapshotKey, StoreError};
+use crate::{KeyRing, SnapshotKey, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,19 +76,29 @@ impl L1Config {
 
 /// The L1 `config` picks: [`MemoryHotStates`] of [`MEMORY_L1_USERS`], or
 /// Redis (entries signed with `key`) behind near copies of as many users
-/// ([`super::LayeredHotStates`]). Connects to nothing: a Redis L1 connects
-/// on its first call, so it must be opened inside a tokio runtime.
-pub fn open(config: &L1Config, key: SnapshotKey) -> Result<Arc<dyn HotStates>, StoreError> {
+/// ([`super::LayeredHotStates`]), the values of sensitive slots sealed
+/// under `ring` there. Connects to nothing: a Redis L1 connects on its
+/// first call, so it must be opened inside a tokio runtime.
+pub fn open(
+    config: &L1Config,
+    key: SnapshotKey,
+    ring: Arc<KeyRing>,
+) -> Result<Arc<dyn HotStates>, StoreError> {
     Ok(match config.backend {
         L1Backend::Memory => Arc::new(MemoryHotStates::new(MEMORY_L1_USERS)),
-        L1Backend::Redis => redis(&config.redis, key)?,
+        L1Backend::Redis => redis(&config.redis, key, ring)?,
     })
 }
 
 #[cfg(feature = "redis")]
-fn redis(config: &RedisL1Config, key: SnapshotKey) -> Result<Arc<dyn HotStates>, StoreError> {
+fn redis(
+    config: &RedisL1Config,
+    key: SnapshotKey,
+    ring: Arc<KeyRing>,
+) -> Result<Arc<dyn HotStates>, StoreError> {
     let shared = super::RedisHotStates::new(config, key)
-        .map_err(|e| StoreError::Config(format!("store.l1.redis: {e}")))?;
+        .map_err(|e| StoreError::Config(format!("store.l1.redis: {e}")))?
+        .sealing(ring);
     // The worker's own copies first: the ring gives it its users one at a
     // time, so most turns find the last state here.
     Ok(Arc::new(super::LayeredHotStates::new(
@@ -98,7 +108,11 @@ fn redis(config: &RedisL1Config, key: SnapshotKey) -> Result<Arc<dyn HotStates>,
 }
 
 #[cfg(not(feature = "redis"))]
-fn redis(_: &RedisL1Config, _: SnapshotKey) -> Result<Arc<dyn HotStates>, StoreError> {
+fn redis(
+    _: &RedisL1Config,
+    _: SnapshotKey,
+    _: Arc<KeyRing>,
+) -> Result<Arc<dyn HotStates>, StoreError> {
     Err(L1Backend::Redis.not_built())
 }
 
@@ -108,6 +122,14 @@ mod tests {
 
     fn key() -> SnapshotKey {
         SnapshotKey::new(b"l1-config-test-key-0123456789abc".to_vec()).unwrap()
+    }
+
+    fn ring() -> Arc<KeyRing> {
+        let json = format!(
+            r#"{{"current":"k0001","keys":{{"k0001":"{}"}}}}"#,
+            "ab".repeat(32)
+        );
+        Arc::new(KeyRing::from_json(&json, "test").unwrap())
     }
 
     #[test]
@@ -148,7 +170,7 @@ mod tests {
     async fn memory_is_always_built_and_redis_only_with_its_feature() {
         let memory = L1Config::default();
         memory.validate().unwrap();
-        assert!(open(&memory, key()).is_ok());
+        assert!(open(&memory, key(), ring()).is_ok());
         let redis = L1Config {
             backend: L1Backend::Redis,
             ..L1Config::default()
@@ -156,11 +178,11 @@ mod tests {
         if cfg!(feature = "redis") {
             redis.validate().unwrap();
             // Lazy: opening needs no Redis, so this runs without one.
-            assert!(open(&redis, key()).is_ok());
+            assert!(open(&redis, key(), ring()).is_ok());
         } else {
             for err in [
                 redis.validate().unwrap_err(),
-                open(&redis, key()).err().unwrap(),
+                open(&redis, key(), ring()).err().unwrap(),
             ] {
                 assert!(matches!(err, StoreError::Config(_)), "{err:?}");
                 assert!(err.to_string().contains("`redis` cargo feature"), "{err}");
@@ -177,7 +199,7 @@ mod tests {
                 ..RedisL1Config::default()
             },
         };
-        let err = open(&config, key()).err().unwrap();
+        let err = open(&config, key(), ring()).err().unwrap();
         assert!(matches!(err, StoreError::Config(_)), "{err:?}");
         let want = if cfg!(feature = "redis") {
             "store.l1.redis"

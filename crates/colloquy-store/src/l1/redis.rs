@@ -18,7 +18,7 @@
 //! connection broke: when Redis is back, hits resume without a restart.
 
 use super::{Counters, HotStates, HotStats, RedisL1Config};
-use crate::{Snapshot, SnapshotError, SnapshotKey};
+use crate::{KeyRing, Snapshot, SnapshotError, SnapshotKey};
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisResult, Script};
 use async_trait::async_trait;
@@ -91,6 +91,8 @@ enum Untrusted {
     Snapshot(#[from] SnapshotError),
     #[error("header says seq {header}, signed state is at seq {state}")]
     HeaderSeq { header: u64, state: u64 },
+    #[error(transparent)]
+    Sealed(#[from] crate::SealError),
 }
 
 pub struct RedisHotStates {
@@ -103,6 +105,8 @@ pub struct RedisHotStates {
     drop_script: Script,
     counters: Counters,
     health: Health,
+    /// Seals the sensitive slots of what is put, opens them in what is got.
+    ring: Option<Arc<KeyRing>>,
 }
 
 impl RedisHotStates {
@@ -136,7 +140,16 @@ impl RedisHotStates {
             drop_script: Script::new(DROP_SCRIPT),
             counters: Counters::default(),
             health: Health::new(),
+            ring: None,
         })
+    }
+
+    /// Entries hold the values of sensitive slots sealed under `ring`
+    /// (signed in the clear, so an entry opened with another ring's keys
+    /// fails its signature and is a miss).
+    pub fn sealing(mut self, ring: Arc<KeyRing>) -> Self {
+        self.ring = Some(ring);
+        self
     }
 
     fn entry_key(&self, user: &str) -> String {
@@ -144,7 +157,10 @@ impl RedisHotStates {
     }
 
     fn encode(&self, state: &State) -> Vec<u8> {
-        let snapshot = self.key.sign(state);
+        let mut snapshot = self.key.sign(state);
+        if let Some(sealed) = self.ring.as_ref().and_then(|r| r.seal_state(state)) {
+            snapshot.state = sealed;
+        }
         let mut value = format!("{:0width$}:", state.seq, width = SEQ_DIGITS).into_bytes();
         serde_json::to_writer(&mut value, &snapshot)
             // A Snapshot holds only plain data and string-keyed maps.
@@ -159,7 +175,10 @@ impl RedisHotStates {
             .ok()
             .and_then(|digits| digits.parse().ok())
             .ok_or(Untrusted::Header)?;
-        let snapshot: Snapshot = serde_json::from_slice(body)?;
+        let mut snapshot: Snapshot = serde_json::from_slice(body)?;
+        if let Some(ring) = &self.ring {
+            ring.open_state(&mut snapshot.state)?;
+        }
         self.key.verify(&snapshot)?;
         for found in [&snapshot.user_id, &snapshot.state.user_id] {
             if found != user {

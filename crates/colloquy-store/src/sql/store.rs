@@ -5,6 +5,7 @@
 use super::config::{redact, Layout};
 use super::writer::{Append, EventRow, Reply, Request, SnapshotRow};
 use super::{shard_of, Dialect, SqlConfig, SHARDS};
+use crate::seal::{ResealReport, Resealer};
 use crate::{check_append, ConversationStore, Snapshot, StoreError, WriterStats};
 use async_trait::async_trait;
 use colloquy_core::{Event, State};
@@ -410,4 +411,118 @@ where
             hmac,
         }))
     }
+    async fn reseal(&self, resealer: &Resealer) -> Result<ResealReport, StoreError> {
+        let mut report = ResealReport::default();
+        for db in &self.databases {
+            let link = &db.link;
+            for &shard in &link.shards {
+                let (events, snapshots) = (events_table(shard), snapshots_table(shard));
+                // Rows in (user, seq) order, a batch at a time from where
+                // the last batch ended, each rewritten on its own: the
+                // writers go on meanwhile, and only sealed rows are read.
+                let (mut user, mut seq) = (String::new(), -1i64);
+                loop {
+                    // The user comes from the body: user ids are bytes on
+                    // MySQL, text on PostgreSQL, and the event names its own.
+                    let rows: Vec<(i64, String)> = link
+                        .timed(async {
+                            let mut q = QueryBuilder::<DB>::new(format!(
+                                "SELECT seq, body FROM {events} WHERE body LIKE '%\"sealed\":%' AND (user_id > "
+                            ));
+                            q.push_bind(user.as_str())
+                                .push(" OR (user_id = ")
+                                .push_bind(user.as_str())
+                                .push(" AND seq > ")
+                                .push_bind(seq)
+                                .push(")) ORDER BY user_id, seq LIMIT ")
+                                .push_bind(RESEAL_BATCH);
+                            let rows = q.build().fetch_all(&link.pool).await.map_err(|e| link.error(e))?;
+                            rows.iter()
+                                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                                .collect::<Result<_, sqlx::Error>>()
+                                .map_err(|e| link.error(e))
+                        })
+                        .await?;
+                    if rows.is_empty() {
+                        break;
+                    }
+                    for (row_seq, body) in rows {
+                        report.read += 1;
+                        let mut event: Event = serde_json::from_str(&body).map_err(|e| {
+                            StoreError::Corrupt(format!("event {row_seq} in {events}: {e}"))
+                        })?;
+                        (user, seq) = (event.user_id.clone(), row_seq);
+                        let row_user = event.user_id.clone();
+                        if !resealer.events(std::slice::from_mut(&mut event))? {
+                            continue;
+                        }
+                        let body = serde_json::to_string(&event).expect("events serialize");
+                        link.timed(async {
+                            let mut q =
+                                QueryBuilder::<DB>::new(format!("UPDATE {events} SET body = "));
+                            q.push_bind(body.as_str())
+                                .push(" WHERE user_id = ")
+                                .push_bind(row_user.as_str())
+                                .push(" AND seq = ")
+                                .push_bind(row_seq);
+                            q.build()
+                                .execute(&link.pool)
+                                .await
+                                .map_err(|e| link.error(e))
+                        })
+                        .await?;
+                        report.rewritten += 1;
+                    }
+                }
+                let rows: Vec<String> = link
+                    .timed(async {
+                        let mut q = QueryBuilder::<DB>::new(format!(
+                            "SELECT body FROM {snapshots} WHERE body LIKE '%\"sealed\":%'"
+                        ));
+                        let rows = q
+                            .build()
+                            .fetch_all(&link.pool)
+                            .await
+                            .map_err(|e| link.error(e))?;
+                        rows.iter()
+                            .map(|r| r.try_get(0))
+                            .collect::<Result<_, sqlx::Error>>()
+                            .map_err(|e| link.error(e))
+                    })
+                    .await?;
+                for body in rows {
+                    report.read += 1;
+                    let mut state: State = serde_json::from_str(&body).map_err(|e| {
+                        StoreError::Corrupt(format!("a snapshot in {snapshots}: {e}"))
+                    })?;
+                    let row_user = state.user_id.clone();
+                    if !resealer.state(&mut state)? {
+                        continue;
+                    }
+                    let body = serde_json::to_string(&state).expect("states serialize");
+                    // Only if the snapshot was not replaced meanwhile: a
+                    // newer one is sealed under the current key already.
+                    link.timed(async {
+                        let mut q =
+                            QueryBuilder::<DB>::new(format!("UPDATE {snapshots} SET body = "));
+                        q.push_bind(body.as_str())
+                            .push(" WHERE user_id = ")
+                            .push_bind(row_user.as_str())
+                            .push(" AND seq = ")
+                            .push_bind(to_i64(&row_user, "snapshot seq", state.seq)?);
+                        q.build()
+                            .execute(&link.pool)
+                            .await
+                            .map_err(|e| link.error(e))
+                    })
+                    .await?;
+                    report.rewritten += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
 }
+
+/// Rows a re-sealing reads at once.
+const RESEAL_BATCH: i64 = 500;

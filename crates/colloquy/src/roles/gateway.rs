@@ -18,8 +18,9 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     wiring::runtime()?.block_on(async {
         wiring::create_data_dir(&cfg)?;
         let (verifier, _) = wiring::verifier(&cfg)?;
-        let bus = wiring::open_bus(&cfg)?;
-        let store = wiring::open_store(&cfg).await?;
+        let ring = wiring::key_ring(&cfg)?;
+        let bus = wiring::open_bus(&cfg, &ring)?;
+        let store = wiring::open_store(&cfg, &ring).await?;
         let conversations = wiring::conversations(&cfg, store, wiring::snapshot_key(&cfg)?);
         for topic in [TOPIC_IN, TOPIC_OUT] {
             bus.ensure_topic(topic, cfg.bus.partitions).await?;

@@ -21,11 +21,12 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
 async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     wiring::create_data_dir(&cfg)?;
     let (verifier, secret) = wiring::verifier(&cfg)?;
-    let bus = wiring::open_bus(&cfg)?;
-    let store = wiring::open_store(&cfg).await?;
+    let ring = wiring::key_ring(&cfg)?;
+    let bus = wiring::open_bus(&cfg, &ring)?;
+    let store = wiring::open_store(&cfg, &ring).await?;
     let key = wiring::snapshot_key(&cfg)?;
     let conversations = wiring::conversations(&cfg, store.clone(), key.clone());
-    let hot = wiring::hot_states(&cfg, &key)?;
+    let hot = wiring::hot_states(&cfg, &key, &ring)?;
     let registry = wiring::open_registry(&cfg).await?;
     let engine =
         Arc::new(wiring::engine(&cfg, registry.clone(), store, key, hot.clone(), "serve").await?);

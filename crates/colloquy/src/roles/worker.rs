@@ -64,10 +64,11 @@ fn run_member(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let (nlu, policy, action) = (runs("nlu"), runs("policy"), runs("action"));
     wiring::runtime()?.block_on(async {
         wiring::create_data_dir(&cfg)?;
-        let bus = wiring::open_bus(&cfg)?;
-        let store = wiring::open_store(&cfg).await?;
+        let ring = wiring::key_ring(&cfg)?;
+        let bus = wiring::open_bus(&cfg, &ring)?;
+        let store = wiring::open_store(&cfg, &ring).await?;
         let key = wiring::snapshot_key(&cfg)?;
-        let hot = wiring::hot_states(&cfg, &key)?;
+        let hot = wiring::hot_states(&cfg, &key, &ring)?;
         let registry = wiring::open_registry(&cfg).await?;
         let engine = wiring::engine(&cfg, registry, store, key, hot.clone(), "worker").await?;
         let engine = Arc::new(if policy && !action {

@@ -62,6 +62,12 @@ impl Server {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
+        Server::spawn(cmd, data)
+    }
+
+    /// Run `cmd` (a `colloquy serve` with its stdout piped) and wait until
+    /// it prints its address.
+    pub fn spawn(mut cmd: Command, data: &Path) -> Server {
         let mut child = cmd.spawn().expect("spawn colloquy serve");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
