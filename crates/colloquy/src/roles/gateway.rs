@@ -17,7 +17,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let cfg = Config::from_args(&args)?;
     wiring::runtime()?.block_on(async {
         wiring::create_data_dir(&cfg)?;
-        let (verifier, _) = wiring::verifier(&cfg)?;
+        let (verifier, _) = wiring::verifier(&cfg).await?;
         let bus = wiring::open_bus(&cfg)?;
         let store = wiring::open_store(&cfg).await?;
         let conversations = wiring::conversations(&cfg, store, wiring::snapshot_key(&cfg)?);
