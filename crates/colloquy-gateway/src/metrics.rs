@@ -2,9 +2,10 @@
 //! stage and outcome, intents recognised; per bot version (`bot_version`):
 //! turns, intents, fallbacks, handoffs, action errors and turn latency;
 //! rollout guard trips by bot; stage counters, queue depth and lag per
-//! partition, and the L1 hit ratio are read from their sources at scrape
-//! time.
+//! partition, the L1 hit ratio and the JWKS refreshes are read from their
+//! sources at scrape time.
 
+use crate::auth::JwksStats;
 use colloquy_bus::runner::StageStats;
 use colloquy_bus::Bus;
 use colloquy_store::l1::{HotStates, HotStats};
@@ -198,6 +199,8 @@ pub struct Sampled {
     pub lag: Vec<(String, u32, u64)>,
     /// The hot-state cache of this process's policy stage, if it has one.
     pub l1: Option<HotStats>,
+    /// The JWKS refreshes of a gateway whose keys come from a JWKS.
+    pub jwks: Option<JwksStats>,
 }
 
 /// Where a process's scrape-time values come from.
@@ -462,6 +465,19 @@ impl Metrics {
                     "# HELP colloquy_l1_hit_ratio Share of hot-state lookups served from L1.\n# TYPE colloquy_l1_hit_ratio gauge\ncolloquy_l1_hit_ratio {ratio}\n"
                 );
             }
+        }
+        if let Some(jwks) = &sampled.jwks {
+            let _ = write!(
+                out,
+                "# HELP colloquy_jwks_refresh Reads of the JWKS after startup, by outcome (error: the key set in use was kept).\n\
+                 # TYPE colloquy_jwks_refresh counter\n\
+                 colloquy_jwks_refresh_total{{outcome=\"ok\"}} {}\n\
+                 colloquy_jwks_refresh_total{{outcome=\"error\"}} {}\n\
+                 # HELP colloquy_jwks_keys Usable keys in the JWKS in use.\n\
+                 # TYPE colloquy_jwks_keys gauge\n\
+                 colloquy_jwks_keys {}\n",
+                jwks.refreshed, jwks.failed, jwks.keys
+            );
         }
         out.push_str("# EOF\n");
         out

@@ -1,6 +1,9 @@
-//! `colloquy check`: validate bots without running them.
+//! `colloquy check`: validate bots and configuration files without running
+//! them.
 
+use anyhow::Context;
 use colloquy_core::bot::compile;
+use colloquy_gateway::auth::{Algorithm, Verifier};
 use colloquy_worker::read_sources;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,8 +12,13 @@ pub fn run(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for path in paths {
         if path.extension().is_some_and(|e| e == "toml") {
-            match crate::config::Config::load(Some(path), std::iter::empty()) {
-                Ok(_) => println!("ok: {} (configuration)", path.display()),
+            // Errors of the file itself name it (and the line); those of
+            // the keys it points to get its name here.
+            let checked = crate::config::Config::load(Some(path), std::iter::empty())
+                .and_then(|cfg| auth_keys(&cfg).with_context(|| path.display().to_string()));
+            match checked {
+                Ok(None) => println!("ok: {} (configuration)", path.display()),
+                Ok(Some(keys)) => println!("ok: {} (configuration; {keys})", path.display()),
                 Err(e) => {
                     eprintln!("{e:#}");
                     failed = true;
@@ -53,4 +61,23 @@ pub fn run(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Reads the public keys of an RS256/ES256 config as the server would at
+/// startup (the PEM file, or the JWKS from its file or URL), so that a key
+/// the server would refuse fails here. An HS256 secret may come from the
+/// environment or the data directory when the server starts: it is not
+/// looked for here.
+fn auth_keys(cfg: &crate::config::Config) -> anyhow::Result<Option<String>> {
+    if cfg.auth.algorithm == Algorithm::HS256 {
+        return Ok(None);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let verifier = runtime.block_on(Verifier::start(&cfg.auth, None))?;
+    Ok(Some(match verifier.jwks_stats() {
+        Some(jwks) => format!("{} usable keys in the JWKS", jwks.keys),
+        None => "public key read".into(),
+    }))
 }

@@ -229,6 +229,7 @@ impl Config {
         if self.server.nlu_workers == 0 || self.server.max_connections == 0 {
             bail!("server.nlu_workers and server.max_connections must be at least 1");
         }
+        self.auth.validate()?;
         self.bus.validate()?;
         if self.limits.max_wait_ms > 10_000 {
             bail!("limits.max_wait_ms: at most 10000");

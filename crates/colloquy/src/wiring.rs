@@ -68,10 +68,13 @@ pub fn hs_secret(cfg: &Config) -> anyhow::Result<Secret> {
     }
 }
 
-/// The token verifier of the configured algorithm.
-pub fn verifier(cfg: &Config) -> anyhow::Result<(Verifier, Secret)> {
+/// The token verifier of the configured algorithm; a JWKS is read now and
+/// kept current by a task of this runtime.
+pub async fn verifier(cfg: &Config) -> anyhow::Result<(Verifier, Secret)> {
     let secret = hs_secret(cfg)?;
-    let verifier = Verifier::new(&cfg.auth, Some(&secret.bytes)).context("auth settings")?;
+    let verifier = Verifier::start(&cfg.auth, Some(&secret.bytes))
+        .await
+        .context("auth settings")?;
     Ok((verifier, secret))
 }
 

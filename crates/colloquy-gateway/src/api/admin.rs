@@ -47,7 +47,7 @@ impl FromRequestParts<Arc<Gateway>> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, ApiError> {
-        let principal = gw.verifier.verify(bearer(&parts.headers)?)?;
+        let principal = gw.verifier.authenticate(bearer(&parts.headers)?).await?;
         if !principal.is_admin() {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,

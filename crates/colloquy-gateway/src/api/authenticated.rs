@@ -31,12 +31,12 @@ impl FromRequestParts<Arc<Gateway>> for Authenticated {
         let Path(user) = Path::<String>::from_request_parts(parts, gw)
             .await
             .map_err(IntoResponse::into_response)?;
-        let check = || {
-            let principal = gw.verifier.verify(bearer(&parts.headers)?)?;
+        let check = async {
+            let principal = gw.verifier.authenticate(bearer(&parts.headers)?).await?;
             permit(&principal, &user)?;
             Ok::<_, ApiError>(principal)
         };
-        let principal = check().map_err(IntoResponse::into_response)?;
+        let principal = check.await.map_err(IntoResponse::into_response)?;
         Ok(Authenticated { principal, user })
     }
 }

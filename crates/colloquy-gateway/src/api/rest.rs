@@ -155,5 +155,6 @@ pub(super) async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 pub(super) async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     let mut sampled = gw.sources.sample().await;
     sampled.waiting_requests = gw.hub.waiting();
+    sampled.jwks = gw.verifier.jwks_stats();
     render_metrics(&gw.metrics, &sampled)
 }

@@ -87,7 +87,7 @@ pub(super) async fn stream(
         Some(t) => t.as_str(),
         None => bearer(&headers)?,
     };
-    let principal = gw.verifier.verify(token)?;
+    let principal = gw.verifier.authenticate(token).await?;
     let user = q.user.clone().unwrap_or_else(|| principal.user_id.clone());
     permit(&principal, &user)?;
     let guard = Sessions::open(&gw, &user).ok_or_else(|| {

@@ -101,6 +101,18 @@ pub struct AuthConfig {
     /// PEM public key for RS256/ES256.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_key_file: Option<PathBuf>,
+    /// JWK Set (RFC 7517) file with the RS256/ES256 public keys, chosen by
+    /// the token's `kid`; read again every `jwks_refresh`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<PathBuf>,
+    /// The same, fetched from an `https://` (or `http://`) URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// How often a JWKS is read again; also, sooner, when a token names a
+    /// `kid` the set lacks (at most once per
+    /// [`UNKNOWN_KID_COOLDOWN`](super::UNKNOWN_KID_COOLDOWN)).
+    #[serde(with = "colloquy_core::duration::text")]
+    pub jwks_refresh: Duration,
     /// Required `iss` when set; not checked when `None`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
@@ -116,6 +128,15 @@ pub struct AuthConfig {
     pub max_token_lifetime: Duration,
 }
 
+/// Default of [`AuthConfig::jwks_refresh`].
+pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
+
+/// Bounds of [`AuthConfig::jwks_refresh`]: more often would load the
+/// identity provider for nothing, less often would keep a withdrawn key
+/// in use for a day.
+const JWKS_REFRESH_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(24 * 3600));
+
 /// Default of [`AuthConfig::max_token_lifetime`].
 pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -125,6 +146,9 @@ impl Default for AuthConfig {
             algorithm: Algorithm::HS256,
             secret: None,
             public_key_file: None,
+            jwks_file: None,
+            jwks_url: None,
+            jwks_refresh: DEFAULT_JWKS_REFRESH,
             issuer: None,
             audience: None,
             leeway_secs: 30,
@@ -139,6 +163,9 @@ impl fmt::Debug for AuthConfig {
             .field("algorithm", &self.algorithm)
             .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
             .field("public_key_file", &self.public_key_file)
+            .field("jwks_file", &self.jwks_file)
+            .field("jwks_url", &self.jwks_url)
+            .field("jwks_refresh", &self.jwks_refresh)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("leeway_secs", &self.leeway_secs)
@@ -155,19 +182,26 @@ impl AuthConfig {
         self.algorithm == Algorithm::HS256 && self.secret.is_none()
     }
 
-    /// Checks that do not need key material: consistent fields, sane
+    /// Checks that do not need key material (nor a JWKS fetched): consistent fields, sane
     /// leeway, non-empty issuer/audience. Mixing fields of different
     /// algorithms is an error because it usually means the operator meant
     /// another algorithm than the one in effect (e.g. a public key with the
     /// default HS256 would silently run on a generated secret).
     pub fn validate(&self) -> Result<(), AuthError> {
+        let keys: Vec<&str> = [
+            ("auth.public_key_file", self.public_key_file.is_some()),
+            ("auth.jwks_file", self.jwks_file.is_some()),
+            ("auth.jwks_url", self.jwks_url.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect();
         match self.algorithm {
             Algorithm::HS256 => {
-                if self.public_key_file.is_some() {
-                    return Err(AuthError::Config(
-                        "auth.public_key_file is only used with RS256 or ES256, but auth.algorithm is HS256"
-                            .into(),
-                    ));
+                if let Some(key) = keys.first() {
+                    return Err(AuthError::Config(format!(
+                        "{key} is only used with RS256 or ES256, but auth.algorithm is HS256"
+                    )));
                 }
             }
             Algorithm::RS256 | Algorithm::ES256 => {
@@ -177,13 +211,34 @@ impl AuthConfig {
                         self.algorithm
                     )));
                 }
-                if self.public_key_file.is_none() {
-                    return Err(AuthError::Config(format!(
-                        "auth.algorithm {} needs auth.public_key_file (a PEM public key)",
-                        self.algorithm
-                    )));
+                match keys.as_slice() {
+                    [] => {
+                        return Err(AuthError::Config(format!(
+                            "auth.algorithm {} needs auth.public_key_file (a PEM public key), \
+                             auth.jwks_file or auth.jwks_url (a JWK Set)",
+                            self.algorithm
+                        )))
+                    }
+                    [_] => {}
+                    [first, second, ..] => {
+                        return Err(AuthError::Config(format!(
+                            "{first} and {second} are both set; configure one source of keys"
+                        )))
+                    }
                 }
             }
+        }
+        if let Some(url) = &self.jwks_url {
+            super::jwks::parse_url(url)?;
+        }
+        let (shortest, longest) = JWKS_REFRESH_RANGE;
+        if self.jwks_refresh < shortest || self.jwks_refresh > longest {
+            return Err(AuthError::Config(format!(
+                "auth.jwks_refresh is {}; it must be between {} and {}",
+                colloquy_core::duration::format(self.jwks_refresh),
+                colloquy_core::duration::format(shortest),
+                colloquy_core::duration::format(longest)
+            )));
         }
         if self.issuer.as_deref() == Some("") {
             return Err(AuthError::Config(

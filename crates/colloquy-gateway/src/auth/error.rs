@@ -21,6 +21,12 @@ pub enum AuthError {
     NotYetValid,
     #[error("token signature does not verify")]
     BadSignature,
+    #[error("token key id (kid) {0} is not in the key set")]
+    UnknownKeyId(String),
+    #[error("token key id (kid) {kid} names a key this server does not use: it {reason}")]
+    UnusableKey { kid: String, reason: String },
+    #[error("token has no key id (kid); one is needed because the key set holds {0} keys")]
+    MissingKeyId(usize),
     #[error("{}", wrong_algorithm_message(*expected, found))]
     WrongAlgorithm { expected: Algorithm, found: String },
     #[error("token has no {0} claim")]
@@ -81,6 +87,9 @@ impl AuthError {
             AuthError::NotYetValid => "token_not_yet_valid",
             AuthError::BadSignature => "invalid_signature",
             AuthError::WrongAlgorithm { .. } => "wrong_algorithm",
+            AuthError::UnknownKeyId(_) => "unknown_kid",
+            AuthError::UnusableKey { .. } => "unusable_key",
+            AuthError::MissingKeyId(_) => "missing_kid",
             AuthError::MissingClaim(_) => "missing_claim",
             AuthError::InvalidClaim { .. } => "invalid_claim",
             AuthError::BadIssuer => "invalid_issuer",

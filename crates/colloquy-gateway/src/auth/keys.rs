@@ -1,4 +1,5 @@
-//! PEM keys for RS256 and ES256, parsed with the RustCrypto crates
+//! PEM keys for RS256 and ES256 (and the verifying keys a JWKS's keys
+//! become, in [`super::jwks`]), parsed with the RustCrypto crates
 //! jsonwebtoken already uses, so a wrong or damaged key is refused with a
 //! precise message when it is loaded, not on the first request.
 
@@ -43,8 +44,7 @@ pub(super) fn load_public_key(alg: Algorithm, path: &Path) -> Result<DecodingKey
 /// Parses a PEM public key for `alg`. Errors are phrased to follow the
 /// file name ("<path> is not …").
 fn decoding_key_from_pem(alg: Algorithm, pem: &[u8]) -> Result<DecodingKey, String> {
-    use p256::elliptic_curve::sec1::ToEncodedPoint;
-    use rsa::pkcs1::{DecodeRsaPublicKey, EncodeRsaPublicKey};
+    use rsa::pkcs1::DecodeRsaPublicKey;
     use rsa::pkcs8::DecodePublicKey;
 
     let text = pem_text(pem)?;
@@ -58,19 +58,13 @@ fn decoding_key_from_pem(alg: Algorithm, pem: &[u8]) -> Result<DecodingKey, Stri
                 rsa::RsaPublicKey::from_pkcs1_pem(text)
                     .map_err(|_| "is not a valid PKCS#1 RSA public key".to_string())?
             };
-            check_rsa_bits(rsa::traits::PublicKeyParts::size(&key))?;
-            let der = key
-                .to_pkcs1_der()
-                .map_err(|_| "cannot be re-encoded".to_string())?;
-            Ok(DecodingKey::from_rsa_der(der.as_bytes()))
+            rsa_decoding_key(&key)
         }
         (Algorithm::ES256, "PUBLIC KEY") => {
             let key = p256::PublicKey::from_public_key_pem(text).map_err(|_| {
                 "is not a P-256 (prime256v1) EC public key (ES256 is configured)".to_string()
             })?;
-            Ok(DecodingKey::from_ec_der(
-                key.to_encoded_point(false).as_bytes(),
-            ))
+            Ok(ec_decoding_key(&key))
         }
         (_, "PRIVATE KEY" | "RSA PRIVATE KEY" | "EC PRIVATE KEY" | "ENCRYPTED PRIVATE KEY") => {
             // Refuse instead of deriving the public half: the server must
@@ -90,6 +84,26 @@ fn decoding_key_from_pem(alg: Algorithm, pem: &[u8]) -> Result<DecodingKey, Stri
             describe_label(label)
         )),
     }
+}
+
+/// jsonwebtoken's verifying key for an RSA public key from a PEM file or
+/// a JWKS, refused below [`MIN_RSA_BITS`].
+pub(super) fn rsa_decoding_key(key: &rsa::RsaPublicKey) -> Result<DecodingKey, String> {
+    use rsa::pkcs1::EncodeRsaPublicKey;
+
+    check_rsa_bits(rsa::traits::PublicKeyParts::size(key))?;
+    let der = key
+        .to_pkcs1_der()
+        .map_err(|_| "cannot be re-encoded".to_string())?;
+    Ok(DecodingKey::from_rsa_der(der.as_bytes()))
+}
+
+/// jsonwebtoken's verifying key for a P-256 public key: its RustCrypto
+/// backend takes the uncompressed SEC1 point where it says DER.
+pub(super) fn ec_decoding_key(key: &p256::PublicKey) -> DecodingKey {
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+
+    DecodingKey::from_ec_der(key.to_encoded_point(false).as_bytes())
 }
 
 fn check_rsa_bits(size_bytes: usize) -> Result<(), String> {

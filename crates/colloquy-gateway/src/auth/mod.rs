@@ -7,6 +7,11 @@
 //!   `alg` is checked here before jsonwebtoken sees the token so that `none`
 //!   and algorithm substitution (including the classic "HS256 signed with the
 //!   RSA public key" confusion) fail with a precise [`AuthError::WrongAlgorithm`].
+//! * Keys: the HS256 secret, one PEM public key, or a JWKS (`jwks` module).
+//!   Only a JWKS makes the header's `kid` matter, and only to choose among
+//!   the keys the operator configured; `jwk`, `jku` and `x5u` are never
+//!   followed, so a token cannot bring its own key. The JWKS's keys must
+//!   suit the configured algorithm: an RS256 server uses its RSA keys.
 //! * jsonwebtoken only checks the algorithm and the signature. Every claim
 //!   (`exp`, `nbf`, `iss`, `aud`, `sub`, `scope`) is checked here, after the
 //!   signature, against an explicit clock. That keeps the rules in one
@@ -27,16 +32,18 @@
 mod config;
 mod error;
 mod issue;
+mod jwks;
 mod keys;
 mod principal;
 mod verify;
 
 pub use config::{
-    check_hs_secret, Algorithm, AuthConfig, MAX_LEEWAY_SECS, MAX_TOKEN_LEN, MAX_TTL,
-    MIN_HS_SECRET_LEN, MIN_RSA_BITS, SECRET_ENV,
+    check_hs_secret, Algorithm, AuthConfig, DEFAULT_JWKS_REFRESH, MAX_LEEWAY_SECS, MAX_TOKEN_LEN,
+    MAX_TTL, MIN_HS_SECRET_LEN, MIN_RSA_BITS, SECRET_ENV,
 };
 pub use error::AuthError;
 pub use issue::{parse_ttl, Issuer};
+pub use jwks::{JwksStats, JWKS_FETCH_TIMEOUT, MAX_JWKS_BYTES, UNKNOWN_KID_COOLDOWN};
 pub use principal::{Principal, Scope};
 pub use verify::Verifier;
 

@@ -1,4 +1,5 @@
 //! Verifying bearer tokens: the header check before any cryptography, the
+//! key (the one configured, or the JWKS key the `kid` names), the
 //! signature (jsonwebtoken), every claim against an explicit clock, and a
 //! cache of tokens already verified.
 
@@ -15,6 +16,7 @@ use serde_json::{Map, Value};
 
 use super::config::{Algorithm, AuthConfig, MAX_TOKEN_LEN};
 use super::error::AuthError;
+use super::jwks::{Holder, Jwk, JwksStats, KeySet, Refresher, Source};
 use super::keys::load_public_key;
 use super::principal::{check_subject, Principal, Scope, USER_ID_RULE};
 use super::unix_now;
@@ -28,13 +30,42 @@ pub struct Verifier {
 
 struct VerifierInner {
     algorithm: Algorithm,
-    key: DecodingKey,
     validation: jwt::Validation,
     issuer: Option<String>,
     audience: Option<String>,
     leeway_secs: u64,
     max_lifetime_secs: u64,
-    verified: Mutex<Verified>,
+    /// The keys and the tokens verified with them, under one lock so that
+    /// a JWKS refresh swaps the set and forgets the tokens of removed keys
+    /// in one step.
+    state: Mutex<State>,
+    /// Keeps a JWKS current; `None` for a fixed key.
+    refresher: Option<Arc<Refresher>>,
+}
+
+struct State {
+    keys: Keys,
+    verified: Verified,
+}
+
+/// What tokens are verified with.
+#[derive(Clone)]
+enum Keys {
+    /// The HS256 secret or a PEM public key: the token's `kid` is not
+    /// looked at.
+    Fixed(Arc<DecodingKey>),
+    /// A JWKS: the key is the one the token's `kid` names.
+    Set(Arc<KeySet>),
+}
+
+impl Keys {
+    fn same(&self, other: &Keys) -> bool {
+        match (self, other) {
+            (Keys::Fixed(a), Keys::Fixed(b)) => Arc::ptr_eq(a, b),
+            (Keys::Set(a), Keys::Set(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 /// Tokens whose signature and static claims were checked, with what the
@@ -51,6 +82,9 @@ struct VerifiedToken {
     principal: Principal,
     /// `nbf`, if the token has one.
     not_before: Option<u64>,
+    /// The JWKS key that verified it: once a refresh drops that key, the
+    /// token is forgotten and fails like any other token of that key.
+    key: Option<Arc<Jwk>>,
 }
 
 /// Tokens remembered at most; past it the expired ones go, and all of them
@@ -71,6 +105,7 @@ impl Verified {
         token: &str,
         principal: &Principal,
         not_before: Option<u64>,
+        key: Option<Arc<Jwk>>,
         now: u64,
         leeway: u64,
     ) {
@@ -86,6 +121,7 @@ impl Verified {
             VerifiedToken {
                 principal: principal.clone(),
                 not_before,
+                key,
             },
         );
     }
@@ -103,7 +139,9 @@ impl fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// Builds a verifier from the `[auth]` config.
+    /// Builds a verifier from the `[auth]` config whose key is at hand:
+    /// the HS256 secret or a PEM public key. A JWKS is read by
+    /// [`Verifier::start`].
     ///
     /// HS256 uses `cfg.secret`, else `hs_secret` (what the binary got from
     /// the environment or the data directory); supplying two different
@@ -116,14 +154,42 @@ impl Verifier {
         let key = match cfg.algorithm {
             Algorithm::HS256 => DecodingKey::from_secret(cfg.hs_secret(hs_secret)?),
             Algorithm::RS256 | Algorithm::ES256 => {
-                let path = cfg
-                    .public_key_file
-                    .as_deref()
-                    .ok_or_else(|| AuthError::Config("auth.public_key_file is not set".into()))?;
+                let path = cfg.public_key_file.as_deref().ok_or_else(|| {
+                    AuthError::Config(
+                        "auth.public_key_file is not set (a JWKS is read by Verifier::start)"
+                            .into(),
+                    )
+                })?;
                 load_public_key(cfg.algorithm, path)?
             }
         };
+        Ok(Verifier::with_keys(cfg, Keys::Fixed(Arc::new(key)), None))
+    }
 
+    /// Builds a verifier from any `[auth]` config. With `auth.jwks_file` or
+    /// `auth.jwks_url` the set is read now, so an unreadable or unusable
+    /// set stops startup with an error naming its source, and a task
+    /// (on the current tokio runtime) keeps it current for as long as the
+    /// verifier lives. Otherwise this is [`Verifier::new`].
+    pub async fn start(cfg: &AuthConfig, hs_secret: Option<&[u8]>) -> Result<Verifier, AuthError> {
+        cfg.validate()?;
+        let Some(source) = Source::from_config(cfg)? else {
+            return Verifier::new(cfg, hs_secret);
+        };
+        let refresher = Arc::new(Refresher::new(source, cfg.algorithm, cfg.jwks_refresh));
+        let set = refresher.load().await.map_err(AuthError::Config)?;
+        refresher.started_with(&set);
+        let skipped = set.skipped();
+        if !skipped.is_empty() {
+            tracing::warn!(?skipped, "JWKS keys this server does not use");
+        }
+        let verifier =
+            Verifier::with_keys(cfg, Keys::Set(Arc::new(set)), Some(Arc::clone(&refresher)));
+        refresher.spawn(Arc::downgrade(&verifier.inner));
+        Ok(verifier)
+    }
+
+    fn with_keys(cfg: &AuthConfig, keys: Keys, refresher: Option<Arc<Refresher>>) -> Verifier {
         let mut validation = jwt::Validation::new(cfg.algorithm.to_jwt());
         // Claims are checked in `check_claims` against an explicit clock;
         // jsonwebtoken is left with the algorithm and signature only.
@@ -135,18 +201,26 @@ impl Verifier {
         validation.validate_aud = false;
         validation.leeway = 0;
 
-        Ok(Verifier {
+        Verifier {
             inner: Arc::new(VerifierInner {
                 algorithm: cfg.algorithm,
-                key,
                 validation,
                 issuer: cfg.issuer.clone(),
                 audience: cfg.audience.clone(),
                 leeway_secs: cfg.leeway_secs,
                 max_lifetime_secs: cfg.max_token_lifetime.as_secs(),
-                verified: Mutex::default(),
+                state: Mutex::new(State {
+                    keys,
+                    verified: Verified::default(),
+                }),
+                refresher,
             }),
-        })
+        }
+    }
+
+    /// The JWKS refreshes so far, when the keys come from a JWKS.
+    pub fn jwks_stats(&self) -> Option<JwksStats> {
+        self.inner.refresher.as_ref().map(|r| r.stats())
     }
 
     pub fn algorithm(&self) -> Algorithm {
@@ -159,36 +233,87 @@ impl Verifier {
         principal.expires_at.saturating_add(self.inner.leeway_secs)
     }
 
-    /// Verifies `token` against the current system time.
+    /// Verifies `token` against the current system time, as a request
+    /// does: when the token names a `kid` the JWKS lacks, the set is read
+    /// again (see [`UNKNOWN_KID_COOLDOWN`](super::UNKNOWN_KID_COOLDOWN))
+    /// and the token tried once more. Other requests go on meanwhile.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        let first = self.verify(token);
+        match (&first, &self.inner.refresher) {
+            (Err(AuthError::UnknownKeyId(_)), Some(refresher)) => {
+                refresher.refresh_for_unknown_kid().await;
+                self.verify(token)
+            }
+            _ => first,
+        }
+    }
+
+    /// Verifies `token` against the current system time with the keys in
+    /// use, without waiting for a refresh.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         self.verify_at(token, unix_now())
     }
 
     /// Verifies `token` as if the time were `now_unix` (seconds since the
-    /// Unix epoch). Order: shape and `alg`, signature, then claims — nothing
-    /// about the claims is reported for a token whose signature fails.
+    /// Unix epoch). Order: shape and `alg`, key, signature, then claims —
+    /// nothing about the claims is reported for a token whose signature
+    /// fails.
     pub fn verify_at(&self, token: &str, now_unix: u64) -> Result<Principal, AuthError> {
         let inner = &*self.inner;
         let leeway = inner.leeway_secs;
-        let known = inner.verified.lock().expect("verified tokens lock");
-        if let Some(principal) = known.get(token, now_unix, leeway) {
-            return Ok(principal);
-        }
-        drop(known);
-        check_header(token, inner.algorithm)?;
-        let data = jwt::decode::<Map<String, Value>>(token, &inner.key, &inner.validation)
+        let keys = {
+            let state = inner.state.lock().expect("verifier state lock");
+            if let Some(principal) = state.verified.get(token, now_unix, leeway) {
+                return Ok(principal);
+            }
+            state.keys.clone()
+        };
+        let kid = check_header(token, inner.algorithm)?;
+        let (key, jwk) = match &keys {
+            Keys::Fixed(key) => (&**key, None),
+            Keys::Set(set) => {
+                let jwk = set.select(kid.as_deref())?;
+                (&jwk.key, Some(jwk))
+            }
+        };
+        let data = jwt::decode::<Map<String, Value>>(token, key, &inner.validation)
             .map_err(|e| map_decode_error(e.kind(), inner.algorithm))?;
         let mut principal = inner.check_claims(&data.claims, now_unix)?;
         // A hash: a per-token key that keeps no usable secret.
         principal.token_id = colloquy_core::rollout::fnv1a(token.bytes());
         // Checked above: a malformed `nbf` never gets this far.
         let not_before = numeric_date(&data.claims, "nbf", Rounding::Up).unwrap_or(None);
-        inner
-            .verified
-            .lock()
-            .expect("verified tokens lock")
-            .insert(token, &principal, not_before, now_unix, leeway);
+        let mut state = inner.state.lock().expect("verifier state lock");
+        // A refresh that swapped the set meanwhile may have dropped this
+        // token's key: such a token is not remembered.
+        if state.keys.same(&keys) {
+            state.verified.insert(
+                token,
+                &principal,
+                not_before,
+                jwk.cloned(),
+                now_unix,
+                leeway,
+            );
+        }
         Ok(principal)
+    }
+}
+
+impl Holder for VerifierInner {
+    fn replace(&self, set: KeySet) -> bool {
+        let mut state = self.state.lock().expect("verifier state lock");
+        if let Keys::Set(current) = &state.keys {
+            if current.same_as(&set) {
+                return false;
+            }
+        }
+        state
+            .verified
+            .tokens
+            .retain(|_, t| t.key.as_ref().is_some_and(|k| set.holds(k)));
+        state.keys = Keys::Set(Arc::new(set));
+        true
     }
 }
 
@@ -329,10 +454,10 @@ fn numeric_date(
 }
 
 /// Checks the token's shape and header before any cryptography, so that
-/// `none` and algorithm substitution get a precise error. The key itself is
-/// never chosen from the header (`jwk`, `jku`, `x5u`, `kid` are ignored):
-/// only the configured key is used.
-fn check_header(token: &str, expected: Algorithm) -> Result<(), AuthError> {
+/// `none` and algorithm substitution get a precise error, and returns its
+/// `kid`. A key is never taken from the header (`jwk`, `jku` and `x5u` are
+/// ignored): `kid` only chooses among the keys of the configured JWKS.
+fn check_header(token: &str, expected: Algorithm) -> Result<Option<String>, AuthError> {
     if token.is_empty() {
         return Err(AuthError::Missing);
     }
@@ -378,7 +503,11 @@ fn check_header(token: &str, expected: Algorithm) -> Result<(), AuthError> {
             "header lists critical extensions (crit), which are not supported".into(),
         ));
     }
-    Ok(())
+    match header.get("kid") {
+        None => Ok(None),
+        Some(Value::String(kid)) => Ok(Some(kid.clone())),
+        Some(_) => Err(AuthError::Malformed("header kid is not a string".into())),
+    }
 }
 
 /// Maps jsonwebtoken failures (header already checked) to our errors,
@@ -401,7 +530,7 @@ fn map_decode_error(kind: &JwtErrorKind, expected: Algorithm) -> AuthError {
                 found: "another algorithm".into(),
             }
         }
-        // The key was parsed and validated in `Verifier::new`, so this is a
+        // The key was parsed and validated when it was read, so this is a
         // server-side problem, not the client's.
         JwtErrorKind::InvalidEcdsaKey
         | JwtErrorKind::InvalidRsaKey(_)

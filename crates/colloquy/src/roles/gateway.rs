@@ -17,7 +17,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let cfg = Config::from_args(&args)?;
     wiring::runtime()?.block_on(async {
         wiring::create_data_dir(&cfg)?;
-        let (verifier, _) = wiring::verifier(&cfg)?;
+        let (verifier, _) = wiring::verifier(&cfg).await?;
         let ring = wiring::key_ring(&cfg)?;
         let bus = wiring::open_bus(&cfg, &ring)?;
         let store = wiring::open_store(&cfg, &ring).await?;

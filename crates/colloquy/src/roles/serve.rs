@@ -20,7 +20,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
 
 async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     wiring::create_data_dir(&cfg)?;
-    let (verifier, secret) = wiring::verifier(&cfg)?;
+    let (verifier, secret) = wiring::verifier(&cfg).await?;
     let ring = wiring::key_ring(&cfg)?;
     let bus = wiring::open_bus(&cfg, &ring)?;
     let store = wiring::open_store(&cfg, &ring).await?;

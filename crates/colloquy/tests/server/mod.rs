@@ -135,7 +135,8 @@ impl Drop for Server {
     }
 }
 
-fn b64(data: &[u8]) -> String {
+/// Base64url without padding, as JWTs and JWKs write bytes.
+pub fn b64(data: &[u8]) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in data.chunks(3) {
@@ -150,7 +151,7 @@ fn b64(data: &[u8]) -> String {
     out
 }
 
-fn now() -> u64 {
+pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
