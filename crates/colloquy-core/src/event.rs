@@ -124,6 +124,7 @@ pub enum EventKind {
     /// The NLU result the policy acted on. `intent` is `None` below threshold.
     IntentRecognised {
         intent: Option<String>,
+        #[serde(deserialize_with = "crate::value::finite_f32")]
         confidence: f32,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         entities: Vec<EntityMatch>,
@@ -358,6 +359,33 @@ pub fn seal(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `event_decoder` fuzz target: a confidence beyond
+    /// `f32`'s range read as infinity and was written back as `null`, which
+    /// then did not read at all.
+    #[test]
+    fn a_confidence_beyond_f32_is_refused_when_read() {
+        let event = |confidence: &str| {
+            format!(
+                r#"{{"event_id":"0193a0f4-6a1e-7c3e-9b1a-2f4d5e6a7b99","user_id":"alice","seq":1,"ts_ms":1,"bot":{{"name":"b","version":"1"}},"type":"intent_recognised","intent":null,"confidence":{confidence}}}"#
+            )
+        };
+        let err = serde_json::from_str::<Event>(&event("1e39")).unwrap_err();
+        assert!(err.to_string().contains("not a finite"), "{err}");
+        let read: Event = serde_json::from_str(&event("0.87")).unwrap();
+        let again: Event = serde_json::from_str(&serde_json::to_string(&read).unwrap()).unwrap();
+        assert_eq!(read, again);
+        // The state of a snapshot or the L1 holds the last one.
+        let state = r#"{"user_id":"alice","seq":1,"last_ts_ms":1,"session":1,"slots":{},"flow":null,"last_intent":null,"last_confidence":1e39,"handed_off":false,"recent_messages":[]}"#;
+        assert!(serde_json::from_str::<crate::State>(state).is_err());
+        let state = state.replace("1e39", "0.5");
+        assert_eq!(
+            serde_json::from_str::<crate::State>(&state)
+                .unwrap()
+                .last_confidence,
+            0.5
+        );
+    }
 
     #[test]
     fn a_turns_event_ids_are_distinct_stable_v5_ids_led_by_the_user_event() {

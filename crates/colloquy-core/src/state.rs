@@ -37,6 +37,7 @@ pub struct State {
     pub sensitive: Vec<String>,
     pub flow: Option<FlowPosition>,
     pub last_intent: Option<String>,
+    #[serde(deserialize_with = "crate::value::finite_f32")]
     pub last_confidence: f32,
     pub handed_off: bool,
     /// Ids of the most recent user messages, oldest first. Shared strings:

@@ -99,6 +99,21 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 }
 
+/// Reads an `f32` (a confidence) that is finite. A JSON number beyond
+/// `f32`'s range reads as infinity, which serde_json then writes as `null`
+/// and cannot read back: a record holding one is refused when read, as a
+/// non-finite `Value` is when written.
+pub(crate) fn finite_f32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f32, D::Error> {
+    let x = f32::deserialize(deserializer)?;
+    if x.is_finite() {
+        Ok(x)
+    } else {
+        Err(de::Error::custom(format!(
+            "{x} is not a finite 32-bit number"
+        )))
+    }
+}
+
 impl Value {
     /// The value as a finite number, if it is one.
     pub fn as_f64(&self) -> Option<f64> {

@@ -117,11 +117,15 @@ impl InputPolicy {
         })
     }
 
-    /// NFKC, control characters removed (newlines and tabs become spaces),
-    /// trimmed; then checked for length and against the deny patterns.
+    /// Control and invisible characters removed (newlines and tabs become
+    /// spaces), NFKC, trimmed; then checked for length and against the deny
+    /// patterns. Removing comes first: a character removed after NFKC may
+    /// have kept a combining mark from composing with the letter before it
+    /// (`e`, U+200D, U+0301), and the text the deny patterns saw would not
+    /// be NFKC (so `café` would slip past a pattern for it).
     pub fn normalise(&self, raw: &str) -> Result<String, InputError> {
         let text: String = raw
-            .nfkc()
+            .chars()
             .map(|c| {
                 if c == '\n' || c == '\t' || c == '\r' {
                     ' '
@@ -130,6 +134,7 @@ impl InputPolicy {
                 }
             })
             .filter(|c| !c.is_control() && !is_invisible(*c))
+            .nfkc()
             .collect();
         let text = text.trim().to_string();
         if text.is_empty() {
@@ -232,5 +237,29 @@ mod tests {
         // Visible text around them is kept.
         assert_eq!(p.normalise("星云\u{00AD}跑鞋").unwrap(), "星云跑鞋");
         assert_eq!(p.normalise("café ñ").unwrap(), "café ñ");
+    }
+
+    /// Found by the `request_body` fuzz target: an invisible character
+    /// between a letter and a combining mark kept them apart through NFKC,
+    /// and was removed only after it.
+    #[test]
+    fn an_invisible_character_cannot_keep_a_mark_from_composing() {
+        let p = InputPolicy::new(&Limits {
+            deny_patterns: vec!["café".into()],
+            ..Limits::default()
+        })
+        .unwrap();
+        let ok = InputPolicy::new(&Limits::default()).unwrap();
+        for hidden in ['\u{200D}', '\u{00AD}', '\u{0007}', '\u{FE0F}'] {
+            let text = format!("cafe{hidden}\u{0301}");
+            assert_eq!(p.normalise(&text), Err(InputError::Denied), "{text:?}");
+            let once = ok.normalise(&text).unwrap();
+            assert_eq!(once, "café");
+            assert_eq!(
+                ok.normalise(&once).unwrap(),
+                once,
+                "normalising is idempotent"
+            );
+        }
     }
 }

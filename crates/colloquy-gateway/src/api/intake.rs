@@ -6,12 +6,13 @@
 use super::error::{internal, ApiError};
 use super::Gateway;
 use crate::auth::Principal;
-use crate::input::InputError;
+use crate::input::{InputError, InputPolicy};
 use crate::ratelimit::{retry_after_secs, Limited};
 use axum::http::StatusCode;
 use colloquy_bus::BusError;
 use colloquy_core::user_event_id;
 use colloquy_core::wire::{Inbound, Outcome, TOPIC_IN};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -171,6 +172,38 @@ impl Accepted {
     }
 }
 
+/// A message as the client sent it: the JSON body of a POST, or the text
+/// and id of a WebSocket `message` frame.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageBody {
+    pub text: String,
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+impl MessageBody {
+    /// Reads a POST body: UTF-8, then JSON of this shape. Public, with
+    /// [`MessageBody::checked`], so that the fuzz target runs exactly what a
+    /// request does to untrusted bytes before anything is published.
+    pub fn parse(bytes: &[u8]) -> Result<MessageBody, ApiError> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| ApiError::bad("invalid_utf8", format!("the body is not UTF-8: {e}")))?;
+        serde_json::from_str(text)
+            .map_err(|e| ApiError::bad("invalid_json", format!("invalid request body: {e}")))
+    }
+
+    /// The message as it is published: its text normalised and refused
+    /// when empty, too long or denied, its id checked.
+    pub fn checked(self, input: &InputPolicy) -> Result<MessageBody, ApiError> {
+        let text = input.normalise(&self.text).map_err(refused)?;
+        if let Some(id) = &self.id {
+            check_message_id(id)?;
+        }
+        Ok(MessageBody { text, id: self.id })
+    }
+}
+
 fn check_message_id(id: &str) -> Result<(), ApiError> {
     if id.is_empty()
         || id.len() > 128
@@ -200,17 +233,13 @@ pub(super) async fn accept(
     gw: &Gateway,
     principal: &Principal,
     user: &str,
-    raw: String,
-    id: Option<String>,
+    body: MessageBody,
     wait: bool,
 ) -> Result<Accepted, ApiError> {
     gw.limiter
         .admit(principal, user, std::time::Instant::now())
         .map_err(|(which, wait)| rate_limited(gw, which, wait))?;
-    let text = gw.input.normalise(&raw).map_err(refused)?;
-    if let Some(id) = &id {
-        check_message_id(id)?;
-    }
+    let MessageBody { text, id } = body.checked(&gw.input)?;
     let message_id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let event_id = user_event_id(user, &message_id);
     // Registered before publishing, or the outcome may come first and be

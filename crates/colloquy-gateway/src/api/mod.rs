@@ -14,6 +14,7 @@ mod ws;
 pub use admin::LIVE_WITHIN_MS;
 pub use authenticated::Authenticated;
 pub use error::ApiError;
+pub use intake::MessageBody;
 
 use crate::auth::Verifier;
 use crate::hub::Hub;

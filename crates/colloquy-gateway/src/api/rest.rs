@@ -3,7 +3,7 @@
 
 use super::authenticated::Authenticated;
 use super::error::{internal, ApiError};
-use super::intake::accept;
+use super::intake::{accept, MessageBody};
 use super::{render_metrics, Gateway, MAX_PAGE};
 use axum::body::{to_bytes, Body};
 use axum::extract::rejection::QueryRejection;
@@ -19,14 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const DEFAULT_PAGE: usize = 100;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PostBody {
-    text: String,
-    #[serde(default)]
-    id: Option<String>,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,15 +43,12 @@ pub(super) async fn post_message(
                 format!("the body is larger than {} bytes", gw.limits.max_body_bytes),
             )
         })?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|e| ApiError::bad("invalid_utf8", format!("the body is not UTF-8: {e}")))?;
-    let body: PostBody = serde_json::from_str(text)
-        .map_err(|e| ApiError::bad("invalid_json", format!("invalid request body: {e}")))?;
+    let body = MessageBody::parse(&bytes)?;
     let wait = q
         .wait_ms
         .map(|w| w.min(gw.limits.max_wait_ms))
         .filter(|w| *w > 0);
-    let mut ack = accept(&gw, &principal, &user, body.text, body.id, wait.is_some()).await?;
+    let mut ack = accept(&gw, &principal, &user, body, wait.is_some()).await?;
     let (Some(wait_ms), Some(rx)) = (wait, ack.waiter.take()) else {
         return Ok((StatusCode::ACCEPTED, Json(ack.body())).into_response());
     };

@@ -4,7 +4,7 @@
 
 use super::authenticated::{bearer, permit};
 use super::error::ApiError;
-use super::intake::{accept, rate_limited};
+use super::intake::{accept, rate_limited, MessageBody};
 use super::{Gateway, MAX_PAGE};
 use crate::auth::Principal;
 use crate::ratelimit::{Limited, Single};
@@ -264,7 +264,18 @@ async fn client_message(gw: &Gateway, principal: &Principal, user: &str, frame: 
         )
         .frame();
     }
-    match accept(gw, principal, user, f.text, f.id, false).await {
+    match accept(
+        gw,
+        principal,
+        user,
+        MessageBody {
+            text: f.text,
+            id: f.id,
+        },
+        false,
+    )
+    .await
+    {
         Ok(ack) => {
             let mut v = ack.body();
             v["type"] = json!("accepted");
