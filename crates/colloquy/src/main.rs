@@ -25,7 +25,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "colloquy", version, about = "A high-availability conversational backend", long_about = None)]
 struct Cli {
-    /// Log format on stderr. Levels come from RUST_LOG (default: warn).
+    /// Log format on stderr. Levels come from RUST_LOG (default: warn). A
+    /// JSON line logged inside a traced turn carries its `trace_id`.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "COLLOQUY_LOG_FORMAT")]
     log_format: LogFormat,
     #[command(subcommand)]

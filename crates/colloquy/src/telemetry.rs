@@ -8,9 +8,10 @@
 //! The turn spans are at DEBUG level, so that under any usual log filter
 //! (the default `warn`, or `info`) they are disabled unless traces are
 //! exported: without an endpoint a turn makes no spans at all. The
-//! exporter sees them through a filter of its own, which also takes the
-//! warnings and errors logged inside them (as span events) and nothing
-//! else: no debug or info event ever becomes part of a trace.
+//! exporter sees them through a filter of its own that takes spans only:
+//! log events never become span events, as some name the user (a stale
+//! snapshot's warning), which a trace may only carry where the operator
+//! opted in. A log line finds its trace by its `trace_id` instead.
 
 use crate::config;
 use anyhow::Context as _;
@@ -24,7 +25,7 @@ use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProces
 use opentelemetry_sdk::trace::{BatchConfigBuilder, Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use std::time::Duration;
-use tracing::{Event, Level, Subscriber};
+use tracing::{Event, Subscriber};
 use tracing_subscriber::filter::{filter_fn, FilterFn, LevelFilter};
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
 use tracing_subscriber::fmt::FmtContext;
@@ -173,13 +174,10 @@ fn install(format: LogFormat, tracer: Option<opentelemetry_sdk::trace::Tracer>) 
     }
 }
 
-/// What the exporter sees: colloquy's spans, and the warnings and errors
-/// logged inside them.
+/// What the exporter sees: colloquy's spans, no events.
 fn turn_spans() -> FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
-    filter_fn(|meta| {
-        meta.target().starts_with("colloquy") && (meta.is_span() || *meta.level() <= Level::WARN)
-    })
-    .with_max_level_hint(LevelFilter::DEBUG)
+    filter_fn(|meta| meta.is_span() && meta.target().starts_with("colloquy"))
+        .with_max_level_hint(LevelFilter::DEBUG)
 }
 
 /// A JSON log line, with `"trace_id"` first when it is written inside a
