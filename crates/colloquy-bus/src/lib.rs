@@ -19,6 +19,9 @@
 //! retries, dead-lettering) and commits what is done. It only uses the
 //! trait, so it runs on any backend.
 //!
+//! [`trace`] carries a turn's trace context in record headers: publishers
+//! inject it, the runner's per-record `consume` span continues from it.
+//!
 //! This crate must not know about dialogue (no dependency on colloquy-core):
 //! payloads are opaque bytes, keys are opaque strings.
 
@@ -33,6 +36,7 @@ mod partitioner;
 pub mod ring;
 pub mod runner;
 pub mod sealed;
+pub mod trace;
 
 pub use config::{open, BusBackend, BusConfig, KafkaConfig};
 pub use embedded::{EmbeddedBus, EmbeddedConfig};

@@ -32,6 +32,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// The work of a stage.
 #[async_trait]
@@ -461,11 +462,25 @@ impl Worker {
 
     fn start(&mut self, record: Record) {
         let ctx = Arc::clone(&self.ctx);
-        self.running.spawn(async move {
-            let (offset, key) = (record.offset, record.key.clone());
-            let done = process(&ctx, &record).await;
-            (offset, key, done)
-        });
+        // One span per record, over every attempt and a dead-lettering,
+        // continuing the trace of whoever published the record.
+        let span = tracing::debug_span!(
+            "consume",
+            otel.name = format!("consume {}", record.topic),
+            otel.kind = "consumer",
+            messaging.destination.name = %record.topic,
+            messaging.destination.partition.id = record.partition,
+            messaging.kafka.offset = record.offset,
+        );
+        crate::trace::continue_from(&span, &record.headers);
+        self.running.spawn(
+            async move {
+                let (offset, key) = (record.offset, record.key.clone());
+                let done = process(&ctx, &record).await;
+                (offset, key, done)
+            }
+            .instrument(span),
+        );
     }
 
     /// A record's task ended; start the next of its key unless stopping.
@@ -542,6 +557,7 @@ async fn process(ctx: &Ctx, record: &Record) -> bool {
         match outcome {
             Ok(()) => {
                 bump(&stats.handled);
+                tracing::debug!(attempts, "handled");
                 return true;
             }
             Err(error) => {

@@ -8,7 +8,7 @@
 //! catches up with `after=SEQ`. So the feed commits nothing.
 
 use crate::hub::Hub;
-use colloquy_bus::{Bus, BusError};
+use colloquy_bus::{trace, Bus, BusError};
 use colloquy_core::wire::{Outcome, TOPIC_OUT};
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +66,16 @@ async fn follow(
             Ok(records) => {
                 for r in records {
                     next = r.offset + 1;
+                    // The turn's trace goes on here, from the worker's
+                    // publish to this gateway's delivery.
+                    let span = tracing::debug_span!(
+                        "consume",
+                        otel.name = "consume chat.out",
+                        otel.kind = "consumer",
+                        messaging.destination.name = TOPIC_OUT,
+                    );
+                    trace::continue_from(&span, &r.headers);
+                    let _consuming = span.enter();
                     match serde_json::from_slice::<Outcome>(&r.payload) {
                         Ok(outcome) => hub.push(outcome),
                         Err(e) => tracing::warn!(partition, offset = r.offset, error = %e,

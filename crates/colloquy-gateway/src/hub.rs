@@ -63,6 +63,7 @@ impl Hub {
     /// Sensitive values the turn set are masked first: waiting requests
     /// and streams show what the events API would.
     pub fn push(&self, mut outcome: Outcome) {
+        let _delivering = tracing::debug_span!("gateway.deliver").entered();
         colloquy_core::redact::mask_outcome(&mut outcome);
         let outcome = Arc::new(outcome);
         let key = (outcome.user.clone(), outcome.message_id.clone());

@@ -9,6 +9,7 @@ use colloquy_store::l1::{HotStates, HotStats, MemoryHotStates, MEMORY_L1_USERS};
 use colloquy_store::{Conversations, StoreError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// What handling a message produced.
 #[derive(Debug, Clone)]
@@ -299,7 +300,11 @@ impl Engine {
                 route: route.as_ref(),
             };
             let turn = step(&bot.bot, state, &input, now_ms, seed(user, message_id));
-            let committed = self.conversations.commit(&turn.state, &turn.events).await;
+            let committed = self
+                .conversations
+                .commit(&turn.state, &turn.events)
+                .instrument(append_span(&turn.events))
+                .await;
             // The actions the turn asked for, answered before the turn is
             // done: their replies go with its own.
             let committed = match committed {
@@ -405,7 +410,10 @@ impl Engine {
             let at = now_ms.max(state.last_ts_ms);
             let seed = seed(&state.user_id, &pending.key.to_string());
             let turn = resume(&bot.bot, state, &result, at, seed);
-            self.conversations.commit(&turn.state, &turn.events).await?;
+            self.conversations
+                .commit(&turn.state, &turn.events)
+                .instrument(append_span(&turn.events))
+                .await?;
             for e in &turn.events {
                 if let EventKind::CompensationAbandoned { call, .. } = &e.kind {
                     tracing::error!(user = %turn.state.user_id, saga = call.saga, event = %e.event_id,
@@ -521,6 +529,11 @@ fn compensation_pause(bot: &colloquy_core::Bot, pending: &PendingAction) -> Opti
     let base = bot.sagas.get(&call.saga)?.compensation_backoff_ms;
     let ms = base.saturating_mul(1 << (call.round - 2).min(16));
     Some(Duration::from_millis(ms.min(30_000)))
+}
+
+/// The span of one durable append of a turn's events.
+fn append_span(events: &[Event]) -> tracing::Span {
+    tracing::debug_span!("store.append", events = events.len())
 }
 
 /// How much of the end of a user's log an action server gets as the

@@ -16,6 +16,7 @@ use colloquy_core::wire::{
 };
 use std::sync::Arc;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 /// Where outcomes go: the gateway's waiters and WebSocket streams, in this
 /// process or (through `chat.out`) in another.
@@ -69,7 +70,7 @@ async fn publish(
     key: &str,
     payload: Vec<u8>,
 ) -> Result<(), HandlerError> {
-    match bus.publish(topic, key, payload, Vec::new()).await {
+    match colloquy_bus::trace::publish(bus, topic, key, payload, None).await {
         Ok(_) => Ok(()),
         // Downstream full or the broker away: the record waits (its offset
         // is not committed) until the bus takes it; it is never dropped.
@@ -132,7 +133,11 @@ impl NluStage {
             .acquire()
             .await
             .map_err(|_| HandlerError::Retryable("nlu stage stopped".into()))?;
-        Ok(self.engine.understand(user, text))
+        let span = tracing::debug_span!("nlu", bot.version = tracing::field::Empty);
+        let _classifying = span.enter();
+        let classified = self.engine.understand(user, text);
+        span.record("bot.version", classified.version.as_str());
+        Ok(classified)
     }
 }
 
@@ -240,6 +245,7 @@ impl PolicyHandler {
                 &classified,
                 msg.ts_ms,
             )
+            .instrument(tracing::debug_span!("policy"))
             .await
         {
             Ok(r) => r,

@@ -39,6 +39,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub cluster: ClusterSettings,
     pub sealing: Sealing,
+    pub telemetry: Telemetry,
 }
 
 /// Where the key ring that seals personal data is kept.
@@ -118,6 +119,79 @@ impl Default for ClusterSettings {
             member_ttl: Duration::from_secs(3),
             heartbeat: Duration::from_millis(250),
         }
+    }
+}
+
+/// Distributed tracing: spans of every turn exported over OTLP/HTTP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Telemetry {
+    /// The collector's OTLP/HTTP base URL (`http://HOST:4318`); spans go
+    /// to `<endpoint>/v1/traces`. Empty: no spans are made or exported.
+    pub endpoint: String,
+    /// Share of new traces recorded (0.0 to 1.0), decided by trace id; a
+    /// trace begun by a client or another process follows its parent's
+    /// decision.
+    pub sampling_ratio: f64,
+    /// The `service.name` each role reports.
+    pub serve_service_name: String,
+    pub gateway_service_name: String,
+    pub worker_service_name: String,
+    /// Put the authenticated user id in the baggage of a turn (and on its
+    /// spans), so a complaint can be traced to its turn. Personal data:
+    /// off unless the operator opts in.
+    pub user_id_baggage: bool,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            endpoint: String::new(),
+            sampling_ratio: 1.0,
+            serve_service_name: "colloquy-serve".into(),
+            gateway_service_name: "colloquy-gateway".into(),
+            worker_service_name: "colloquy-worker".into(),
+            user_id_baggage: false,
+        }
+    }
+}
+
+impl Telemetry {
+    fn check(&self) -> anyhow::Result<()> {
+        if !(0.0..=1.0).contains(&self.sampling_ratio) {
+            bail!(
+                "telemetry.sampling_ratio: {} is not between 0.0 and 1.0",
+                self.sampling_ratio
+            );
+        }
+        // The exporter's client speaks plain HTTP: a collector behind TLS
+        // is reached through a local agent.
+        if !self.endpoint.is_empty() {
+            let rest = self.endpoint.strip_prefix("http://").with_context(|| {
+                format!(
+                    "telemetry.endpoint: `{}` is not an http:// URL (like http://127.0.0.1:4318)",
+                    self.endpoint
+                )
+            })?;
+            if rest.is_empty() || self.traces_url().parse::<axum::http::Uri>().is_err() {
+                bail!("telemetry.endpoint: `{}` is not a URL", self.endpoint);
+            }
+        }
+        for (key, name) in [
+            ("serve_service_name", &self.serve_service_name),
+            ("gateway_service_name", &self.gateway_service_name),
+            ("worker_service_name", &self.worker_service_name),
+        ] {
+            if name.trim().is_empty() {
+                bail!("telemetry.{key}: must not be empty");
+            }
+        }
+        Ok(())
+    }
+
+    /// Where spans are posted.
+    pub fn traces_url(&self) -> String {
+        format!("{}/v1/traces", self.endpoint.trim_end_matches('/'))
     }
 }
 
@@ -239,6 +313,7 @@ impl Config {
         if self.cluster.heartbeat * 2 > self.cluster.member_ttl {
             bail!("cluster.member_ttl must be at least twice cluster.heartbeat, or live workers expire between heartbeats");
         }
+        self.telemetry.check()?;
         Ok(())
     }
 }
@@ -368,6 +443,63 @@ mod tests {
             e.starts_with(
                 "COLLOQUY_SERVER_HEADER_TIMEOUT=0s: server.header_timeout: `0s` is not a duration"
             ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn telemetry_is_off_unless_an_endpoint_is_given_and_checked_when_it_is() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.telemetry, Telemetry::default());
+        assert!(c.telemetry.endpoint.is_empty() && !c.telemetry.user_id_baggage);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[telemetry]\nendpoint = \"http://127.0.0.1:4318/\"\nsampling_ratio = 0.1\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&p),
+            env(&[
+                ("COLLOQUY_TELEMETRY_USER_ID_BAGGAGE", "true"),
+                ("COLLOQUY_TELEMETRY_WORKER_SERVICE_NAME", "chat-worker"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.telemetry.traces_url(), "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(c.telemetry.sampling_ratio, 0.1);
+        assert!(c.telemetry.user_id_baggage);
+        assert_eq!(c.telemetry.worker_service_name, "chat-worker");
+        assert_eq!(c.telemetry.gateway_service_name, "colloquy-gateway");
+
+        for (var, value, problem) in [
+            (
+                "COLLOQUY_TELEMETRY_SAMPLING_RATIO",
+                "1.5",
+                "not between 0.0 and 1.0",
+            ),
+            (
+                "COLLOQUY_TELEMETRY_ENDPOINT",
+                "https://collector:4318",
+                "not an http:// URL",
+            ),
+            ("COLLOQUY_TELEMETRY_ENDPOINT", "http://", "not a URL"),
+            (
+                "COLLOQUY_TELEMETRY_SERVE_SERVICE_NAME",
+                " ",
+                "must not be empty",
+            ),
+        ] {
+            let e = Config::load(None, env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("telemetry.") && e.contains(problem), "{e}");
+        }
+        std::fs::write(&p, "[telemetry]\nendpoints = \"http://x\"\n").unwrap();
+        let e = Config::load(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(
+            e.contains("c.toml:2: telemetry.endpoints: unknown field"),
             "{e}"
         );
     }

@@ -11,12 +11,14 @@ mod nlu_eval;
 mod nlu_test;
 mod roles;
 mod sealing;
+mod telemetry;
 mod token;
 mod wiring;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use telemetry::LogFormat;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -24,17 +26,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "colloquy", version, about = "A high-availability conversational backend", long_about = None)]
 struct Cli {
-    /// Log format on stderr. Levels come from RUST_LOG (default: warn).
+    /// Log format on stderr. Levels come from RUST_LOG (default: warn). A
+    /// JSON line logged inside a traced turn carries its `trace_id`.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "COLLOQUY_LOG_FORMAT")]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -96,27 +93,28 @@ enum NluCommand {
     Test(nlu_test::TestArgs),
 }
 
-fn init_logs(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+/// The server roles set their logs up with their traces, once they have
+/// read their configuration (`telemetry::Telemetry::start`); every other
+/// command logs from the start.
+fn init_logs(command: &Command, format: LogFormat) {
+    if !matches!(
+        command,
+        Command::Serve(_) | Command::Gateway(_) | Command::Worker(_)
+    ) {
+        telemetry::init_logs(format);
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.log_format);
+    let logs = cli.log_format;
+    init_logs(&cli.command, logs);
     let result = match cli.command {
         Command::Check { paths } => check::run(&paths),
         Command::Chat(args) => chat::run(args),
-        Command::Serve(args) => roles::serve::run(args),
-        Command::Gateway(args) => roles::gateway::run(args),
-        Command::Worker(args) => roles::worker::run(args),
+        Command::Serve(args) => roles::serve::run(args, logs),
+        Command::Gateway(args) => roles::gateway::run(args, logs),
+        Command::Worker(args) => roles::worker::run(args, logs),
         Command::Migrate(args) => roles::migrate::run(args),
         Command::Keys { command } => sealing::run(command),
         Command::Token(args) => token::run(args),

@@ -1,10 +1,11 @@
-//! What the roles share: the runtime and shutdown signal, secrets, the
-//! backends the configuration chooses, the adapters between the worker's
-//! traits and the gateway's hub and metrics, and the HTTP listener. Each
-//! role opens only the parts it uses.
+//! What the roles share: the runtime with logs and traces, the shutdown
+//! signal, secrets, the backends the configuration chooses, the adapters
+//! between the worker's traits and the gateway's hub and metrics, and the
+//! HTTP listener. Each role opens only the parts it uses.
 
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::keys::{self, Secret};
+use crate::telemetry::{LogFormat, Role, Telemetry};
 use anyhow::Context;
 use colloquy_bus::runner::HandlerError;
 use colloquy_bus::{Bus, SealedBus};
@@ -19,6 +20,7 @@ use colloquy_store::{BotRegistry, ConversationStore, Conversations, KeyRing, Sea
 use colloquy_worker::pipeline::{Deliver, StageObserver};
 use colloquy_worker::versions::{register_dir, Follower, Versions};
 use colloquy_worker::{load_bot, read_files, Engine};
+use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +29,22 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+/// Run a server role on a new runtime, with its logs and traces set up
+/// first and its last spans exported after it returns.
+pub fn run_role(
+    settings: &config::Telemetry,
+    role: Role,
+    logs: LogFormat,
+    serve: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let telemetry = Telemetry::start(settings, role, logs)?;
+        let served = serve.await;
+        telemetry.shutdown().await;
+        served
+    })
 }
 
 /// Resolves on SIGTERM or Ctrl-C received after this is called.

@@ -9,14 +9,20 @@ use crate::auth::Principal;
 use crate::input::{InputError, InputPolicy};
 use crate::ratelimit::{retry_after_secs, Limited};
 use axum::http::StatusCode;
-use colloquy_bus::BusError;
+use colloquy_bus::{trace, BusError};
 use colloquy_core::user_event_id;
 use colloquy_core::wire::{Inbound, Outcome, TOPIC_IN};
+use opentelemetry::KeyValue;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::{oneshot, watch};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The attribute and baggage entry naming the user (OpenTelemetry's
+/// semantic conventions), where the operator enabled it.
+const USER_ID: &str = "user.id";
 
 /// How many acknowledgements are remembered for idempotent retries.
 const RECENT_ACKS: usize = 100_000;
@@ -236,6 +242,9 @@ pub(super) async fn accept(
     body: MessageBody,
     wait: bool,
 ) -> Result<Accepted, ApiError> {
+    if gw.user_id_baggage {
+        tracing::Span::current().set_attribute(USER_ID, user.to_string());
+    }
     gw.limiter
         .admit(principal, user, std::time::Instant::now())
         .map_err(|(which, wait)| rate_limited(gw, which, wait))?;
@@ -308,7 +317,10 @@ async fn publish(gw: &Gateway, user: &str, message_id: &str, text: &str) -> Resu
         ts_ms: (gw.clock)(),
     };
     let payload = serde_json::to_vec(&msg).map_err(internal)?;
-    match gw.bus.publish(TOPIC_IN, user, payload, Vec::new()).await {
+    let baggage = gw
+        .user_id_baggage
+        .then(|| KeyValue::new(USER_ID, user.to_string()));
+    match trace::publish(&*gw.bus, TOPIC_IN, user, payload, baggage).await {
         Ok(pos) => Ok(pos.offset),
         Err(BusError::Full { .. } | BusError::Overloaded { .. }) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

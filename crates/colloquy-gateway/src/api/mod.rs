@@ -2,13 +2,14 @@
 //!
 //! `rest` and `ws` are the two doors; both hand messages to the one
 //! `intake`, authenticate through `authenticated` and answer errors in
-//! the one shape of `error`.
+//! the one shape of `error`. `trace` opens a message's span.
 
 mod admin;
 mod authenticated;
 mod error;
 mod intake;
 mod rest;
+mod trace;
 mod ws;
 
 pub use admin::LIVE_WITHIN_MS;
@@ -52,6 +53,10 @@ pub struct Gateway {
     /// Where the admin API keeps bot versions and rollouts; without one
     /// the admin routes answer 404 `no_registry`.
     pub registry: Option<Arc<dyn BotRegistry>>,
+    /// Put the authenticated user id on a message's receive span and in
+    /// the baggage of what it publishes, so an operator can find a user's
+    /// turns; off unless the operator opts in (`telemetry.user_id_baggage`).
+    pub user_id_baggage: bool,
     /// Acknowledgements of recent messages, for idempotent retries.
     acks: Acks,
     /// Open WebSocket sessions per user, for the per-user cap.
@@ -84,6 +89,7 @@ impl Gateway {
             sources,
             ready: AtomicBool::new(false),
             registry: None,
+            user_id_baggage: false,
             acks: Acks::default(),
             sessions: ws::Sessions::default(),
             limiter,
@@ -96,7 +102,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route(
             "/v1/conversations/{user}/messages",
-            post(rest::post_message),
+            post(rest::post_message).layer(middleware::from_fn(trace::receive)),
         )
         .route("/v1/conversations/{user}/events", get(rest::get_events))
         .route("/v1/conversations/{user}/state", get(rest::get_state))

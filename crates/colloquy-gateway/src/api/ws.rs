@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Open sessions per user.
 #[derive(Default)]
@@ -216,7 +217,9 @@ async fn session(
                 }
                 let reply = match frame {
                     WsMessage::Text(t) => match budget.take(std::time::Instant::now()) {
-                        Ok(()) => client_message(&gw, &principal, &user, t.as_str()).await,
+                        Ok(()) => client_message(&gw, &principal, &user, t.as_str())
+                            .instrument(super::trace::ws_receive())
+                            .await,
                         Err(wait) => rate_limited(&gw, Limited::Connection, wait).frame(),
                     },
                     WsMessage::Binary(_) => ApiError::bad("invalid_frame", "send JSON text frames").frame(),

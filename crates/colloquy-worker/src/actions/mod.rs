@@ -23,6 +23,7 @@ use serde_json::Value as Json;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// First pause between attempts; doubled each time, with jitter.
 const BACKOFF_BASE: Duration = Duration::from_millis(50);
@@ -93,8 +94,18 @@ impl ActionStage {
         pending: &PendingAction,
         recent: &[Event],
     ) -> ActionResult {
+        let span = tracing::debug_span!(
+            "action.call",
+            otel.kind = "client",
+            action = %pending.action,
+            outcome = tracing::field::Empty,
+        );
         let outcome = match bot.actions.get(&pending.action) {
-            Some(Action::Webhook(hook)) => self.webhook(bot, hook, pending, state, recent).await,
+            Some(Action::Webhook(hook)) => {
+                self.webhook(bot, hook, pending, state, recent)
+                    .instrument(span.clone())
+                    .await
+            }
             _ => ActionOutcome::Failed {
                 reason: format!(
                     "version {} has no remote action `{}`",
@@ -103,6 +114,13 @@ impl ActionStage {
                 attempts: 0,
             },
         };
+        span.record(
+            "outcome",
+            match &outcome {
+                ActionOutcome::Completed { .. } => "completed",
+                ActionOutcome::Failed { .. } => "failed",
+            },
+        );
         ActionResult {
             key: pending.key,
             outcome,
@@ -238,6 +256,10 @@ impl ActionStage {
         }
         if let Some(t) = token {
             request = request.bearer_auth(t);
+        }
+        // The action server may continue the turn's trace.
+        for (k, v) in colloquy_bus::trace::current_headers() {
+            request = request.header(k, v);
         }
         let response = match request.send().await {
             Ok(r) => r,

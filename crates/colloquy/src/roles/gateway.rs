@@ -4,6 +4,7 @@
 //! the store only to answer the event and state APIs.
 
 use crate::config::{Config, ConfigArgs};
+use crate::telemetry::{LogFormat, Role};
 use crate::wiring;
 use colloquy_core::wire::{TOPIC_IN, TOPIC_OUT};
 use colloquy_gateway::feed::OutcomeFeed;
@@ -13,9 +14,9 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: ConfigArgs, logs: LogFormat) -> anyhow::Result<ExitCode> {
     let cfg = Config::from_args(&args)?;
-    wiring::runtime()?.block_on(async {
+    wiring::run_role(&cfg.telemetry, Role::Gateway, logs, async {
         wiring::create_data_dir(&cfg)?;
         let (verifier, _) = wiring::verifier(&cfg).await?;
         let ring = wiring::key_ring(&cfg)?;
@@ -38,6 +39,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         let mut gateway =
             wiring::gateway(&cfg, verifier, bus, conversations, hub, metrics, sources)?;
         gateway.registry = registry;
+        gateway.user_id_baggage = cfg.telemetry.user_id_baggage;
         let gateway = Arc::new(gateway);
         wiring::serve_http(&cfg, gateway.clone(), "the gateway", None).await?;
         gateway.ready.store(false, Ordering::Relaxed);

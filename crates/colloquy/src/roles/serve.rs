@@ -3,6 +3,7 @@
 //! the gateway directly.
 
 use crate::config::{Config, ConfigArgs};
+use crate::telemetry::{LogFormat, Role};
 use crate::wiring::{self, HubDeliver, MetricsObserver};
 use colloquy_bus::runner::StageRunner;
 use colloquy_core::wire::{GROUP_IN, TOPIC_IN};
@@ -13,9 +14,10 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: ConfigArgs, logs: LogFormat) -> anyhow::Result<ExitCode> {
     let cfg = Config::from_args(&args)?;
-    wiring::runtime()?.block_on(serve(cfg))
+    let telemetry = cfg.telemetry.clone();
+    wiring::run_role(&telemetry, Role::Serve, logs, serve(cfg))
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
@@ -54,6 +56,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     };
     let mut gateway = wiring::gateway(&cfg, verifier, bus, conversations, hub, metrics, sources)?;
     gateway.registry = registry;
+    gateway.user_id_baggage = cfg.telemetry.user_id_baggage;
     let gateway = Arc::new(gateway);
     wiring::serve_http(
         &cfg,

@@ -3,6 +3,7 @@
 //! Membership lives in Redis, so the role needs the `redis` feature.
 
 use crate::config::ConfigArgs;
+use crate::telemetry::LogFormat;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -23,12 +24,12 @@ pub struct WorkerArgs {
     config: ConfigArgs,
 }
 
-pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: WorkerArgs, logs: LogFormat) -> anyhow::Result<ExitCode> {
     #[cfg(feature = "redis")]
-    return run_member(args);
+    return run_member(args, logs);
     #[cfg(not(feature = "redis"))]
     {
-        let _ = args;
+        let _ = (args, logs);
         anyhow::bail!(
             "colloquy worker keeps its group membership in Redis: it needs a colloquy built \
              with the `redis` cargo feature (it is on by default)"
@@ -37,8 +38,9 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[cfg(feature = "redis")]
-fn run_member(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+fn run_member(args: WorkerArgs, logs: LogFormat) -> anyhow::Result<ExitCode> {
     use crate::config::Config;
+    use crate::telemetry::Role;
     use crate::wiring::{self, MetricsObserver};
     use anyhow::Context;
     use colloquy_bus::runner::{Handler, StageStats};
@@ -62,7 +64,7 @@ fn run_member(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     });
     let runs = |stage: &str| args.stages.iter().any(|s| s == stage);
     let (nlu, policy, action) = (runs("nlu"), runs("policy"), runs("action"));
-    wiring::runtime()?.block_on(async {
+    wiring::run_role(&cfg.telemetry, Role::Worker, logs, async {
         wiring::create_data_dir(&cfg)?;
         let ring = wiring::key_ring(&cfg)?;
         let bus = wiring::open_bus(&cfg, &ring)?;
