@@ -107,21 +107,32 @@ pub fn mark(bot: &Bot, state: &State, events: &mut [Event]) {
         bot.slots.get(slot).is_some_and(|s| s.sensitive)
             || state.sensitive.iter().any(|s| s == slot)
     };
-    let entities: Vec<&str> = bot
-        .slots
-        .values()
-        .filter(|s| s.sensitive)
-        .flat_map(|s| s.from.iter().map(|m| m.entity.as_str()))
-        .collect();
-    let secrets = Secrets::of(state, events);
+    // Whether a sensitive slot is filled from `entity`; no list is built:
+    // this runs on every turn of a bot with a sensitive slot.
+    let fills_sensitive = |entity: &str| {
+        bot.slots
+            .values()
+            .any(|s| s.sensitive && s.from.iter().any(|m| m.entity == entity))
+    };
     let gave = events.iter().any(|e| match &e.kind {
         EventKind::SlotSet { sensitive, .. } => *sensitive,
         EventKind::SlotRejected { slot, .. } => sensitive_slot(slot),
         EventKind::IntentRecognised {
             entities: found, ..
-        } => found.iter().any(|m| entities.contains(&m.entity.as_str())),
+        } => found.iter().any(|m| fills_sensitive(&m.entity)),
         _ => false,
     });
+    let secrets = Secrets::of(state, events);
+    // No value to find and none given: only an action's request can still
+    // name a sensitive slot.
+    if !gave
+        && secrets.is_empty()
+        && !events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::ActionRequested { .. }))
+    {
+        return;
+    }
     for e in events {
         e.personal |= match &mut e.kind {
             EventKind::SlotSet { sensitive, .. } => *sensitive,
