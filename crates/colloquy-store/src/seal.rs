@@ -136,6 +136,11 @@ impl KeyRing {
         Ok(KeyRing::new(Keys::parse(text, source_name)?, None))
     }
 
+    /// Where a ring lives in a data directory unless configured elsewhere.
+    pub fn default_file(data_dir: &Path) -> PathBuf {
+        data_dir.join("keys").join("sealing.json")
+    }
+
     /// The ring in `path`, created with one new key when the file does not
     /// exist. Creation writes the file (owner-only) and its directory
     /// durably: a key lost after data was sealed with it loses that data.

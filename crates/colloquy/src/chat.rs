@@ -164,7 +164,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
                     .await
                     .context("opening the event log")?;
                 // Sealed as `serve` seals the same data directory.
-                let ring = KeyRing::open_or_create(&args.data.join("keys").join("sealing.json"))?;
+                let ring = KeyRing::open_or_create(&KeyRing::default_file(&args.data))?;
                 let store = Arc::new(Sealed::new(store, Arc::new(ring)));
                 let policy = SnapshotPolicy {
                     every_events: args.snapshot_events.max(1),

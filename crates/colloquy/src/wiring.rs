@@ -148,7 +148,7 @@ pub fn key_ring(cfg: &Config) -> anyhow::Result<Arc<KeyRing>> {
 /// Where a process seals to without `COLLOQUY_SEALING_KEYS`.
 pub fn ring_file(cfg: &Config) -> std::path::PathBuf {
     match &cfg.sealing.keys_file {
-        p if p.as_os_str().is_empty() => cfg.server.data_dir.join("keys").join("sealing.json"),
+        p if p.as_os_str().is_empty() => KeyRing::default_file(&cfg.server.data_dir),
         p => p.clone(),
     }
 }

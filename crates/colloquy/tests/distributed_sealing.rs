@@ -11,33 +11,12 @@ mod server;
 
 use cluster::Cluster;
 use colloquy_bus::{Bus, KafkaBus, KafkaConfig};
-use serde_json::{json, Value};
-use server::token;
+use server::say;
 use std::process::Command;
 use std::time::Duration;
 
 const PHONE: &str = "13812345678";
 const PASSING: &str = "13912345678";
-
-async fn say(c: &reqwest::Client, base: &str, user: &str, text: &str) -> Vec<String> {
-    let r = c
-        .post(format!(
-            "{base}/v1/conversations/{user}/messages?wait_ms=15000"
-        ))
-        .bearer_auth(token(user, "chat"))
-        .json(&json!({ "text": text }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{user}: {text}");
-    let v: Value = r.json().await.unwrap();
-    v["replies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_str().unwrap().to_string())
-        .collect()
-}
 
 fn assert_hidden(what: &str, bytes: &[u8]) {
     for s in [PHONE, PASSING] {
