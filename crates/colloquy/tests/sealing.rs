@@ -95,6 +95,21 @@ fn serve_logged(data: &Path, bot: &Path, log: &Path) -> Server {
     Server::spawn(cmd, data)
 }
 
+/// `colloquy keys COMMAND --data DATA`, which must succeed; its stdout.
+fn keys(command: &str, data: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_colloquy"))
+        .args(["keys", command, "--data"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "keys {command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn secrets() -> [&'static str; 3] {
     [ADDRESS, PHONE, PASSING]
 }
@@ -250,17 +265,8 @@ async fn personal_data_is_sealed_at_rest_and_masked_everywhere_it_is_shown() {
     );
 
     // Rotation without a restart: new records are sealed under the new key.
-    let out = Command::new(env!("CARGO_BIN_EXE_colloquy"))
-        .args(["keys", "rotate", "--data"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("k0002 is now the current key"));
+    let stdout = keys("rotate", &data);
+    assert!(stdout.contains("k0002 is now the current key"), "{stdout}");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(say(&c, &base, "carol", "我要寄快递").await, ["寄到哪里?"]);
     assert_eq!(say(&c, &base, "carol", ADDRESS).await, ["收件人电话?"]);
@@ -304,17 +310,7 @@ async fn personal_data_is_sealed_at_rest_and_masked_everywhere_it_is_shown() {
     }
 
     // Re-encryption, then a ring without the first key reads everything.
-    let out = Command::new(env!("CARGO_BIN_EXE_colloquy"))
-        .args(["keys", "reencrypt", "--data"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = keys("reencrypt", &data);
     assert!(stdout.contains("rewritten under key k0002"), "{stdout}");
     let mut file: Value =
         serde_json::from_str(&std::fs::read_to_string(&ring_path).unwrap()).unwrap();
