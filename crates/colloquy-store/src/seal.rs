@@ -1,6 +1,8 @@
 //! Sealing of personal data where it is stored: field-level AEAD
-//! (XChaCha20-Poly1305: its 192-bit random nonces never collide in
-//! practice, so one key can seal any number of records) under a key ring.
+//! (XChaCha20-Poly1305) under a key ring. Its 192-bit nonces are 128
+//! random bits drawn once per ring and a 64-bit count, so a process never
+//! repeats one, two processes repeat one with odds of 2^-128, and one key
+//! can seal any number of records.
 //!
 //! A [`KeyRing`] holds a current key, which seals, and older ones, which
 //! only open, each under an id that every ciphertext names; like a KMS
@@ -127,6 +129,10 @@ pub struct KeyRing {
     /// key id; `None` for a ring given whole (from the environment).
     file: Option<PathBuf>,
     last_read: Mutex<Instant>,
+    /// Nonces are this ring's random prefix and a count: unique without
+    /// asking the OS for randomness on every record the bus seals.
+    nonce_prefix: [u8; NONCE - 8],
+    sealed: std::sync::atomic::AtomicU64,
 }
 
 impl KeyRing {
@@ -170,6 +176,12 @@ impl KeyRing {
             keys: RwLock::new(Arc::new(keys)),
             file,
             last_read: Mutex::new(Instant::now()),
+            nonce_prefix: {
+                let mut prefix = [0; NONCE - 8];
+                prefix.copy_from_slice(&XChaCha20Poly1305::generate_nonce(&mut OsRng)[..NONCE - 8]);
+                prefix
+            },
+            sealed: Default::default(),
         }
     }
 
@@ -208,7 +220,12 @@ impl KeyRing {
     pub fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
         let keys = self.keys();
         let cipher = &keys.ciphers[&keys.current];
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let count = self
+            .sealed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut nonce = XNonce::default();
+        nonce[..NONCE - 8].copy_from_slice(&self.nonce_prefix);
+        nonce[NONCE - 8..].copy_from_slice(&count.to_le_bytes());
         let body = cipher
             .encrypt(&nonce, Payload { msg: plain, aad })
             .expect("XChaCha20-Poly1305 seals any length a record can have");
