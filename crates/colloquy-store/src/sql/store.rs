@@ -415,6 +415,28 @@ where
         let mut report = ResealReport::default();
         for db in &self.databases {
             let link = &db.link;
+            // One row's body written back: a user's event at a seq, or
+            // their snapshot at its seq.
+            let rewrite = |table: &str, user: &str, seq: i64, body: String| {
+                let sql = format!("UPDATE {table} SET body = ");
+                let user = user.to_string();
+                async move {
+                    link.timed(async {
+                        let mut q = QueryBuilder::<DB>::new(sql);
+                        q.push_bind(body.as_str())
+                            .push(" WHERE user_id = ")
+                            .push_bind(user.as_str())
+                            .push(" AND seq = ")
+                            .push_bind(seq);
+                        q.build()
+                            .execute(&link.pool)
+                            .await
+                            .map_err(|e| link.error(e))
+                    })
+                    .await
+                    .map(|_| ())
+                }
+            };
             for &shard in &link.shards {
                 let (events, snapshots) = (events_table(shard), snapshots_table(shard));
                 // Rows in (user, seq) order, a batch at a time from where
@@ -452,25 +474,11 @@ where
                             StoreError::Corrupt(format!("event {row_seq} in {events}: {e}"))
                         })?;
                         (user, seq) = (event.user_id.clone(), row_seq);
-                        let row_user = event.user_id.clone();
                         if !resealer.events(std::slice::from_mut(&mut event))? {
                             continue;
                         }
                         let body = serde_json::to_string(&event).expect("events serialize");
-                        link.timed(async {
-                            let mut q =
-                                QueryBuilder::<DB>::new(format!("UPDATE {events} SET body = "));
-                            q.push_bind(body.as_str())
-                                .push(" WHERE user_id = ")
-                                .push_bind(row_user.as_str())
-                                .push(" AND seq = ")
-                                .push_bind(row_seq);
-                            q.build()
-                                .execute(&link.pool)
-                                .await
-                                .map_err(|e| link.error(e))
-                        })
-                        .await?;
+                        rewrite(&events, &event.user_id, row_seq, body).await?;
                         report.rewritten += 1;
                     }
                 }
@@ -495,27 +503,14 @@ where
                     let mut state: State = serde_json::from_str(&body).map_err(|e| {
                         StoreError::Corrupt(format!("a snapshot in {snapshots}: {e}"))
                     })?;
-                    let row_user = state.user_id.clone();
                     if !resealer.state(&mut state)? {
                         continue;
                     }
                     let body = serde_json::to_string(&state).expect("states serialize");
                     // Only if the snapshot was not replaced meanwhile: a
                     // newer one is sealed under the current key already.
-                    link.timed(async {
-                        let mut q =
-                            QueryBuilder::<DB>::new(format!("UPDATE {snapshots} SET body = "));
-                        q.push_bind(body.as_str())
-                            .push(" WHERE user_id = ")
-                            .push_bind(row_user.as_str())
-                            .push(" AND seq = ")
-                            .push_bind(to_i64(&row_user, "snapshot seq", state.seq)?);
-                        q.build()
-                            .execute(&link.pool)
-                            .await
-                            .map_err(|e| link.error(e))
-                    })
-                    .await?;
+                    let seq = to_i64(&state.user_id, "snapshot seq", state.seq)?;
+                    rewrite(&snapshots, &state.user_id, seq, body).await?;
                     report.rewritten += 1;
                 }
             }
