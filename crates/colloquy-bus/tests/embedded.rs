@@ -95,7 +95,7 @@ async fn torn_tail_is_cut_off() {
 
     // Damage to the last record alone is a torn tail too…
     let mut damaged = std::fs::read(segment).unwrap();
-    let last = damaged.len() - 1;
+    let last = damaged.len() - colloquy_segments::MARK_LEN - 1;
     damaged[last] ^= 0xff;
     std::fs::write(segment, &damaged).unwrap();
     let bus = open(dir.path());
@@ -109,6 +109,67 @@ async fn torn_tail_is_cut_off() {
     let reopened = EmbeddedBus::open(dir.path(), EmbeddedConfig::default());
     assert!(
         matches!(reopened, Err(BusError::Corrupt(_))),
+        "{:?}",
+        reopened.err()
+    );
+}
+
+/// One group commit that wrote two records, torn by a crash in its
+/// middle: the second record and the write's commit mark reached the disk,
+/// the first did not. Nothing of it was acknowledged, so the open cuts it
+/// off by itself, where a whole record behind damage used to stop it.
+#[tokio::test]
+async fn a_write_torn_in_its_middle_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ends = Vec::new();
+    {
+        let bus = open(dir.path());
+        bus.ensure_topic("t", 1).await.unwrap();
+        for i in 0..3 {
+            bus.publish("t", "k", vec![i; 100], vec![]).await.unwrap();
+            ends.push(
+                std::fs::metadata(&segments(dir.path(), "t", 0)[0])
+                    .unwrap()
+                    .len() as usize,
+            );
+        }
+    }
+    let segment = &segments(dir.path(), "t", 0)[0];
+    let data = std::fs::read(segment).unwrap();
+    let mark = colloquy_segments::MARK_LEN;
+    // Records 1 and 2 as one write: their frames, then one mark.
+    let mut group = [
+        &data[ends[0]..ends[1] - mark],
+        &data[ends[1]..ends[2] - mark],
+    ]
+    .concat();
+    colloquy_segments::commit(&mut group);
+    group[20] ^= 0xff; // inside record 1
+    std::fs::write(segment, [&data[..ends[0]], &group[..]].concat()).unwrap();
+
+    let bus = open(dir.path());
+    assert_eq!(bus.end_offset("t", 0).await.unwrap(), 1);
+    let at = bus.publish("t", "k", vec![7], vec![]).await.unwrap();
+    assert_eq!(at.offset, 1);
+    drop(bus);
+    let bus = open(dir.path());
+    assert_eq!(bus.end_offset("t", 0).await.unwrap(), 2);
+    let records = bus
+        .fetch("t", 0, 0, 10, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    let payloads: Vec<_> = records.iter().map(|r| r.payload.clone()).collect();
+    assert_eq!(payloads, [vec![0; 100], vec![7]]);
+    drop(bus);
+
+    // The same damage with the records written apart is damage to an
+    // acknowledged write: record 2's write is whole behind it.
+    let mut damaged = data.clone();
+    damaged[ends[0] + 20] ^= 0xff;
+    std::fs::write(segment, &damaged).unwrap();
+    let reopened = EmbeddedBus::open(dir.path(), EmbeddedConfig::default());
+    assert!(
+        matches!(&reopened, Err(BusError::Corrupt(e)) if e.contains("whole record follows")),
         "{:?}",
         reopened.err()
     );

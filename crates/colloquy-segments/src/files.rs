@@ -1,5 +1,6 @@
 //! Segment files by name, positional reads, and the directory lock.
 
+use crate::frame::{put_mark, MARK_LEN};
 use crate::Error;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -29,15 +30,24 @@ pub fn list(dir: &Path, ext: &str) -> Result<Vec<u64>, Error> {
     Ok(bases)
 }
 
-/// Create the empty segment beginning at `base`, for reading and writing,
-/// durably: its name must survive a crash before any frame in it is
-/// acknowledged. Fails if it exists.
+/// Where the first write of a new segment goes: after its opening mark.
+pub const SEGMENT_START: u64 = MARK_LEN as u64;
+
+/// Create the segment beginning at `base`, for reading and writing, holding
+/// only the empty commit mark that says it is written with marks (so that
+/// a torn first write is known as one), durably: its name and mark must
+/// survive a crash before any frame in it is acknowledged. Fails if it
+/// exists.
 pub fn create(dir: &Path, base: u64, ext: &str) -> io::Result<File> {
     let file = File::options()
         .read(true)
         .write(true)
         .create_new(true)
         .open(segment_path(dir, base, ext))?;
+    let mut opening = Vec::with_capacity(MARK_LEN);
+    put_mark(&mut opening, 0);
+    file.write_all_at(&opening, 0)?;
+    file.sync_all()?;
     File::open(dir)?.sync_all()?;
     Ok(file)
 }

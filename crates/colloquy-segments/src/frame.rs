@@ -49,6 +49,37 @@ pub fn frame(data: &[u8], min_body: usize) -> Option<(&[u8], usize)> {
     (crc32fast::hash(body) == crc(data)).then_some((body, len))
 }
 
+/// The first word of a commit mark. Above [`MAX_BODY`], so no frame header
+/// starts with it, and a scan tells the two apart by their first word.
+const MARK_TAG: u32 = 0xC011_0C0A;
+
+/// Bytes of a commit mark: its tag and the length of the group it closes.
+pub const MARK_LEN: usize = 12;
+
+/// Close a group commit: append the mark that says the `out.len()` bytes
+/// before it are one write. A writer calls it on the bytes of each write,
+/// just before writing them, so that a scan can tell a write torn by a
+/// crash (its mark missing or its frames damaged) from damage to earlier,
+/// acknowledged writes (see [`crate::scan`]).
+#[inline]
+pub fn commit(out: &mut Vec<u8>) {
+    let group = out.len() as u64;
+    put_mark(out, group);
+}
+
+pub(crate) fn put_mark(out: &mut Vec<u8>, group: u64) {
+    out.extend_from_slice(&MARK_TAG.to_le_bytes());
+    out.extend_from_slice(&group.to_le_bytes());
+}
+
+/// The group length of the commit mark starting `data`, if one does.
+#[inline]
+pub fn mark(data: &[u8]) -> Option<u64> {
+    let mark = data.get(..MARK_LEN)?;
+    (mark[..4] == MARK_TAG.to_le_bytes())
+        .then(|| u64::from_le_bytes(mark[4..].try_into().expect("8 bytes")))
+}
+
 /// The checksum field of a frame whose header is present.
 #[inline]
 pub(crate) fn crc(data: &[u8]) -> u32 {

@@ -9,7 +9,13 @@
 //!
 //! ```text
 //! frame = len: u32 LE | crc32(body): u32 LE | body (len bytes)
+//! mark  = 0xC0110C0A: u32 LE | group: u64 LE
 //! ```
+//!
+//! A commit mark ends every write (a group commit) and gives its length in
+//! bytes, so that a scan on open can tell a write torn by a crash, which no
+//! one was told is durable, from damage to acknowledged ones, and forgive
+//! the first without a human. A new segment starts with an empty mark.
 //!
 //! What a body holds, what a base counts (records or bytes) and which frame
 //! belongs where are the caller's to say. This crate frames and unframes
@@ -23,8 +29,10 @@ mod files;
 mod frame;
 mod scan;
 
-pub use files::{create, list, lock_dir, read_at_most, segment_path};
-pub use frame::{begin, frame, frame_len, seal, Cursor, FRAME_HEADER, MAX_BODY};
+pub use files::{create, list, lock_dir, read_at_most, segment_path, SEGMENT_START};
+pub use frame::{
+    begin, commit, frame, frame_len, mark, seal, Cursor, FRAME_HEADER, MARK_LEN, MAX_BODY,
+};
 pub use scan::{scan, Frames, Scanned};
 
 use std::path::PathBuf;
@@ -40,8 +48,9 @@ pub enum Error {
     },
     /// The frame at byte `at` of `path` is incomplete, fails its checksum
     /// or is not the one its place calls for, and the torn-tail rule does
-    /// not forgive it: it is not in the last segment, or a whole frame
-    /// follows it (at byte `follows` of the same file).
+    /// not forgive it: it is not in the last segment, or a whole write
+    /// (in a segment from before commit marks, a whole frame) follows it,
+    /// at byte `follows` of the same file.
     #[error(
         "{}: the frame at byte {at} is damaged{}",
         path.display(),

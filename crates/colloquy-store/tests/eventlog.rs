@@ -112,6 +112,62 @@ async fn a_torn_tail_is_cut_off_on_reopen() {
     assert_eq!(store.last_seq("alice").await.unwrap(), 5);
 }
 
+/// A group commit that wrote two users' records, torn by a crash in its
+/// middle: the second record and the write's commit mark reached the disk,
+/// the first did not. Nothing of it was acknowledged, so the open cuts it
+/// off by itself, where a whole record behind damage used to stop it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_torn_in_its_middle_is_cut_off_on_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ends = Vec::new();
+    let alice = conformance::events("alice", 0, 3, 1, "m");
+    {
+        let store = open(dir.path());
+        for user in ["alice", "bob", "carol"] {
+            store
+                .append(user, 0, &conformance::events(user, 0, 3, 1, "m"))
+                .await
+                .unwrap();
+            let last = segments(dir.path()).pop().unwrap();
+            ends.push(std::fs::metadata(&last).unwrap().len() as usize);
+        }
+    }
+    let last = segments(dir.path()).pop().unwrap();
+    let data = std::fs::read(&last).unwrap();
+    let mark = colloquy_segments::MARK_LEN;
+    // Bob's and carol's records as one write: their frames, then one mark.
+    let mut group = [
+        &data[ends[0]..ends[1] - mark],
+        &data[ends[1]..ends[2] - mark],
+    ]
+    .concat();
+    colloquy_segments::commit(&mut group);
+    group[20] ^= 0x40; // inside bob's record
+    std::fs::write(&last, [&data[..ends[0]], &group[..]].concat()).unwrap();
+
+    let store = open(dir.path());
+    assert_eq!(store.events_after("alice", 0, 10).await.unwrap(), alice);
+    for user in ["bob", "carol"] {
+        assert_eq!(store.last_seq(user).await.unwrap(), 0, "{user}");
+    }
+    let bob = conformance::events("bob", 0, 2, 0, "again");
+    assert_eq!(store.append("bob", 0, &bob).await.unwrap(), 2);
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.events_after("bob", 0, 10).await.unwrap(), bob);
+    drop(store);
+
+    // The same damage with the records written apart is damage to an
+    // acknowledged write: carol's write is whole behind it.
+    let mut damaged = data.clone();
+    damaged[ends[0] + 20] ^= 0x40;
+    std::fs::write(&last, &damaged).unwrap();
+    let err = LogStore::open(dir.path(), LogConfig::default())
+        .err()
+        .expect("damage before a whole write must fail the open");
+    assert!(err.to_string().contains("a whole one follows"), "{err}");
+}
+
 /// Damage anywhere but the torn tail is damage to acknowledged records:
 /// opening fails and names the file instead of serving a shortened log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

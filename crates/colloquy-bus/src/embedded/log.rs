@@ -11,8 +11,9 @@
 //!      | payload (the rest)
 //! ```
 //!
-//! all integers little-endian. The offset inside the checksummed body lets
-//! a scan prove that a record is the one expected at its place. Frames,
+//! all integers little-endian, and each write closed by a commit mark. The
+//! offset inside the checksummed body lets a scan prove that a record is
+//! the one expected at its place. Frames,
 //! segment files and the torn-tail rule are [`colloquy_segments`]'s,
 //! shared with the store's event log.
 
@@ -108,6 +109,11 @@ fn decode_all(
     let mut records = Vec::new();
     let mut at = 0;
     while at < data.len() {
+        // A read spanning writes holds the commit marks between them.
+        if colloquy_segments::mark(&data[at..]).is_some() {
+            at += colloquy_segments::MARK_LEN;
+            continue;
+        }
         let expected = first + records.len() as u64;
         let record = frame(&data[at..])
             .and_then(|(body, len)| {
@@ -394,6 +400,21 @@ mod tests {
         data[second + 12] ^= 0xff;
         std::fs::write(&path, &data).unwrap();
         let scanned = scan(&path, 0, true).unwrap();
-        assert_eq!((scanned.positions.len(), scanned.len), (0, 0), "cut off");
+        let closed = colloquy_segments::MARK_LEN as u64;
+        assert_eq!(
+            (scanned.positions.len(), scanned.len),
+            (0, closed),
+            "cut off"
+        );
+    }
+
+    #[test]
+    fn a_read_across_writes_skips_their_marks() {
+        let mut data = record(0, "a");
+        colloquy_segments::commit(&mut data);
+        data.extend(record(1, "b"));
+        let records = decode_all(&data, 0, "t", 0).unwrap();
+        let keys: Vec<_> = records.iter().map(|r| (r.offset, r.key.as_str())).collect();
+        assert_eq!(keys, [(0, "a"), (1, "b")]);
     }
 }

@@ -132,7 +132,12 @@ impl Active {
         self.flush(&mut buf)
     }
 
+    /// Write the records in `buf` as one group commit, closed by its mark.
     fn flush(&mut self, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        colloquy_segments::commit(buf);
         self.file.write_all_at(buf, self.len)?;
         self.len += buf.len() as u64;
         buf.clear();
@@ -150,9 +155,9 @@ impl Active {
             base: self.next,
             file: Arc::clone(&file),
             positions: Vec::new(),
-            len: 0,
+            len: colloquy_segments::SEGMENT_START,
         });
-        (self.file, self.base, self.len) = (file, self.next, 0);
+        (self.file, self.base, self.len) = (file, self.next, colloquy_segments::SEGMENT_START);
         Ok(())
     }
 

@@ -197,12 +197,13 @@ mod tests {
             scan_all(&path, false),
             Err(StoreError::Corrupt(_))
         ));
-        let whole = (a.len() + b.len()) as u64;
+        // Cut off, and closed with a commit mark for the next write.
+        let closed = (a.len() + b.len() + colloquy_segments::MARK_LEN) as u64;
         assert_eq!(
             scan_all(&path, true).unwrap(),
-            (whole, vec![100, 100 + a.len() as u64])
+            (closed, vec![100, 100 + a.len() as u64])
         );
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole, "cut off");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), closed);
         // A damaged record with a whole one behind it was acknowledged.
         let mut data = [a.clone(), b.clone()].concat();
         data[a.len() - 1] ^= 1;

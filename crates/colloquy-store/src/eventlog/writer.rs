@@ -311,7 +311,7 @@ impl Writer {
         })?;
         let file = Arc::new(file);
         self.shared.segments.push(base, Arc::clone(&file));
-        (self.file, self.base, self.len) = (file, base, 0);
+        (self.file, self.base, self.len) = (file, base, colloquy_segments::SEGMENT_START);
         Ok(())
     }
 
@@ -319,6 +319,9 @@ impl Writer {
     /// and make them durable: one fsync, counted as a commit. A failure
     /// stops all further writes.
     fn write(&mut self, commit: &mut Commit) -> Result<(), StoreError> {
+        if !commit.buf.is_empty() {
+            colloquy_segments::commit(&mut commit.buf);
+        }
         let written = self
             .file
             .write_all_at(&commit.buf, self.len)
