@@ -5,7 +5,7 @@ mod server;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use server::{metrics, token, Server};
+use server::{closed_with, metrics, open_ws, token, Server};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder().http1_only().build().unwrap()
@@ -175,35 +175,6 @@ async fn invisible_characters_do_not_bypass_deny_patterns() {
     }
     let (st, _) = say(&c, &s, "erin", "星云跑鞋有39码吗").await;
     assert_eq!(st, 200);
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn open_ws(s: &Server, token: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    let url = format!("ws://{}/v1/stream?token={token}", s.addr);
-    tokio_tungstenite::connect_async(url)
-        .await
-        .map(|(ws, _)| ws)
-}
-
-/// The close frame the server ends `ws` with, waiting at most `within`.
-async fn closed_with(ws: &mut Ws, within: std::time::Duration) -> (u16, String) {
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let next = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .expect("the server did not close the session in time");
-        match next {
-            Some(Ok(Message::Close(Some(frame)))) => {
-                return (frame.code.into(), frame.reason.to_string())
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("session ended without a close frame: {other:?}"),
-        }
-    }
 }
 
 /// Sessions used to give their connection slot back at the upgrade and had

@@ -7,12 +7,13 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 use jsonwebtoken::{EncodingKey, Header};
 use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
 use rsa::traits::PublicKeyParts;
 use serde_json::json;
-use server::{b64, now, root, Server};
+use server::{b64, closed_with, now, open_ws, root, Server};
 
 /// The gateway's test key (RSA 2048), so no key is generated here.
 fn private_key() -> rsa::RsaPrivateKey {
@@ -40,11 +41,14 @@ fn rs256(kid: &str, user: &str) -> String {
     jsonwebtoken::encode(&header, &claims, &EncodingKey::from_rsa_der(der.as_bytes())).unwrap()
 }
 
-/// Answers every request with `body` as JSON, one connection at a time,
-/// on a thread of its own for the rest of the test.
-fn identity_provider(body: String) -> String {
+/// Answers every request with what `body` holds as JSON, one connection
+/// at a time, on a thread of its own for the rest of the test: the test
+/// rotates keys by changing `body`.
+fn identity_provider(body: String) -> (String, Arc<Mutex<String>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    let body = Arc::new(Mutex::new(body));
+    let served = Arc::clone(&body);
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
@@ -56,6 +60,7 @@ fn identity_provider(body: String) -> String {
                     Ok(n) => request.extend_from_slice(&buf[..n]),
                 }
             }
+            let body = served.lock().unwrap().clone();
             let _ = write!(
                 stream,
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -63,7 +68,7 @@ fn identity_provider(body: String) -> String {
             );
         }
     });
-    url
+    (url, body)
 }
 
 fn config(dir: &Path, auth: &str) -> std::path::PathBuf {
@@ -84,7 +89,7 @@ fn check(config: &Path) -> std::process::Output {
 #[test]
 fn check_reads_the_jwks_a_config_names() {
     let dir = tempfile::tempdir().unwrap();
-    let url = identity_provider(jwks("k1"));
+    let (url, _) = identity_provider(jwks("k1"));
     let good = config(dir.path(), &format!("jwks_url = \"{url}\""));
     let out = check(&good);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -113,7 +118,7 @@ fn check_reads_the_jwks_a_config_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_accepts_tokens_of_the_jwks_and_refuses_unknown_kids() {
     let dir = tempfile::tempdir().unwrap();
-    let url = identity_provider(jwks("k1"));
+    let (url, _) = identity_provider(jwks("k1"));
     let cfg = config(dir.path(), &format!("jwks_url = \"{url}\""));
     let data = dir.path().join("data");
     let cfg = cfg.to_str().unwrap();
@@ -140,5 +145,68 @@ async fn serve_accepts_tokens_of_the_jwks_and_refuses_unknown_kids() {
         metrics.contains("colloquy_jwks_refresh_total{outcome=\"ok\"} 1"),
         "the unknown kid made one refresh: {metrics}"
     );
+    server.kill();
+}
+
+/// A session outlived the key that signed its token: once a refresh drops
+/// the key from the set, the next message, or the next ping of a session
+/// that only listens, closes it with 1008.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_session_ends_when_its_key_leaves_the_set() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let (url, served) = identity_provider(jwks("k1"));
+    let cfg = config(
+        dir.path(),
+        &format!("jwks_url = \"{url}\"\njwks_refresh = \"1s\""),
+    );
+    let data = dir.path().join("data");
+    let mut server = Server::start_with(
+        &data,
+        &[("COLLOQUY_LIMITS_WS_PING_INTERVAL", "1s")],
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let token = rs256("k1", "alice");
+    let mut talking = open_ws(&server, &token).await.unwrap();
+    let mut listening = open_ws(&server, &token).await.unwrap();
+    let hello = Message::text(r#"{"type":"message","text":"你好"}"#);
+    talking.send(hello.clone()).await.unwrap();
+    let within = std::time::Duration::from_secs(5);
+    loop {
+        let frame = tokio::time::timeout(within, talking.next()).await.unwrap();
+        let frame = frame.unwrap().unwrap().into_text().unwrap();
+        assert!(!frame.contains(r#""type":"error""#), "{frame}");
+        if frame.contains(r#""type":"accepted""#) {
+            break;
+        }
+    }
+
+    // The provider rotates: the key is now published as k2 only.
+    *served.lock().unwrap() = jwks("k2");
+    let c = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let r = c
+            .post(server.url("/v1/conversations/alice/messages"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"text": "你好"}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 401 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refresh never dropped k1"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    talking.send(hello).await.unwrap();
+    let expected = (1008, "token no longer valid".to_string());
+    assert_eq!(closed_with(&mut talking, within).await, expected);
+    assert_eq!(closed_with(&mut listening, within).await, expected);
     server.kill();
 }

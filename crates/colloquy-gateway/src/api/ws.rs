@@ -6,7 +6,7 @@ use super::authenticated::{bearer, permit};
 use super::error::ApiError;
 use super::intake::{accept, rate_limited, MessageBody};
 use super::{Gateway, MAX_PAGE};
-use crate::auth::Principal;
+use crate::auth::{AuthError, Principal};
 use crate::ratelimit::{Limited, Single};
 use crate::server::ConnectionSlot;
 use axum::extract::rejection::QueryRejection;
@@ -91,6 +91,7 @@ pub(super) async fn stream(
     let principal = gw.verifier.authenticate(token).await?;
     let user = q.user.clone().unwrap_or_else(|| principal.user_id.clone());
     permit(&principal, &user)?;
+    let token = token.to_string();
     let guard = Sessions::open(&gw, &user).ok_or_else(|| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -120,12 +121,13 @@ pub(super) async fn stream(
         idle: gw.limits.ws_idle_timeout,
         ping: gw.limits.ws_ping_interval,
     };
+    let credentials = Credentials { principal, token };
     Ok(ws
         .max_message_size(gw.limits.max_body_bytes)
         .max_frame_size(gw.limits.max_body_bytes)
         .on_upgrade(move |socket| async move {
             let _held = (guard, slot);
-            session(gw, socket, principal, user, q.after, ends).await
+            session(gw, socket, credentials, user, q.after, ends).await
         }))
 }
 
@@ -143,6 +145,28 @@ impl Ends {
     fn token_deadline(&self) -> Instant {
         let now = crate::clock::unix_secs();
         Instant::now() + Duration::from_secs(self.token_refused_from.saturating_sub(now))
+    }
+}
+
+/// Who the session acts for, and the token that said so: checked again on
+/// every message and ping, since the key that signed it may leave the key
+/// set (a JWKS refresh drops it) while the session is open.
+struct Credentials {
+    principal: Principal,
+    token: String,
+}
+
+impl Credentials {
+    /// Why the token no longer holds, if it does not.
+    fn refused(&self, gw: &Gateway) -> Option<&'static str> {
+        match gw.verifier.verify(&self.token) {
+            Ok(_) => None,
+            Err(AuthError::Expired) => Some("token expired"),
+            Err(e) => {
+                tracing::debug!(user = self.principal.user_id, error = %e, "websocket token no longer verifies");
+                Some("token no longer valid")
+            }
+        }
     }
 }
 
@@ -167,7 +191,7 @@ struct ClientFrame {
 async fn session(
     gw: Arc<Gateway>,
     mut socket: WebSocket,
-    principal: Principal,
+    credentials: Credentials,
     user: String,
     after: Option<u64>,
     ends: Ends,
@@ -200,6 +224,10 @@ async fn session(
                 return;
             }
             _ = pings.tick() => {
+                if let Some(reason) = credentials.refused(&gw) {
+                    close(&mut socket, CLOSE_POLICY, reason).await;
+                    return;
+                }
                 if !heard {
                     tracing::debug!(user, "websocket peer stopped answering pings");
                     return;
@@ -215,9 +243,15 @@ async fn session(
                 if matches!(frame, WsMessage::Text(_) | WsMessage::Binary(_)) {
                     last_message = Instant::now();
                 }
+                if matches!(frame, WsMessage::Text(_)) {
+                    if let Some(reason) = credentials.refused(&gw) {
+                        close(&mut socket, CLOSE_POLICY, reason).await;
+                        return;
+                    }
+                }
                 let reply = match frame {
                     WsMessage::Text(t) => match budget.take(std::time::Instant::now()) {
-                        Ok(()) => client_message(&gw, &principal, &user, t.as_str())
+                        Ok(()) => client_message(&gw, &credentials.principal, &user, t.as_str())
                             .instrument(super::trace::ws_receive())
                             .await,
                         Err(wait) => rate_limited(&gw, Limited::Connection, wait).frame(),

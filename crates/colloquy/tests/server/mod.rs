@@ -482,3 +482,33 @@ pub fn load(
         })
         .collect()
 }
+
+/// A WebSocket session with a server of these tests.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn open_ws(s: &Server, token: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let url = format!("ws://{}/v1/stream?token={token}", s.addr);
+    tokio_tungstenite::connect_async(url)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// The close frame the server ends `ws` with, waiting at most `within`.
+pub async fn closed_with(ws: &mut Ws, within: std::time::Duration) -> (u16, String) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let next = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("the server did not close the session in time");
+        match next {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (frame.code.into(), frame.reason.to_string())
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("session ended without a close frame: {other:?}"),
+        }
+    }
+}
