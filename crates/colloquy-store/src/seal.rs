@@ -542,14 +542,15 @@ impl Sealed {
 
     /// The events as stored (personal ones sealed).
     pub fn stored<'a>(&self, events: &'a [Event]) -> Cow<'a, [Event]> {
-        if !events.iter().any(|e| e.personal && e.sealed.is_none()) {
+        let unsealed = |e: &Event| e.personal && e.sealed.is_none();
+        if !events.iter().any(unsealed) {
             return Cow::Borrowed(events);
         }
         Cow::Owned(
             events
                 .iter()
                 .map(|e| {
-                    if e.personal && e.sealed.is_none() {
+                    if unsealed(e) {
                         self.ring.seal_event(e)
                     } else {
                         e.clone()

@@ -390,44 +390,63 @@ impl ConversationStore for SqliteStore {
             conn.pragma_update(None, "synchronous", "FULL")?;
             let tx = conn.transaction()?;
             let mut report = ResealReport::default();
-            let rows: Vec<(i64, String)> = tx
-                .prepare("SELECT id, body FROM appends WHERE body LIKE '%\"sealed\":%'")?
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-                .collect::<Result<_, _>>()?;
-            for (id, body) in rows {
-                report.read += 1;
-                let mut events: Vec<Event> = serde_json::from_str(&body)
-                    .map_err(|e| StoreError::Corrupt(format!("append {id}: {e}")))?;
-                if resealer.events(&mut events)? {
-                    let body = serde_json::to_string(&events).expect("events serialize");
-                    tx.execute(
-                        "UPDATE appends SET body = ?1 WHERE id = ?2",
-                        params![body, id],
-                    )?;
-                    report.rewritten += 1;
-                }
-            }
-            let rows: Vec<(String, String)> = tx
-                .prepare("SELECT user_id, body FROM snapshots WHERE body LIKE '%\"sealed\":%'")?
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-                .collect::<Result<_, _>>()?;
-            for (user, body) in rows {
-                report.read += 1;
-                let mut state: State = serde_json::from_str(&body)
-                    .map_err(|e| StoreError::Corrupt(format!("snapshot of user {user}: {e}")))?;
-                if resealer.state(&mut state)? {
-                    let body = serde_json::to_string(&state).expect("states serialize");
-                    tx.execute(
-                        "UPDATE snapshots SET body = ?1 WHERE user_id = ?2",
-                        params![body, user],
-                    )?;
-                    report.rewritten += 1;
-                }
-            }
+            reseal_rows(
+                &tx,
+                "appends",
+                "id",
+                &mut report,
+                |id: &i64| format!("append {id}"),
+                |events: &mut Vec<Event>| Ok(resealer.events(events)?),
+            )?;
+            reseal_rows(
+                &tx,
+                "snapshots",
+                "user_id",
+                &mut report,
+                |user: &String| format!("snapshot of user {user}"),
+                |state: &mut State| Ok(resealer.state(state)?),
+            )?;
             tx.commit()?;
             Ok(report)
         })
     }
+}
+
+/// Re-seals, inside `tx`, the JSON `body` of every row of `table` that
+/// holds a sealed value, writing back those `reseal` changed; `key` names
+/// the row in the update and `what` in an error.
+fn reseal_rows<K, T>(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+    key: &str,
+    report: &mut ResealReport,
+    what: impl Fn(&K) -> String,
+    mut reseal: impl FnMut(&mut T) -> Result<bool, StoreError>,
+) -> Result<(), StoreError>
+where
+    K: rusqlite::types::FromSql + rusqlite::ToSql,
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let rows: Vec<(K, String)> = tx
+        .prepare(&format!(
+            "SELECT {key}, body FROM {table} WHERE body LIKE '%\"sealed\":%'"
+        ))?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, body) in rows {
+        report.read += 1;
+        let mut value: T = serde_json::from_str(&body)
+            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", what(&id))))?;
+        if reseal(&mut value)? {
+            let body = serde_json::to_string(&value).expect("stored values serialize");
+            tx.execute(
+                &format!("UPDATE {table} SET body = ?1 WHERE {key} = ?2"),
+                params![body, id],
+            )?;
+            report.rewritten += 1;
+        }
+    }
+    Ok(())
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -14,7 +14,7 @@ mod server;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use server::{
-    events_after, http1_client, metrics, say, token, write_bot, Server, SECRET, UNLIMITED,
+    events_after, get_json, http1_client, metrics, say, token, write_bot, Server, SECRET, UNLIMITED,
 };
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -219,17 +219,12 @@ async fn personal_data_is_sealed_at_rest_and_masked_everywhere_it_is_shown() {
         let all = events_after(&c, &base, user, &token(user, "chat"), 0).await;
         assert!(all.len() >= 7, "{all:?}");
         for after in 0..all.len() as u64 {
-            let page: Value = c
-                .get(format!(
-                    "{base}/v1/conversations/{user}/events?after={after}&limit=1"
-                ))
-                .bearer_auth(token(user, "chat"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let page = get_json(
+                &c,
+                &format!("{base}/v1/conversations/{user}/events?after={after}&limit=1"),
+                &token(user, "chat"),
+            )
+            .await;
             assert_hidden(&format!("{user}'s page after {after}"), &page.to_string());
         }
         let personal = all.iter().filter(|e| e["personal"] == true).count();
@@ -238,15 +233,12 @@ async fn personal_data_is_sealed_at_rest_and_masked_everywhere_it_is_shown() {
             "{user}: the personal events are marked: {all:#?}"
         );
     }
-    let state: Value = c
-        .get(format!("{base}/v1/conversations/alice/state"))
-        .bearer_auth(token("alice", "chat"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state = get_json(
+        &c,
+        &format!("{base}/v1/conversations/alice/state"),
+        &token("alice", "chat"),
+    )
+    .await;
     assert_eq!(state["slots"]["phone"], "***", "{state}");
     assert_eq!(state["slots"]["address"], "***", "{state}");
     assert_hidden("/metrics", &metrics(&c, &base).await);

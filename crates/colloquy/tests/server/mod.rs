@@ -191,6 +191,18 @@ pub fn expired(user: &str) -> String {
     )
 }
 
+/// The JSON body of an authenticated GET.
+pub async fn get_json(c: &reqwest::Client, url: &str, token: &str) -> Value {
+    c.get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// The user's whole event log after `after`, read through the server at
 /// `base` page by page.
 pub async fn events_after(
