@@ -12,7 +12,9 @@
 #[path = "../../../benches/report.rs"]
 mod report;
 
-use colloquy_nlu::eval::{evaluate, evaluate_baseline, EvalConfig, EvalReport, OOS};
+use colloquy_nlu::eval::{
+    evaluate, evaluate_baseline, ConfidenceDeciles, EvalConfig, EvalReport, OOS,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::{env, fs};
@@ -77,16 +79,11 @@ fn main() {
         "{:<10} {:<8} {}",
         "data set",
         "answer",
-        (0..10)
-            .map(|i| format!("{:>6}", format!(".{i}")))
-            .collect::<String>()
+        ConfidenceDeciles::header()
     );
     for (name, d) in deciles {
-        for (kind, counts) in [("correct", d.correct), ("wrong", d.wrong), ("oos", d.oos)] {
-            if counts.iter().any(|&c| c > 0) {
-                let bins: String = counts.iter().map(|c| format!("{c:>6}")).collect();
-                println!("{name:<10} {kind:<8} {bins}");
-            }
+        for (kind, bins) in d.rows() {
+            println!("{name:<10} {kind:<8} {bins}");
         }
     }
     report::write("nlu.json", &reports);

@@ -86,17 +86,42 @@ impl ConfidenceDeciles {
     fn count(examples: &[(String, String)], predictions: &[Prediction<'_>]) -> Self {
         let mut d = ConfidenceDeciles::default();
         for ((_, label), p) in examples.iter().zip(predictions) {
-            let bin = ((p.confidence.clamp(0.0, 1.0) * 10.0) as usize).min(9);
-            let counts = if label == OOS {
-                &mut d.oos
-            } else if p.intent == label {
-                &mut d.correct
-            } else {
-                &mut d.wrong
-            };
-            counts[bin] += 1;
+            d.add(label, p.intent, p.confidence);
         }
         d
+    }
+
+    /// Counts one answer: the `expected` intent (or `OOS`), the top-ranked
+    /// intent and its confidence.
+    pub fn add(&mut self, expected: &str, top: &str, confidence: f32) {
+        let bin = ((confidence.clamp(0.0, 1.0) * 10.0) as usize).min(9);
+        let counts = if expected == OOS {
+            &mut self.oos
+        } else if top == expected {
+            &mut self.correct
+        } else {
+            &mut self.wrong
+        };
+        counts[bin] += 1;
+    }
+
+    /// The column heads of `rows`: the lower bound of each tenth.
+    pub fn header() -> String {
+        (0..10).map(|i| format!("{:>6}", format!(".{i}"))).collect()
+    }
+
+    /// `(kind, counts)` per kind of answer that occurred, the counts
+    /// aligned under `header`.
+    pub fn rows(&self) -> Vec<(&'static str, String)> {
+        [
+            ("correct", &self.correct),
+            ("wrong", &self.wrong),
+            ("oos", &self.oos),
+        ]
+        .into_iter()
+        .filter(|(_, counts)| counts.iter().any(|&c| c > 0))
+        .map(|(kind, counts)| (kind, counts.iter().map(|c| format!("{c:>6}")).collect()))
+        .collect()
     }
 }
 

@@ -9,7 +9,7 @@
 use anyhow::Context;
 use colloquy_core::bot::values_equal;
 use colloquy_core::{NluResult, Value};
-use colloquy_nlu::eval::OOS;
+use colloquy_nlu::eval::{ConfidenceDeciles, OOS};
 use colloquy_nlu::BotNlu;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -145,6 +145,9 @@ struct Report {
     entity_checks: usize,
     entity_misses: usize,
     intents: BTreeMap<String, IntentReport>,
+    /// Top confidences of right, wrong and out-of-scope answers, whether
+    /// or not they cleared the threshold: where the threshold could go.
+    confidence: ConfidenceDeciles,
     misses: Vec<Miss>,
 }
 
@@ -154,6 +157,7 @@ fn score(bot: &str, nlu: &BotNlu, threshold: f32, cases: &[Case]) -> Report {
     let mut intents: BTreeMap<String, IntentReport> = BTreeMap::new();
     let mut misses = Vec::new();
     let (mut entity_checks, mut entity_misses) = (0, 0);
+    let mut confidence = ConfidenceDeciles::default();
     for case in cases {
         let result = nlu.parse(&case.text);
         let per = intents.entry(case.intent.clone()).or_default();
@@ -163,6 +167,9 @@ fn score(bot: &str, nlu: &BotNlu, threshold: f32, cases: &[Case]) -> Report {
             .intents
             .first()
             .map(|s| (s.name.clone(), s.confidence));
+        if let Some((name, c)) = &top {
+            confidence.add(&case.intent, name, *c);
+        }
         let kind = match (result.intent.as_deref(), expected) {
             (got, want) if got == want => None,
             (None, _) => Some(MissKind::Fallback),
@@ -206,6 +213,7 @@ fn score(bot: &str, nlu: &BotNlu, threshold: f32, cases: &[Case]) -> Report {
         entity_checks,
         entity_misses,
         intents,
+        confidence,
         misses,
     }
 }
@@ -273,6 +281,15 @@ fn print(report: &Report, cases_path: &Path) {
             i.right as f64 * 100.0 / i.cases as f64,
             confused.join(", ")
         );
+    }
+    println!();
+    println!(
+        "top confidence  {} (threshold {:.2})",
+        ConfidenceDeciles::header(),
+        report.threshold
+    );
+    for (kind, bins) in report.confidence.rows() {
+        println!("{kind:<15} {bins}");
     }
     if !report.misses.is_empty() {
         println!();
@@ -466,6 +483,13 @@ mod tests {
         assert_eq!(r.intents["track"].confused_with["greet"], 1);
         assert_eq!(r.intents["order"].fallbacks, 1);
         assert_eq!(r.intents[OOS].right, 1);
+        // Every case counted once by its top answer, accepted or not: the
+        // greeting labelled as tracking and the gibberish (whose top is
+        // the first intent, at 0) are wrong answers.
+        assert_eq!(r.confidence.correct.iter().sum::<usize>(), 2);
+        assert_eq!(r.confidence.wrong.iter().sum::<usize>(), 2);
+        assert_eq!(r.confidence.wrong[0], 1);
+        assert_eq!(r.confidence.oos.iter().sum::<usize>(), 1);
         let kinds: Vec<(usize, &MissKind)> = r.misses.iter().map(|m| (m.line, &m.kind)).collect();
         assert_eq!(
             kinds,
