@@ -10,11 +10,11 @@
 //! network: together they handle more of CLINC150's validation set
 //! (92.9% of in-scope and out-of-scope examples, mean of two seeds,
 //! against 92.6% for the network alone) and reach 93.0% in-scope test
-//! accuracy at 60.0% out-of-scope recall, against 92.6% at 58.4%. On
-//! SNIPS and CAIS they change little (97.4% and 95.0% test accuracy,
+//! accuracy at 60.4% out-of-scope recall, against 92.6% at 58.4%. On
+//! SNIPS and CAIS they change little (97.4% and 94.9% test accuracy,
 //! against 97.3% and 95.1%). With 192 hidden units instead of 256 the
-//! pair trains on CLINC150 in under 3 s and classifies some 60,000
-//! messages a second on one core, as fast as the network alone did.
+//! pair trains on CLINC150 in under 2.5 s and classifies some 70,000
+//! messages a second on one core (the network alone: 3.5 s, 57,000).
 //!
 //! A confidence is the softmax probability times the square root of the
 //! message's *coverage*: the share of its TF-IDF mass that falls on
@@ -174,6 +174,8 @@ impl SplitMix {
 struct Activations {
     hidden: Vec<f32>,
     output: Vec<f32>,
+    /// Index and value of each hidden unit above 0.
+    active: Vec<(usize, f32)>,
 }
 
 impl Classifier {
@@ -452,6 +454,7 @@ impl Classifier {
         Activations {
             hidden: vec![0.0; self.hidden],
             output: vec![0.0; self.intents.len()],
+            active: Vec::with_capacity(self.hidden),
         }
     }
 
@@ -462,9 +465,23 @@ impl Classifier {
         let (h, k, stride) = (self.hidden, self.intents.len(), self.stride);
         act.hidden.copy_from_slice(&self.hidden_bias);
         act.output.copy_from_slice(&self.output_bias);
-        for &(row, x) in &vector.entries {
-            let r = row as usize;
-            let (input, linear) = self.weights[r * stride..r * stride + width].split_at(h);
+        // Four features at a time: one load and store of each sum per
+        // four rows instead of per row.
+        let row =
+            |r: u32| self.weights[r as usize * stride..r as usize * stride + width].split_at(h);
+        let mut quads = vector.entries.chunks_exact(4);
+        for quad in &mut quads {
+            let [(r0, x0), (r1, x1), (r2, x2), (r3, x3)] = [quad[0], quad[1], quad[2], quad[3]];
+            let ((i0, l0), (i1, l1), (i2, l2), (i3, l3)) = (row(r0), row(r1), row(r2), row(r3));
+            for ((((a, w0), w1), w2), w3) in act.hidden.iter_mut().zip(i0).zip(i1).zip(i2).zip(i3) {
+                *a += x0 * w0 + x1 * w1 + x2 * w2 + x3 * w3;
+            }
+            for ((((o, w0), w1), w2), w3) in act.output.iter_mut().zip(l0).zip(l1).zip(l2).zip(l3) {
+                *o += x0 * w0 + x1 * w1 + x2 * w2 + x3 * w3;
+            }
+        }
+        for &(r, x) in quads.remainder() {
+            let (input, linear) = row(r);
             for (a, w) in act.hidden.iter_mut().zip(input) {
                 *a += x * w;
             }
@@ -472,16 +489,27 @@ impl Classifier {
                 *o += x * w;
             }
         }
-        for (a, w) in act
-            .hidden
-            .iter_mut()
-            .zip(self.output_weights.chunks_exact(k))
-        {
+        // ReLU, then the output weights of active units only (about half
+        // of them), four at a time as above.
+        act.active.clear();
+        for (u, a) in act.hidden.iter_mut().enumerate() {
             *a = a.max(0.0);
             if *a > 0.0 {
-                for (o, w) in act.output.iter_mut().zip(w) {
-                    *o += *a * w;
-                }
+                act.active.push((u, *a));
+            }
+        }
+        let unit = |u: usize| &self.output_weights[u * k..(u + 1) * k];
+        let mut quads = act.active.chunks_exact(4);
+        for quad in &mut quads {
+            let [(u0, a0), (u1, a1), (u2, a2), (u3, a3)] = [quad[0], quad[1], quad[2], quad[3]];
+            let (w0, w1, w2, w3) = (unit(u0), unit(u1), unit(u2), unit(u3));
+            for ((((o, w0), w1), w2), w3) in act.output.iter_mut().zip(w0).zip(w1).zip(w2).zip(w3) {
+                *o += a0 * w0 + a1 * w1 + a2 * w2 + a3 * w3;
+            }
+        }
+        for &(u, a) in quads.remainder() {
+            for (o, w) in act.output.iter_mut().zip(unit(u)) {
+                *o += a * w;
             }
         }
     }
