@@ -827,13 +827,35 @@ mod tests {
             Classifier::train(&toy(), &cfg),
             Err(NluError::InvalidConfig(_))
         ));
+        for bad in [
+            TrainConfig {
+                temperature: f32::NAN,
+                ..TrainConfig::default()
+            },
+            TrainConfig {
+                linear_weight: -1.0,
+                ..TrainConfig::default()
+            },
+        ] {
+            assert!(matches!(
+                Classifier::train(&toy(), &bad),
+                Err(NluError::InvalidConfig(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn the_network_works_without_the_svm() {
         let cfg = TrainConfig {
-            temperature: f32::NAN,
+            linear_weight: 0.0,
             ..TrainConfig::default()
         };
-        assert!(matches!(
-            Classifier::train(&toy(), &cfg),
-            Err(NluError::InvalidConfig(_))
-        ));
+        let model = Classifier::train(&toy(), &cfg).unwrap();
+        assert_eq!(model.stride, model.hidden, "no SVM columns");
+        for (text, intent) in [("Hello!", "greet"), ("明天会下雨吗", "weather")] {
+            assert_eq!(model.predict_top(text).0, intent, "{text}");
+        }
+        let sum: f32 = model.predict("hello").iter().map(|s| s.confidence).sum();
+        assert!((sum - 1.0).abs() < 1e-4, "{sum}");
     }
 }
