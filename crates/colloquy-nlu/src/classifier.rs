@@ -1,11 +1,28 @@
 //! Intent classifier: TF-IDF weighted hashed features (see `tokenize`) fed
 //! to a small neural network (one hidden ReLU layer, softmax output)
-//! trained with plain SGD.
+//! trained with plain SGD, plus a one-vs-rest linear SVM on the same
+//! features whose decision values are added to the network's logits.
 //!
 //! On CLINC150 the hidden layer beat logistic regression on the same
-//! features: 93.2% against 92.6% test accuracy, and 58% against 46%
-//! out-of-scope recall at a threshold chosen on the validation set (see
-//! `benches/intent.rs`); it still trains in a few seconds.
+//! features: 93.2% against 92.6% test accuracy with every answer
+//! accepted, and 58% against 46% out-of-scope recall at a threshold
+//! chosen on the validation set (see `benches/intent.rs`). The SVM makes
+//! different mistakes from the network: together they handle more of
+//! CLINC150's validation set (92.9% of in-scope and out-of-scope
+//! examples, mean of two seeds, against 92.6% for the network alone), and
+//! in the benchmark reach 93.0% in-scope accuracy at 60.4% out-of-scope
+//! recall, against 92.6% at 58.4%. On SNIPS and CAIS they change little
+//! (97.4% and 94.9%, against 97.3% and 95.1%; their validation sets are
+//! nearly saturated and did not tell the variants below apart). With 192
+//! hidden units instead of 256 the pair trains on CLINC150 in under 2.5 s
+//! and classifies some 70,000 messages a second on one core (the network
+//! alone: 2.9 s and 53,000 on the same machine).
+//!
+//! Measured on the validation sets and not kept: 128 or 256 hidden units,
+//! more epochs, a higher learning rate or one decaying to 0, dropout on
+//! the inputs, averaging the weights of the last epochs, label smoothing,
+//! two half-width networks with different seeds, training the network on
+//! top of a fixed SVM, and SVM regularisation other than C = 1.
 //!
 //! A confidence is the softmax probability times the square root of the
 //! message's *coverage*: the share of its TF-IDF mass that falls on
@@ -43,6 +60,10 @@ pub struct TrainConfig {
     /// over the runners-up and so lowers confidences, below 1 sharpens
     /// them. It never changes the ranking.
     pub temperature: f32,
+    /// Weight of the linear SVM's decision values in the logits (see the
+    /// module comment); 0 leaves the network alone and skips training
+    /// the SVM.
+    pub linear_weight: f32,
 }
 
 impl Default for TrainConfig {
@@ -50,10 +71,22 @@ impl Default for TrainConfig {
         TrainConfig {
             epochs: 8,
             min_updates: 5_000,
-            hidden: 256,
+            // With the SVM (weight 5), 192 units did as well as 256 on the
+            // validation sets (CLINC150, two seeds: 94.30% against 94.27%
+            // in scope, out-of-scope handling alike; SNIPS and CAIS equal)
+            // for three quarters of the work; 128 lost 0.3 points on
+            // CLINC150.
+            hidden: 192,
             learning_rate: 0.2,
             seed: 0x5eed,
             temperature: 1.0,
+            // Share of CLINC150's validation set handled right (in scope
+            // with the right intent, out of scope rejected, at the
+            // threshold the benchmark chooses there), mean of two seeds:
+            // 92.6% without the SVM, 92.9% at 3 and at 5, 92.5% at 10,
+            // where the SVM (decision values about ±1) outvotes networks
+            // that are sure. SNIPS and CAIS validation barely move.
+            linear_weight: 3.0,
         }
     }
 }
@@ -94,8 +127,12 @@ pub struct Classifier {
     /// still counts in the length of the vector (and so against coverage).
     unseen_idf: f32,
     hidden: usize,
-    /// `rows × hidden`, row-major.
-    input_weights: Vec<f32>,
+    /// `rows × stride`, row-major: per feature its `hidden` input weights
+    /// then, with the SVM, its `intents` SVM weights (times
+    /// `linear_weight`), so that a message reads one contiguous run per
+    /// feature.
+    weights: Vec<f32>,
+    stride: usize,
     hidden_bias: Vec<f32>,
     /// `hidden × intents`, row-major.
     output_weights: Vec<f32>,
@@ -109,6 +146,7 @@ impl std::fmt::Debug for Classifier {
             .field("intents", &self.intents)
             .field("features", &self.rows.len())
             .field("hidden", &self.hidden)
+            .field("linear", &(self.stride > self.hidden))
             .finish_non_exhaustive()
     }
 }
@@ -144,6 +182,8 @@ impl SplitMix {
 struct Activations {
     hidden: Vec<f32>,
     output: Vec<f32>,
+    /// Index and value of each hidden unit above 0.
+    active: Vec<(usize, f32)>,
 }
 
 impl Classifier {
@@ -157,9 +197,11 @@ impl Classifier {
             || cfg.hidden == 0
             || !positive(cfg.learning_rate)
             || !positive(cfg.temperature)
+            || !(cfg.linear_weight.is_finite() && cfg.linear_weight >= 0.0)
         {
             return Err(NluError::InvalidConfig(
-                "epochs, hidden, learning_rate and temperature must be positive",
+                "epochs, hidden, learning_rate and temperature must be positive, \
+                 linear_weight finite and not negative",
             ));
         }
         let intents: Vec<String> = examples
@@ -194,6 +236,8 @@ impl Classifier {
         let k = intents.len();
         let mut rng = SplitMix(cfg.seed);
         let output_scale = (6.0 / (cfg.hidden + k) as f32).sqrt();
+        let linear = cfg.linear_weight > 0.0;
+        let stride = cfg.hidden + if linear { k } else { 0 };
         let mut model = Classifier {
             idf: df
                 .iter()
@@ -201,9 +245,18 @@ impl Classifier {
                 .collect(),
             unseen_idf: (1.0 + n).ln() + 1.0,
             hidden: cfg.hidden,
-            input_weights: (0..rows.len() * cfg.hidden)
-                .map(|_| rng.uniform(0.1))
+            // Same draws as without the SVM columns (zero until trained),
+            // so adding them does not change the network.
+            weights: (0..rows.len() * stride)
+                .map(|i| {
+                    if i % stride < cfg.hidden {
+                        rng.uniform(0.1)
+                    } else {
+                        0.0
+                    }
+                })
                 .collect(),
+            stride,
             hidden_bias: vec![0.0; cfg.hidden],
             output_weights: (0..cfg.hidden * k)
                 .map(|_| rng.uniform(output_scale))
@@ -222,11 +275,14 @@ impl Classifier {
             })
             .collect();
         model.fit(&data, cfg, &mut rng);
+        if linear {
+            model.fit_linear(&data, cfg.linear_weight, &mut rng);
+        }
         Ok(model)
     }
 
     fn fit(&mut self, data: &[(Vector, usize)], cfg: &TrainConfig, rng: &mut SplitMix) {
-        let (h, k) = (self.hidden, self.intents.len());
+        let (h, k, stride) = (self.hidden, self.intents.len(), self.stride);
         let epochs = cfg.epochs.max(cfg.min_updates.div_ceil(data.len()));
         let total = (epochs * data.len()) as f32;
         let mut order: Vec<usize> = (0..data.len()).collect();
@@ -239,7 +295,7 @@ impl Classifier {
                 let (vector, label) = &data[e];
                 let lr = cfg.learning_rate * (1.0 - 0.9 * step as f32 / total);
                 step += 1;
-                self.forward(vector, &mut act);
+                self.forward(vector, h, &mut act);
                 softmax(&mut act.output, 1.0);
                 act.output[*label] -= 1.0;
                 let grad = &act.output;
@@ -265,7 +321,7 @@ impl Classifier {
                 }
                 for &(row, x) in &vector.entries {
                     let r = row as usize;
-                    for (w, g) in self.input_weights[r * h..(r + 1) * h]
+                    for (w, g) in self.weights[r * stride..r * stride + h]
                         .iter_mut()
                         .zip(&hidden_grad)
                     {
@@ -273,6 +329,93 @@ impl Classifier {
                     }
                 }
             }
+        }
+    }
+
+    /// Trains the one-vs-rest linear SVM: per intent, L2-regularised
+    /// squared hinge loss (C = 1) solved in the dual by coordinate descent
+    /// (Hsieh et al., 2008), like `baseline` but on these features, with
+    /// all intents updated per example so that a pass reads each
+    /// example's rows once. Its weights go in the SVM columns of `weights`
+    /// and its biases into the output biases, both times `scale`.
+    fn fit_linear(&mut self, data: &[(Vector, usize)], scale: f32, rng: &mut SplitMix) {
+        /// 0.5 / C.
+        const DIAG: f32 = 0.5;
+        /// liblinear stops when the projected gradients span less than
+        /// 0.1; on CLINC150 that takes 14 passes, but 5 did as well on its
+        /// validation set as 10 (92.86% against 92.84% handled, two seeds)
+        /// in half the time.
+        const PASSES: usize = 5;
+        const EPSILON: f32 = 0.1;
+        let (h, k, stride) = (self.hidden, self.intents.len(), self.stride);
+        let mut bias = vec![0.0f32; k];
+        let mut alpha = vec![0.0f32; data.len() * k];
+        // The constant bias feature adds 1 to every squared norm.
+        let q: Vec<f32> = data
+            .iter()
+            .map(|(v, _)| v.entries.iter().map(|(_, x)| x * x).sum::<f32>() + 1.0 + DIAG)
+            .collect();
+        let mut order: Vec<usize> = (0..data.len()).collect();
+        let mut scores = vec![0.0f32; k];
+        let mut changed: Vec<(usize, f32)> = Vec::with_capacity(k);
+        for _ in 0..PASSES {
+            rng.shuffle(&mut order);
+            let (mut max_pg, mut min_pg) = (f32::NEG_INFINITY, f32::INFINITY);
+            for &i in &order {
+                let (vector, label) = &data[i];
+                scores.copy_from_slice(&bias);
+                for &(row, x) in &vector.entries {
+                    let r = row as usize;
+                    for (s, w) in scores
+                        .iter_mut()
+                        .zip(&self.weights[r * stride + h..(r + 1) * stride])
+                    {
+                        *s += x * w;
+                    }
+                }
+                changed.clear();
+                for (c, (a, score)) in alpha[i * k..(i + 1) * k]
+                    .iter_mut()
+                    .zip(&scores)
+                    .enumerate()
+                {
+                    let y = if c == *label { 1.0 } else { -1.0 };
+                    let g = y * score - 1.0 + DIAG * *a;
+                    let pg = if *a == 0.0 { g.min(0.0) } else { g };
+                    max_pg = max_pg.max(pg);
+                    min_pg = min_pg.min(pg);
+                    if pg != 0.0 {
+                        let old = *a;
+                        *a = (old - g / q[i]).max(0.0);
+                        if *a != old {
+                            changed.push((c, (*a - old) * y));
+                        }
+                    }
+                }
+                // Most intents are far on the right side of most examples
+                // and do not move: update only those that do.
+                for &(c, d) in &changed {
+                    bias[c] += d;
+                }
+                for &(row, x) in &vector.entries {
+                    let r = row as usize;
+                    let w = &mut self.weights[r * stride + h..(r + 1) * stride];
+                    for &(c, d) in &changed {
+                        w[c] += x * d;
+                    }
+                }
+            }
+            if max_pg - min_pg < EPSILON {
+                break;
+            }
+        }
+        for w in self.weights.chunks_exact_mut(stride) {
+            for w in &mut w[h..] {
+                *w *= scale;
+            }
+        }
+        for (o, b) in self.output_bias.iter_mut().zip(&bias) {
+            *o += scale * b;
         }
     }
 
@@ -319,34 +462,62 @@ impl Classifier {
         Activations {
             hidden: vec![0.0; self.hidden],
             output: vec![0.0; self.intents.len()],
+            active: Vec::with_capacity(self.hidden),
         }
     }
 
-    /// Fills `act` with hidden activations and output logits.
-    fn forward(&self, vector: &Vector, act: &mut Activations) {
-        let (h, k) = (self.hidden, self.intents.len());
+    /// Fills `act` with hidden activations and output logits, from the
+    /// first `width` columns of `weights`: `hidden` for the network alone
+    /// (in training), `stride` to add the SVM's decision values.
+    fn forward(&self, vector: &Vector, width: usize, act: &mut Activations) {
+        let (h, k, stride) = (self.hidden, self.intents.len(), self.stride);
         act.hidden.copy_from_slice(&self.hidden_bias);
-        for &(row, x) in &vector.entries {
-            let r = row as usize;
-            for (a, w) in act
-                .hidden
-                .iter_mut()
-                .zip(&self.input_weights[r * h..(r + 1) * h])
-            {
-                *a += x * w;
+        act.output.copy_from_slice(&self.output_bias);
+        // Four features at a time: one load and store of each sum per
+        // four rows instead of per row.
+        let row =
+            |r: u32| self.weights[r as usize * stride..r as usize * stride + width].split_at(h);
+        let mut quads = vector.entries.chunks_exact(4);
+        for quad in &mut quads {
+            let [(r0, x0), (r1, x1), (r2, x2), (r3, x3)] = [quad[0], quad[1], quad[2], quad[3]];
+            let ((i0, l0), (i1, l1), (i2, l2), (i3, l3)) = (row(r0), row(r1), row(r2), row(r3));
+            for ((((a, w0), w1), w2), w3) in act.hidden.iter_mut().zip(i0).zip(i1).zip(i2).zip(i3) {
+                *a += x0 * w0 + x1 * w1 + x2 * w2 + x3 * w3;
+            }
+            for ((((o, w0), w1), w2), w3) in act.output.iter_mut().zip(l0).zip(l1).zip(l2).zip(l3) {
+                *o += x0 * w0 + x1 * w1 + x2 * w2 + x3 * w3;
             }
         }
-        act.output.copy_from_slice(&self.output_bias);
-        for (a, w) in act
-            .hidden
-            .iter_mut()
-            .zip(self.output_weights.chunks_exact(k))
-        {
+        for &(r, x) in quads.remainder() {
+            let (input, linear) = row(r);
+            for (a, w) in act.hidden.iter_mut().zip(input) {
+                *a += x * w;
+            }
+            for (o, w) in act.output.iter_mut().zip(linear) {
+                *o += x * w;
+            }
+        }
+        // ReLU, then the output weights of active units only (about half
+        // of them), four at a time as above.
+        act.active.clear();
+        for (u, a) in act.hidden.iter_mut().enumerate() {
             *a = a.max(0.0);
             if *a > 0.0 {
-                for (o, w) in act.output.iter_mut().zip(w) {
-                    *o += *a * w;
-                }
+                act.active.push((u, *a));
+            }
+        }
+        let unit = |u: usize| &self.output_weights[u * k..(u + 1) * k];
+        let mut quads = act.active.chunks_exact(4);
+        for quad in &mut quads {
+            let [(u0, a0), (u1, a1), (u2, a2), (u3, a3)] = [quad[0], quad[1], quad[2], quad[3]];
+            let (w0, w1, w2, w3) = (unit(u0), unit(u1), unit(u2), unit(u3));
+            for ((((o, w0), w1), w2), w3) in act.output.iter_mut().zip(w0).zip(w1).zip(w2).zip(w3) {
+                *o += a0 * w0 + a1 * w1 + a2 * w2 + a3 * w3;
+            }
+        }
+        for &(u, a) in quads.remainder() {
+            for (o, w) in act.output.iter_mut().zip(unit(u)) {
+                *o += a * w;
             }
         }
     }
@@ -359,7 +530,7 @@ impl Classifier {
     /// `confidences` of a message already vectorised.
     pub(crate) fn confidences_of(&self, vector: &Vector) -> Vec<f32> {
         let mut act = self.activations();
-        self.forward(vector, &mut act);
+        self.forward(vector, self.stride, &mut act);
         softmax(&mut act.output, self.temperature);
         let scale = vector.coverage.sqrt();
         for p in &mut act.output {
@@ -656,13 +827,35 @@ mod tests {
             Classifier::train(&toy(), &cfg),
             Err(NluError::InvalidConfig(_))
         ));
+        for bad in [
+            TrainConfig {
+                temperature: f32::NAN,
+                ..TrainConfig::default()
+            },
+            TrainConfig {
+                linear_weight: -1.0,
+                ..TrainConfig::default()
+            },
+        ] {
+            assert!(matches!(
+                Classifier::train(&toy(), &bad),
+                Err(NluError::InvalidConfig(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn the_network_works_without_the_svm() {
         let cfg = TrainConfig {
-            temperature: f32::NAN,
+            linear_weight: 0.0,
             ..TrainConfig::default()
         };
-        assert!(matches!(
-            Classifier::train(&toy(), &cfg),
-            Err(NluError::InvalidConfig(_))
-        ));
+        let model = Classifier::train(&toy(), &cfg).unwrap();
+        assert_eq!(model.stride, model.hidden, "no SVM columns");
+        for (text, intent) in [("Hello!", "greet"), ("明天会下雨吗", "weather")] {
+            assert_eq!(model.predict_top(text).0, intent, "{text}");
+        }
+        let sum: f32 = model.predict("hello").iter().map(|s| s.confidence).sum();
+        assert!((sum - 1.0).abs() < 1e-4, "{sum}");
     }
 }
