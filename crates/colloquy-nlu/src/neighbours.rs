@@ -172,7 +172,7 @@ mod tests {
             &examples,
             &TrainConfig {
                 min_updates: 100,
-                ..TrainConfig::default()
+                ..TrainConfig::few_shot()
             },
         )
         .unwrap();

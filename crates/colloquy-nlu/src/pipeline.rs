@@ -179,7 +179,7 @@ impl BotNlu {
         let classifier = if examples.is_empty() {
             None
         } else {
-            let classifier = Classifier::train(&examples, &TrainConfig::default())?;
+            let classifier = Classifier::train(&examples, &TrainConfig::few_shot())?;
             let neighbours = Neighbours::new(&classifier, &examples);
             Some((classifier, neighbours))
         };
