@@ -2,8 +2,9 @@
 //! out-of-scope queries), SNIPS and CAIS (Chinese). Reads the data from
 //! `$COLLOQUY_DATA` (default: `shared/data` beside the workspace), prints
 //! per data set one line for colloquy's classifier and one for the
-//! reference baseline (TF-IDF + linear SVM, `colloquy_nlu::baseline`),
-//! then how colloquy's top confidences are distributed for right, wrong
+//! reference baseline (TF-IDF + linear SVM, `colloquy_nlu::baseline`):
+//! accuracy on the test split and, in `cv acc`, top-1 accuracy in 5-fold
+//! cross-validation on the training set (`eval::cross_validate`); then how colloquy's top confidences are distributed for right, wrong
 //! and out-of-scope answers, and writes all reports as JSON to `nlu.json`
 //! in `$COLLOQUY_BENCH_OUT` (default: `bench-results/` in the workspace).
 //!
@@ -13,13 +14,17 @@
 mod report;
 
 use colloquy_nlu::eval::{
-    evaluate, evaluate_baseline, ConfidenceDeciles, EvalConfig, EvalReport, OOS,
+    cross_validate, evaluate, evaluate_baseline, ConfidenceDeciles, EvalConfig, EvalReport, Model,
+    OOS,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::{env, fs};
 
 type Examples = Vec<(String, String)>;
+
+/// Folds of the cross-validation on each training set.
+const FOLDS: usize = 5;
 
 /// A data set as the benchmark runs it: train, test and how to choose
 /// the fallback rule.
@@ -41,13 +46,14 @@ fn main() {
     let mut reports = BTreeMap::new();
     let mut deciles = Vec::new();
     println!(
-        "{:<10} {:<9} {:>6} {:>6} {:>7} {:>9} {:>8} {:>9} {:>7} {:>8} {:>11}",
+        "{:<10} {:<9} {:>6} {:>6} {:>7} {:>9} {:>8} {:>8} {:>9} {:>7} {:>8} {:>11}",
         "data set",
         "model",
         "train",
         "test",
         "intents",
         "accuracy",
+        "cv acc",
         "oos rec",
         "threshold",
         "margin",
@@ -60,9 +66,18 @@ fn main() {
         ("cais", cais),
     ] {
         let set = load(&data);
-        let colloquy = evaluate(&set.train, &set.test, &set.cfg).expect("colloquy evaluates");
-        let baseline =
+        let mut colloquy = evaluate(&set.train, &set.test, &set.cfg).expect("colloquy evaluates");
+        let mut baseline =
             evaluate_baseline(&set.train, &set.test, &set.cfg).expect("baseline evaluates");
+        for (report, model) in [
+            (&mut colloquy, Model::Colloquy),
+            (&mut baseline, Model::Baseline),
+        ] {
+            report.cross_validated = Some(
+                cross_validate(&set.train, FOLDS, model, &set.cfg.train)
+                    .expect("cross-validation runs"),
+            );
+        }
         for (model, report) in [("colloquy", &colloquy), ("tfidf-svm", &baseline)] {
             print_line(name, model, report);
         }
@@ -98,11 +113,14 @@ fn print_line(name: &str, model: &str, report: &EvalReport) {
         }
     };
     println!(
-        "{name:<10} {model:<9} {:>6} {:>6} {:>7} {:>8.2}% {:>8} {:>9} {:>7} {:>8.2} {:>11.0}",
+        "{name:<10} {model:<9} {:>6} {:>6} {:>7} {:>8.2}% {:>8} {:>8} {:>9} {:>7} {:>8.2} {:>11.0}",
         report.train_examples,
         report.test_examples,
         report.intents,
         100.0 * report.in_scope_accuracy,
+        report
+            .cross_validated
+            .map_or("-".to_string(), |a| format!("{:.2}%", 100.0 * a)),
         report
             .oos_recall
             .map_or("-".to_string(), |r| format!("{:.2}%", 100.0 * r)),
