@@ -4,7 +4,8 @@
 //! per data set one line for colloquy's classifier and one for the
 //! reference baseline (TF-IDF + linear SVM, `colloquy_nlu::baseline`):
 //! accuracy on the test split and, in `cv acc`, top-1 accuracy in 5-fold
-//! cross-validation on the training set (`eval::cross_validate`); then how colloquy's top confidences are distributed for right, wrong
+//! cross-validation on the training set (`eval::cross_validate`). Then it
+//! prints how colloquy's top confidences are distributed for right, wrong
 //! and out-of-scope answers, and writes all reports as JSON to `nlu.json`
 //! in `$COLLOQUY_BENCH_OUT` (default: `bench-results/` in the workspace).
 //!
@@ -14,8 +15,7 @@
 mod report;
 
 use colloquy_nlu::eval::{
-    cross_validate, evaluate, evaluate_baseline, ConfidenceDeciles, EvalConfig, EvalReport, Model,
-    OOS,
+    evaluate, evaluate_baseline, ConfidenceDeciles, EvalConfig, EvalReport, OOS,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -66,18 +66,12 @@ fn main() {
         ("cais", cais),
     ] {
         let set = load(&data);
-        let mut colloquy = evaluate(&set.train, &set.test, &set.cfg).expect("colloquy evaluates");
-        let mut baseline =
-            evaluate_baseline(&set.train, &set.test, &set.cfg).expect("baseline evaluates");
-        for (report, model) in [
-            (&mut colloquy, Model::Colloquy),
-            (&mut baseline, Model::Baseline),
-        ] {
-            report.cross_validated = Some(
-                cross_validate(&set.train, FOLDS, model, &set.cfg.train)
-                    .expect("cross-validation runs"),
-            );
-        }
+        let cfg = EvalConfig {
+            folds: Some(FOLDS),
+            ..set.cfg
+        };
+        let colloquy = evaluate(&set.train, &set.test, &cfg).expect("colloquy evaluates");
+        let baseline = evaluate_baseline(&set.train, &set.test, &cfg).expect("baseline evaluates");
         for (model, report) in [("colloquy", &colloquy), ("tfidf-svm", &baseline)] {
             print_line(name, model, report);
         }

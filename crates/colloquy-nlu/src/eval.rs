@@ -67,6 +67,9 @@ pub struct EvalConfig {
     pub val: Vec<(String, String)>,
     /// Passes over the test set when timing classification (at least one).
     pub timing_passes: usize,
+    /// When set, the report also gives top-1 accuracy in this many folds
+    /// of cross-validation on the training set (`cross_validate`).
+    pub folds: Option<usize>,
 }
 
 /// How many examples of each kind had their top confidence in each tenth
@@ -148,7 +151,7 @@ pub struct EvalReport {
     /// `None` for a model whose scores are not probabilities.
     pub confidence_deciles: Option<ConfidenceDeciles>,
     /// Top-1 accuracy in cross-validation on the training set (see
-    /// `cross_validate`), when the caller ran it.
+    /// `cross_validate`), with `EvalConfig::folds`.
     pub cross_validated: Option<f64>,
 }
 
@@ -209,13 +212,13 @@ pub fn evaluate(
     check_training(train)?;
     let started = Instant::now();
     let model = Classifier::train(train, &cfg.train)?;
-    Ok(measure(
-        &model,
+    measure(
+        (&model, Model::Colloquy),
         started.elapsed().as_secs_f64(),
         train,
         test,
         cfg,
-    ))
+    )
 }
 
 /// `evaluate` for the TF-IDF + linear SVM reference (`cfg.train` does
@@ -228,13 +231,13 @@ pub fn evaluate_baseline(
     check_training(train)?;
     let started = Instant::now();
     let model = Baseline::train(train)?;
-    Ok(measure(
-        &model,
+    measure(
+        (&model, Model::Baseline),
         started.elapsed().as_secs_f64(),
         train,
         test,
         cfg,
-    ))
+    )
 }
 
 /// The models `cross_validate` can train.
@@ -303,13 +306,15 @@ fn check_training(train: &[(String, String)]) -> Result<(), NluError> {
     Ok(())
 }
 
+/// Scores `test` on `model`, trained on `train`; `which` says which kind
+/// it is, to cross-validate the same kind.
 fn measure<M: Scorer>(
-    model: &M,
+    (model, which): (&M, Model),
     train_seconds: f64,
     train: &[(String, String)],
     test: &[(String, String)],
     cfg: &EvalConfig,
-) -> EvalReport {
+) -> Result<EvalReport, NluError> {
     let (fallback, threshold_source) = match cfg.threshold {
         Some(threshold) => (
             Fallback {
@@ -344,7 +349,11 @@ fn measure<M: Scorer>(
     let elapsed = started.elapsed().as_secs_f64();
 
     let scores = Scores::count(test, &predictions, fallback);
-    EvalReport {
+    let cross_validated = cfg
+        .folds
+        .map(|folds| cross_validate(train, folds, which, &cfg.train))
+        .transpose()?;
+    Ok(EvalReport {
         train_examples: train.len(),
         test_examples: test.len(),
         intents: model.intent_count(),
@@ -357,8 +366,8 @@ fn measure<M: Scorer>(
         train_seconds,
         classifications_per_second: (passes * test.len()) as f64 / elapsed.max(1e-9),
         confidence_deciles: M::PROBABILITIES.then(|| ConfidenceDeciles::count(test, &predictions)),
-        cross_validated: None,
-    }
+        cross_validated,
+    })
 }
 
 struct Scores {
@@ -657,6 +666,22 @@ mod tests {
         let deciles = report.confidence_deciles.unwrap();
         assert_eq!(deciles.correct.iter().sum::<usize>(), 2);
         assert_eq!(deciles.wrong.iter().sum::<usize>(), 0);
+        assert_eq!(report.cross_validated, None, "not asked for");
+        // Asked for, each report cross-validates its own kind of model.
+        let folds = EvalConfig {
+            folds: Some(2),
+            ..cfg.clone()
+        };
+        for (report, model) in [
+            (evaluate(&toy_train(), &test, &folds), Model::Colloquy),
+            (
+                evaluate_baseline(&toy_train(), &test, &folds),
+                Model::Baseline,
+            ),
+        ] {
+            let expected = cross_validate(&toy_train(), 2, model, &folds.train).unwrap();
+            assert_eq!(report.unwrap().cross_validated, Some(expected), "{model:?}");
+        }
     }
 
     #[test]
