@@ -157,16 +157,19 @@ struct Credentials {
 }
 
 impl Credentials {
-    /// Why the token no longer holds, if it does not.
-    fn refused(&self, gw: &Gateway) -> Option<&'static str> {
-        match gw.verifier.verify(&self.token) {
-            Ok(_) => None,
-            Err(AuthError::Expired) => Some("token expired"),
+    /// Closes the session with 1008 and says so when the token no longer
+    /// verifies (a cached check: a lookup under a lock).
+    async fn refused(&self, gw: &Gateway, socket: &mut WebSocket) -> bool {
+        let reason = match gw.verifier.verify(&self.token) {
+            Ok(_) => return false,
+            Err(AuthError::Expired) => "token expired",
             Err(e) => {
                 tracing::debug!(user = self.principal.user_id, error = %e, "websocket token no longer verifies");
-                Some("token no longer valid")
+                "token no longer valid"
             }
-        }
+        };
+        close(socket, CLOSE_POLICY, reason).await;
+        true
     }
 }
 
@@ -224,8 +227,7 @@ async fn session(
                 return;
             }
             _ = pings.tick() => {
-                if let Some(reason) = credentials.refused(&gw) {
-                    close(&mut socket, CLOSE_POLICY, reason).await;
+                if credentials.refused(&gw, &mut socket).await {
                     return;
                 }
                 if !heard {
@@ -243,11 +245,8 @@ async fn session(
                 if matches!(frame, WsMessage::Text(_) | WsMessage::Binary(_)) {
                     last_message = Instant::now();
                 }
-                if matches!(frame, WsMessage::Text(_)) {
-                    if let Some(reason) = credentials.refused(&gw) {
-                        close(&mut socket, CLOSE_POLICY, reason).await;
-                        return;
-                    }
+                if matches!(frame, WsMessage::Text(_)) && credentials.refused(&gw, &mut socket).await {
+                    return;
                 }
                 let reply = match frame {
                     WsMessage::Text(t) => match budget.take(std::time::Instant::now()) {
