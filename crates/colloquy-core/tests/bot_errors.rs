@@ -362,3 +362,25 @@ fn a_breaker_is_per_endpoint_and_its_settings_are_checked() {
         );
     }
 }
+
+#[test]
+fn thesaurus_groups_merge_across_files_and_need_two_words() {
+    let bot = compile(&files(&[
+        ("a.yaml", "thesaurus:\n  - [尺码, 码数]\n"),
+        ("b.yaml", "thesaurus:\n  - [挑, 选, 选择]\n"),
+    ]))
+    .expect("compiles");
+    assert_eq!(
+        bot.thesaurus,
+        vec![vec!["尺码", "码数"], vec!["挑", "选", "选择"]]
+    );
+
+    let e = one(&[("t.yaml", "thesaurus:\n  - [尺码, 码数]\n  - [挑, 挑]\n")]);
+    assert_eq!((e.file.as_str(), e.line), ("t.yaml", Some(3)), "{e}");
+    assert!(e.field.contains("thesaurus[1]"), "{e}");
+    assert!(e.message.contains("at least two different words"), "{e}");
+
+    let e = one(&[("t.yaml", "thesaurus:\n  - [尺码, '']\n")]);
+    assert_eq!(e.line, Some(2), "{e}");
+    assert!(e.message.contains("cannot be empty"), "{e}");
+}

@@ -37,6 +37,7 @@
 //! alone. The square root keeps paraphrases of few-shot bots, which reuse
 //! only part of the examples' wording, above typical thresholds.
 
+use crate::thesaurus::Thesaurus;
 use crate::tokenize;
 use crate::{normalize, NluError};
 use colloquy_core::IntentScore;
@@ -118,7 +119,7 @@ impl Default for TrainConfig {
 /// Feature hashes from `tokenize` are already well mixed; hashing them
 /// again would only cost time.
 #[derive(Default)]
-struct PassThrough(u64);
+pub(crate) struct PassThrough(u64);
 
 impl Hasher for PassThrough {
     fn finish(&self) -> u64 {
@@ -162,6 +163,7 @@ pub struct Classifier {
     output_weights: Vec<f32>,
     output_bias: Vec<f32>,
     temperature: f32,
+    thesaurus: Thesaurus,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -213,6 +215,16 @@ struct Activations {
 impl Classifier {
     /// Trains on `(text, intent)` pairs; texts are normalised here.
     pub fn train(examples: &[(String, String)], cfg: &TrainConfig) -> Result<Classifier, NluError> {
+        Classifier::train_with(examples, cfg, Thesaurus::default())
+    }
+
+    /// As `train`, with the groups of `thesaurus` as extra features, in
+    /// training and in every message classified.
+    pub fn train_with(
+        examples: &[(String, String)],
+        cfg: &TrainConfig,
+        thesaurus: Thesaurus,
+    ) -> Result<Classifier, NluError> {
         if examples.is_empty() {
             return Err(NluError::NoExamples);
         }
@@ -243,7 +255,7 @@ impl Classifier {
         let mut features = Vec::new();
         for text in &texts {
             features.clear();
-            tokenize::features(text, &mut features);
+            tokenize::features(text, &thesaurus, &mut features);
             features.sort_unstable_by_key(|&(hash, _)| hash);
             features.dedup_by_key(|&mut (hash, _)| hash);
             for &(hash, _) in &features {
@@ -289,6 +301,7 @@ impl Classifier {
             temperature: cfg.temperature,
             rows,
             intents,
+            thesaurus,
         };
         let data: Vec<(Vector, usize)> = texts
             .iter()
@@ -447,7 +460,7 @@ impl Classifier {
     /// length counting unseen features too.
     pub(crate) fn vectorize(&self, normalised: &str) -> Vector {
         let mut features = Vec::with_capacity(4 * normalised.len());
-        tokenize::features(normalised, &mut features);
+        tokenize::features(normalised, &self.thesaurus, &mut features);
         features.sort_unstable_by_key(|&(hash, _)| hash);
         let mut entries = Vec::with_capacity(features.len());
         let (mut seen_sq, mut unseen_sq) = (0.0f32, 0.0f32);

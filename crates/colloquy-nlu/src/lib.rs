@@ -1,7 +1,8 @@
 //! colloquy-nlu: understanding one user message, in Chinese or English.
 //! `normalize` puts the text in canonical form, `classifier` ranks the
 //! bot's intents, `entities` pulls out slot values (regexes, lookup lists,
-//! numbers in digits, Chinese numerals or English words) and
+//! numbers in digits, Chinese numerals or English words), `thesaurus`
+//! lets a bot's synonym groups count as the same feature, and
 //! `pipeline::BotNlu` puts them
 //! together into the `NluResult` the policy consumes. `eval` measures a
 //! classifier on labelled data.
@@ -19,12 +20,14 @@ mod neighbours;
 mod normalize;
 pub mod numbers;
 pub mod pipeline;
+pub mod thesaurus;
 pub mod tokenize;
 
 pub use classifier::{Classifier, Fallback, TrainConfig};
 pub use entities::EntityExtractor;
 pub use normalize::normalize;
 pub use pipeline::BotNlu;
+pub use thesaurus::Thesaurus;
 
 /// Why a model or extractor could not be built from a bot's definition.
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -4,7 +4,7 @@
 use crate::classifier::top_two;
 use crate::neighbours::{Neighbours, SecondOpinion};
 use crate::numbers::{chinese_numeral, find_numbers};
-use crate::{normalize, Classifier, EntityExtractor, NluError, TrainConfig};
+use crate::{normalize, Classifier, EntityExtractor, NluError, Thesaurus, TrainConfig};
 use colloquy_core::bot::spec::EntitySpec;
 use colloquy_core::{IntentScore, NluResult};
 use std::collections::{BTreeMap, BTreeSet};
@@ -161,7 +161,8 @@ pub struct BotNlu {
 
 impl BotNlu {
     /// Trains on `(intent, examples)`; every intent needs at least one
-    /// example. `threshold` is the confidence below which `parse` reports
+    /// example. Words of one `thesaurus` group count as alike (see
+    /// `thesaurus`). `threshold` is the confidence below which `parse` reports
     /// no intent, unless the network and the nearest examples both point
     /// clearly at the same one (`neighbours::SecondOpinion`). Training takes milliseconds for a bot with a few dozen
     /// examples. A bot with a single intent still gets meaningful
@@ -170,6 +171,7 @@ impl BotNlu {
     pub fn train(
         intents: &[(String, Vec<String>)],
         entities: &BTreeMap<String, EntitySpec>,
+        thesaurus: &[Vec<String>],
         threshold: f32,
     ) -> Result<BotNlu, NluError> {
         if let Some((intent, _)) = intents.iter().find(|(_, examples)| examples.is_empty()) {
@@ -179,7 +181,11 @@ impl BotNlu {
         let classifier = if examples.is_empty() {
             None
         } else {
-            let classifier = Classifier::train(&examples, &TrainConfig::few_shot())?;
+            let classifier = Classifier::train_with(
+                &examples,
+                &TrainConfig::few_shot(),
+                Thesaurus::new(thesaurus),
+            )?;
             let neighbours = Neighbours::new(&classifier, &examples);
             Some((classifier, neighbours))
         };
@@ -229,6 +235,10 @@ mod tests {
     }
 
     fn shop() -> BotNlu {
+        shop_with(&[])
+    }
+
+    fn shop_with(thesaurus: &[Vec<String>]) -> BotNlu {
         let entities = BTreeMap::from([
             (
                 "size".to_string(),
@@ -269,7 +279,36 @@ mod tests {
                 &["我的订单到哪了", "查一下订单", "快递到哪里了", "发货了吗"],
             ),
         ]);
-        BotNlu::train(&intents, &entities, 0.4).unwrap()
+        BotNlu::train(&intents, &entities, thesaurus, 0.4).unwrap()
+    }
+
+    #[test]
+    fn thesaurus_lets_synonyms_stand_for_the_examples_words() {
+        let groups = [
+            vec!["发货".to_string(), "寄出".into(), "发出".into()],
+            vec!["快递".to_string(), "快件".into(), "包裹".into()],
+        ];
+        let (without, with) = (shop(), shop_with(&groups));
+        // Paraphrases of "发货了吗" and "快递到哪里了" in the groups' other
+        // words: the examples' intent gains confidence.
+        for text in ["包裹寄出了吗", "快件发出了吗", "寄出了吗"] {
+            let (a, b) = (without.parse(text), with.parse(text));
+            assert_eq!(b.intents[0].name, "order_status", "{text}: {b:?}");
+            assert!(
+                b.confidence > a.confidence + 0.03,
+                "{text}: {} without, {} with",
+                a.confidence,
+                b.confidence
+            );
+        }
+        // Messages without a thesaurus word keep their answers.
+        for text in ["星云跑鞋有39码吗", "谢谢你", "今天天气不错"] {
+            assert_eq!(
+                with.parse(text).intent,
+                without.parse(text).intent,
+                "{text}"
+            );
+        }
     }
 
     #[test]
@@ -388,13 +427,13 @@ mod tests {
         let many: Vec<(String, Vec<String>)> = (0..8)
             .map(|i| (format!("intent{i}"), vec![format!("example number {i}")]))
             .collect();
-        let nlu = BotNlu::train(&many, &BTreeMap::new(), 0.5).unwrap();
+        let nlu = BotNlu::train(&many, &BTreeMap::new(), &[], 0.5).unwrap();
         assert_eq!(nlu.parse("example").intents.len(), 5);
     }
 
     #[test]
     fn bot_without_intents_extracts_entities() {
-        let nlu = BotNlu::train(&[], &BTreeMap::new(), 0.5).unwrap();
+        let nlu = BotNlu::train(&[], &BTreeMap::new(), &[], 0.5).unwrap();
         let result = nlu.parse("我要三双");
         assert_eq!(
             (result.intent, result.confidence, result.intents.len()),
@@ -408,6 +447,7 @@ mod tests {
         let err = BotNlu::train(
             &intents(&[("greet", &["hi"]), ("empty", &[])]),
             &BTreeMap::new(),
+            &[],
             0.5,
         )
         .unwrap_err();

@@ -10,8 +10,13 @@
 //! typo `runing` still share most of their features. (Trigrams for Chinese
 //! and 3- to 5-grams for English did no better on CAIS and CLINC150.)
 //!
+//! With a bot's thesaurus, a word of a synonym group also gives the
+//! group's feature (see `thesaurus`).
+//!
 //! A feature is a 64-bit hash of its kind and characters, so no strings
 //! are built and two features collide with negligible probability.
+
+use crate::thesaurus::Thesaurus;
 
 /// Chinese, Japanese and Korean characters: scripts written without
 /// spaces between words.
@@ -31,11 +36,12 @@ fn is_word_char(c: char) -> bool {
 
 // Distinct seeds per kind so that the word `abc` and the character
 // n-gram `abc` are different features.
-const WORD: u64 = 1;
+pub(crate) const WORD: u64 = 1;
 const WORD_BIGRAM: u64 = 2;
 const CHAR_NGRAM: u64 = 3;
 const CJK_NGRAM: u64 = 4;
 const NUMBER: u64 = 5;
+const THESAURUS_GROUP: u64 = 6;
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -50,12 +56,17 @@ fn finish(mut h: u64) -> u64 {
     h ^ (h >> 33)
 }
 
-fn hash_chars(kind: u64, chars: &[char]) -> u64 {
+pub(crate) fn hash_chars(kind: u64, chars: &[char]) -> u64 {
     let mut h = FNV_OFFSET ^ kind.wrapping_mul(FNV_PRIME);
     for &c in chars {
         h = (h ^ u64::from(c)).wrapping_mul(FNV_PRIME);
     }
     finish(h)
+}
+
+/// The feature of a thesaurus group.
+pub(crate) fn group_feature(id: u32) -> u64 {
+    finish(FNV_OFFSET ^ THESAURUS_GROUP.wrapping_mul(FNV_PRIME) ^ (u64::from(id) << 8))
 }
 
 /// A hashed feature and its weight relative to a whole word.
@@ -65,9 +76,11 @@ pub type Feature = (u64, f32);
 /// the words themselves (measured on CLINC150's validation set).
 const SUBWORD_WEIGHT: f32 = 0.5;
 
-/// Appends the features of `text` (already normalised) to `out`; a feature
-/// that occurs twice is pushed twice, so callers can count frequencies.
-pub fn features(text: &str, out: &mut Vec<Feature>) {
+/// Appends the features of `text` (already normalised) to `out`, with
+/// those of `thesaurus` groups; a feature that occurs twice is pushed
+/// twice, so callers can count frequencies.
+pub fn features(text: &str, thesaurus: &Thesaurus, out: &mut Vec<Feature>) {
+    let thesaurus = (!thesaurus.is_empty()).then_some(thesaurus);
     let chars: Vec<char> = text.chars().collect();
     let mut marked = Vec::new();
     let mut previous_word: Option<u64> = None;
@@ -80,6 +93,9 @@ pub fn features(text: &str, out: &mut Vec<Feature>) {
                 i += 1;
             }
             cjk_features(&chars[start..i], &mut marked, out);
+            if let Some(t) = thesaurus {
+                t.cjk_run(&chars[start..i], out);
+            }
             previous_word = None;
         } else if is_word_char(c) {
             while i < chars.len() && is_word_char(chars[i]) {
@@ -92,6 +108,9 @@ pub fn features(text: &str, out: &mut Vec<Feature>) {
             }
             previous_word = Some(word);
             word_features(&chars[start..i], &mut marked, out);
+            if let Some(t) = thesaurus {
+                t.word(&chars[start..i], out);
+            }
         } else {
             i += 1;
         }
@@ -144,7 +163,7 @@ mod tests {
 
     fn of(text: &str) -> Vec<u64> {
         let mut out = Vec::new();
-        features(text, &mut out);
+        features(text, &Thesaurus::default(), &mut out);
         out.into_iter().map(|(hash, _)| hash).collect()
     }
 

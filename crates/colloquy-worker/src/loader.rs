@@ -132,7 +132,7 @@ fn compile_and_train(files: &[SourceFile]) -> Result<LoadedBot, LoadError> {
         .iter()
         .map(|(name, i)| (name.clone(), i.examples.clone()))
         .collect();
-    let nlu = BotNlu::train(&intents, &bot.entities, bot.threshold)
+    let nlu = BotNlu::train(&intents, &bot.entities, &bot.thesaurus, bot.threshold)
         .map_err(|e| LoadError::Nlu(e.to_string()))?;
     Ok(LoadedBot { bot, nlu })
 }

@@ -444,7 +444,7 @@ mod tests {
                 ..EntitySpec::default()
             },
         )]);
-        BotNlu::train(&intents, &entities, 0.5).unwrap()
+        BotNlu::train(&intents, &entities, &[], 0.5).unwrap()
     }
 
     fn case(line: usize, text: &str, intent: &str, entities: &[(&str, &str)]) -> Case {

@@ -29,6 +29,8 @@ pub struct Bot {
     pub sagas: BTreeMap<String, Saga>,
     /// Which flow an intent starts.
     pub intent_flows: HashMap<String, String>,
+    /// Synonym groups for the classifier, from every file in turn.
+    pub thesaurus: Vec<Vec<String>>,
 }
 
 pub type Row = BTreeMap<String, Value>;

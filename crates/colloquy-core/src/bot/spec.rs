@@ -28,6 +28,12 @@ pub struct FileSpec {
     pub tables: BTreeMap<String, Vec<BTreeMap<String, serde_yaml::Value>>>,
     #[serde(default)]
     pub sagas: BTreeMap<String, SagaSpec>,
+    /// Groups of words that mean the same to this bot (`[尺码, 码数,
+    /// 鞋码]`): the classifier treats a word of a group as evidence for
+    /// every intent whose examples use another word of it. Files add their
+    /// groups to the bot's.
+    #[serde(default)]
+    pub thesaurus: Vec<Vec<String>>,
 }
 
 /// Remote actions run in order, each with the action that undoes it: when

@@ -2,12 +2,12 @@
 //! (what the extractor pulls out of a message).
 
 use super::checks::Names;
-use super::ctx::Ctx;
+use super::ctx::{At, Ctx};
 use super::sources::Merged;
 use crate::bot::model::Intent;
 use crate::bot::spec::{EntitySpec, IntentSpec};
 use regex::Regex;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) fn compile(
     ctx: &mut Ctx,
@@ -29,6 +29,29 @@ pub(super) fn compile(
                 response: i.response,
             },
         );
+    }
+    out
+}
+
+/// Synonym groups are kept as written (the NLU normalises their words as
+/// it does messages); a group must relate at least two different words.
+pub(super) fn thesaurus(ctx: &mut Ctx, groups: Vec<(Vec<String>, At)>) -> Vec<Vec<String>> {
+    let mut out = Vec::with_capacity(groups.len());
+    for (group, at) in groups {
+        if let Some(i) = group.iter().position(|w| w.trim().is_empty()) {
+            ctx.err(
+                &at.child(&format!("[{i}]")),
+                "",
+                "a thesaurus word cannot be empty",
+            );
+        } else if group.iter().collect::<BTreeSet<_>>().len() < 2 {
+            ctx.err(
+                &at,
+                "",
+                "a synonym group needs at least two different words",
+            );
+        }
+        out.push(group);
     }
     out
 }

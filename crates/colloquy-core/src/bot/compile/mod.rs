@@ -45,6 +45,7 @@ pub fn compile(files: &[SourceFile]) -> Result<Bot, Vec<BotError>> {
     let slots = slots::compile(&mut ctx, &names, &sections.slots, &sections.entities);
     let responses = responses::compile(&mut ctx, &names, sections.responses);
     let intents = intents::compile(&mut ctx, &names, sections.intents);
+    let thesaurus = intents::thesaurus(&mut ctx, sections.thesaurus);
     let actions = actions::compile(
         &mut ctx,
         &names,
@@ -82,6 +83,7 @@ pub fn compile(files: &[SourceFile]) -> Result<Bot, Vec<BotError>> {
         tables,
         sagas,
         intent_flows,
+        thesaurus,
     })
 }
 

@@ -21,6 +21,8 @@ pub(super) struct Sections {
     pub(super) actions: Merged<ActionSpec>,
     pub(super) tables: Merged<Vec<BTreeMap<String, serde_yaml::Value>>>,
     pub(super) sagas: Merged<SagaSpec>,
+    /// Synonym groups, each where it was written.
+    pub(super) thesaurus: Vec<(Vec<String>, At)>,
 }
 
 /// Parse and merge every file; a file that does not parse is reported and
@@ -83,6 +85,14 @@ impl Sections {
         merge(ctx, &mut self.actions, file, "actions", spec.actions);
         merge(ctx, &mut self.tables, file, "tables", spec.tables);
         merge(ctx, &mut self.sagas, file, "sagas", spec.sagas);
+        self.thesaurus
+            .extend(spec.thesaurus.into_iter().enumerate().map(|(i, group)| {
+                let at = At {
+                    file,
+                    path: format!("thesaurus[{i}]"),
+                };
+                (group, at)
+            }));
     }
 }
 
