@@ -101,15 +101,22 @@ pub fn features(text: &str, thesaurus: &Thesaurus, out: &mut Vec<Feature>) {
             while i < chars.len() && is_word_char(chars[i]) {
                 i += 1;
             }
-            let word = hash_chars(WORD, &chars[start..i]);
-            out.push((word, 1.0));
-            if let Some(previous) = previous_word {
-                out.push((finish(previous ^ word.rotate_left(17) ^ WORD_BIGRAM), 1.0));
-            }
-            previous_word = Some(word);
-            word_features(&chars[start..i], &mut marked, out);
-            if let Some(t) = thesaurus {
-                t.word(&chars[start..i], out);
+            let run = &chars[start..i];
+            let mut emit = |word: &[char]| {
+                let hash = hash_chars(WORD, word);
+                out.push((hash, 1.0));
+                if let Some(previous) = previous_word {
+                    out.push((finish(previous ^ hash.rotate_left(17) ^ WORD_BIGRAM), 1.0));
+                }
+                previous_word = Some(hash);
+                word_features(word, &mut marked, out);
+                if let Some(t) = thesaurus {
+                    t.word(word, out);
+                }
+            };
+            match shorthand(run) {
+                Some(words) => words.iter().for_each(|w| emit(w)),
+                None => emit(run),
             }
         } else {
             i += 1;
@@ -157,6 +164,85 @@ fn word_features(word: &[char], marked: &mut Vec<char>, out: &mut Vec<Feature>) 
     }
 }
 
+/// English chat shorthand and contractions typed without an apostrophe,
+/// sorted, with the words they stand for. A word listed here gives the
+/// features of those words instead of its own, so that `thx` is `thanks`
+/// and `r u open` is `are you open`: users type these to bots all the time,
+/// and a bot's examples are written out in full. Only forms with one common
+/// reading: not `y` (why, yes), `ill` or `4`.
+const SHORTHAND: &[(&str, &[&str])] = &[
+    ("2day", &["today"]),
+    ("2moro", &["tomorrow"]),
+    ("2nite", &["tonight"]),
+    ("abt", &["about"]),
+    ("b4", &["before"]),
+    ("bc", &["because"]),
+    ("btw", &["by", "the", "way"]),
+    ("cant", &["can", "not"]),
+    ("coz", &["because"]),
+    ("cuz", &["because"]),
+    ("cya", &["see", "you"]),
+    ("didnt", &["did", "not"]),
+    ("doesnt", &["does", "not"]),
+    ("dont", &["do", "not"]),
+    ("dunno", &["do", "not", "know"]),
+    ("gimme", &["give", "me"]),
+    ("gonna", &["going", "to"]),
+    ("gotta", &["got", "to"]),
+    ("hows", &["how", "is"]),
+    ("hru", &["how", "are", "you"]),
+    ("idk", &["i", "do", "not", "know"]),
+    ("im", &["i", "am"]),
+    ("isnt", &["is", "not"]),
+    ("ive", &["i", "have"]),
+    ("kinda", &["kind", "of"]),
+    ("l8r", &["later"]),
+    ("lemme", &["let", "me"]),
+    ("msg", &["message"]),
+    ("pls", &["please"]),
+    ("plz", &["please"]),
+    ("r", &["are"]),
+    ("rn", &["right", "now"]),
+    ("smth", &["something"]),
+    ("sth", &["something"]),
+    ("thanx", &["thanks"]),
+    ("thats", &["that", "is"]),
+    ("theres", &["there", "is"]),
+    ("thnx", &["thanks"]),
+    ("thx", &["thanks"]),
+    ("tmr", &["tomorrow"]),
+    ("tmrw", &["tomorrow"]),
+    ("tonite", &["tonight"]),
+    ("ty", &["thank", "you"]),
+    ("u", &["you"]),
+    ("ur", &["your"]),
+    ("wanna", &["want", "to"]),
+    ("whats", &["what", "is"]),
+    ("whens", &["when", "is"]),
+    ("wheres", &["where", "is"]),
+    ("whos", &["who", "is"]),
+    ("wont", &["will", "not"]),
+    ("ya", &["you"]),
+    ("yall", &["you", "all"]),
+];
+
+/// The longest key of `SHORTHAND`, in bytes.
+const LONGEST_SHORTHAND: usize = 6;
+
+/// The words `word` stands for, if it is shorthand.
+fn shorthand(word: &[char]) -> Option<Vec<Vec<char>>> {
+    if word.len() > LONGEST_SHORTHAND || !word.iter().all(char::is_ascii) {
+        return None;
+    }
+    let mut buffer = [0u8; LONGEST_SHORTHAND];
+    for (b, &c) in buffer.iter_mut().zip(word) {
+        *b = c as u8;
+    }
+    let key = std::str::from_utf8(&buffer[..word.len()]).ok()?;
+    let i = SHORTHAND.binary_search_by(|(k, _)| (*k).cmp(key)).ok()?;
+    Some(SHORTHAND[i].1.iter().map(|w| w.chars().collect()).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +278,24 @@ mod tests {
         assert_eq!(shared, 5);
         // One character: itself, `<嗨`, `嗨>`.
         assert_eq!(of("嗨").len(), 3);
+    }
+
+    #[test]
+    fn shorthand_gives_the_words_it_stands_for() {
+        assert!(SHORTHAND.windows(2).all(|w| w[0].0 < w[1].0), "sorted");
+        assert!(SHORTHAND.iter().all(|(k, _)| k.len() <= LONGEST_SHORTHAND));
+        let word = |w: &str| hash_chars(WORD, &w.chars().collect::<Vec<_>>());
+        let f = of("r u open 2moro");
+        for w in ["are", "you", "open", "tomorrow"] {
+            assert!(f.contains(&word(w)), "{w}");
+        }
+        assert_eq!(of("thx"), of("thanks"));
+        assert_eq!(
+            of("whens ur pizza gonna come"),
+            of("when is your pizza going to come")
+        );
+        // Only whole words: `ur` in `hour` is not `your`.
+        assert!(!of("which hour").contains(&word("your")));
     }
 
     #[test]

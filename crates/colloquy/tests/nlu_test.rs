@@ -29,7 +29,7 @@ fn text(b: &[u8]) -> String {
 /// (`nlu-oos.tsv`), at most this many wrong intents. The target there is
 /// none; the bar holds what the classifier reaches, so that no change
 /// lets more through.
-const SHIPPED: [(&str, &str, &str); 2] = [("shoe-store", "0.85", "2"), ("pizza-shop", "0.86", "3")];
+const SHIPPED: [(&str, &str, &str); 2] = [("shoe-store", "0.86", "2"), ("pizza-shop", "0.89", "3")];
 
 /// Runs `colloquy nlu test` on a shipped bot's cases file and asserts it
 /// passes the given bars.
