@@ -4,7 +4,9 @@
 //! per data set one line for colloquy's classifier and one for the
 //! reference baseline (TF-IDF + linear SVM, `colloquy_nlu::baseline`):
 //! accuracy on the test split and, in `cv acc`, top-1 accuracy in 5-fold
-//! cross-validation on the training set (`eval::cross_validate`). Then it
+//! cross-validation on the training set (`eval::cross_validate`); with
+//! out-of-scope queries, also their recall and the share of all test
+//! examples `handled` right at the threshold chosen on validation. Then it
 //! prints how colloquy's top confidences are distributed for right, wrong
 //! and out-of-scope answers, and writes all reports as JSON to `nlu.json`
 //! in `$COLLOQUY_BENCH_OUT` (default: `bench-results/` in the workspace).
@@ -46,7 +48,7 @@ fn main() {
     let mut reports = BTreeMap::new();
     let mut deciles = Vec::new();
     println!(
-        "{:<10} {:<9} {:>6} {:>6} {:>7} {:>9} {:>8} {:>8} {:>9} {:>7} {:>8} {:>11}",
+        "{:<10} {:<9} {:>6} {:>6} {:>7} {:>9} {:>8} {:>8} {:>8} {:>9} {:>7} {:>8} {:>11}",
         "data set",
         "model",
         "train",
@@ -55,6 +57,7 @@ fn main() {
         "accuracy",
         "cv acc",
         "oos rec",
+        "handled",
         "threshold",
         "margin",
         "train s",
@@ -107,7 +110,7 @@ fn print_line(name: &str, model: &str, report: &EvalReport) {
         }
     };
     println!(
-        "{name:<10} {model:<9} {:>6} {:>6} {:>7} {:>8.2}% {:>8} {:>8} {:>9} {:>7} {:>8.2} {:>11.0}",
+        "{name:<10} {model:<9} {:>6} {:>6} {:>7} {:>8.2}% {:>8} {:>8} {:>7.2}% {:>9} {:>7} {:>8.2} {:>11.0}",
         report.train_examples,
         report.test_examples,
         report.intents,
@@ -118,6 +121,7 @@ fn print_line(name: &str, model: &str, report: &EvalReport) {
         report
             .oos_recall
             .map_or("-".to_string(), |r| format!("{:.2}%", 100.0 * r)),
+        100.0 * report.handled,
         rule(report.threshold),
         rule(if report.threshold.is_finite() {
             report.margin

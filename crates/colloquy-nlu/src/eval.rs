@@ -139,6 +139,11 @@ pub struct EvalReport {
     pub oos_recall: Option<f64>,
     /// Of the examples that fell back, how many were out of scope.
     pub oos_precision: Option<f64>,
+    /// Share of all test examples handled right: in scope with the right
+    /// intent accepted, or out of scope and fallen back. What the
+    /// threshold chosen on `val` maximises there; moving along the
+    /// trade-off between the two rates above does not raise it.
+    pub handled: f64,
     /// Lowest accepted top confidence.
     pub threshold: f32,
     /// Lowest accepted lead of the top confidence over the runner-up.
@@ -360,6 +365,10 @@ fn measure<M: Scorer>(
         in_scope_accuracy: ratio(scores.in_scope_correct, scores.in_scope),
         oos_recall: (scores.oos > 0).then(|| ratio(scores.oos_rejected, scores.oos)),
         oos_precision: (scores.oos > 0).then(|| ratio(scores.oos_rejected, scores.rejected)),
+        handled: ratio(
+            scores.in_scope_correct + scores.oos_rejected,
+            scores.in_scope + scores.oos,
+        ),
         threshold: fallback.threshold,
         margin: fallback.margin,
         threshold_source,
@@ -614,6 +623,7 @@ mod tests {
         assert_eq!(report.in_scope_accuracy, 1.0);
         assert_eq!(report.oos_recall, Some(1.0));
         assert_eq!(report.oos_precision, Some(1.0));
+        assert_eq!(report.handled, 1.0);
         assert!(report.classifications_per_second > 0.0);
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["oos_recall"], 1.0);
@@ -633,6 +643,14 @@ mod tests {
             "nothing clears a threshold above 1"
         );
         assert_eq!(report.oos_recall, None);
+        assert_eq!(report.handled, 0.0);
+        let with_oos = pairs(&[
+            ("hello", "greet"),
+            ("where is my order", "track"),
+            ("what is the capital of peru", OOS),
+        ]);
+        let report = evaluate(&toy_train(), &with_oos, &fixed).unwrap();
+        assert_eq!(report.handled, 1.0 / 3.0, "only the out-of-scope one");
 
         // A validation set without out-of-scope examples cannot place it.
         let val = pairs(&[("hi", "greet")]);
