@@ -135,8 +135,8 @@ struct Miss {
 
 #[derive(Debug, Serialize)]
 struct Report {
-    bot: String,
-    threshold: f32,
+    #[serde(flatten)]
+    bot: BotInfo,
     cases: usize,
     right: usize,
     accuracy: f64,
@@ -151,9 +151,20 @@ struct Report {
     misses: Vec<Miss>,
 }
 
-/// Scores `cases` on a trained bot; `threshold` is the bot's, used only
-/// to be reported (the NLU applies it).
-fn score(bot: &str, nlu: &BotNlu, threshold: f32, cases: &[Case]) -> Report {
+/// What the report says of the bot tested. The NLU applies the threshold
+/// and thesaurus; they are only reported here.
+#[derive(Debug, Serialize)]
+struct BotInfo {
+    /// Name and version.
+    bot: String,
+    threshold: f32,
+    /// Synonym groups of its `thesaurus`: an author converting one sees
+    /// that it was loaded.
+    thesaurus_groups: usize,
+}
+
+/// Scores `cases` on a trained bot.
+fn score(bot: BotInfo, nlu: &BotNlu, cases: &[Case]) -> Report {
     let mut intents: BTreeMap<String, IntentReport> = BTreeMap::new();
     let mut misses = Vec::new();
     let (mut entity_checks, mut entity_misses) = (0, 0);
@@ -203,8 +214,7 @@ fn score(bot: &str, nlu: &BotNlu, threshold: f32, cases: &[Case]) -> Report {
     }
     let right: usize = intents.values().map(|i| i.right).sum();
     Report {
-        bot: bot.to_string(),
-        threshold,
+        bot,
         cases: cases.len(),
         right,
         accuracy: right as f64 / cases.len().max(1) as f64,
@@ -234,9 +244,13 @@ fn missing_entities(result: &NluResult, expected: &[(String, String)]) -> Vec<St
 }
 
 fn print(report: &Report, cases_path: &Path) {
+    let thesaurus = match report.bot.thesaurus_groups {
+        0 => String::new(),
+        n => format!(", thesaurus of {n} groups"),
+    };
     println!(
-        "bot            {} (threshold {:.2})",
-        report.bot, report.threshold
+        "bot            {} (threshold {:.2}{thesaurus})",
+        report.bot.bot, report.bot.threshold
     );
     println!("cases          {}", report.cases);
     println!(
@@ -286,7 +300,7 @@ fn print(report: &Report, cases_path: &Path) {
     println!(
         "top confidence  {} (threshold {:.2})",
         ConfidenceDeciles::header(),
-        report.threshold
+        report.bot.threshold
     );
     for (kind, bins) in report.confidence.rows() {
         println!("{kind:<15} {bins}");
@@ -351,8 +365,12 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     let bot = &loaded.bot;
-    let name = format!("{} {}", bot.id.name, bot.id.version);
-    let report = score(&name, &loaded.nlu, bot.threshold, &cases);
+    let info = BotInfo {
+        bot: format!("{} {}", bot.id.name, bot.id.version),
+        threshold: bot.threshold,
+        thesaurus_groups: bot.thesaurus.len(),
+    };
+    let report = score(info, &loaded.nlu, &cases);
     print(&report, &args.cases);
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report)?;
@@ -476,7 +494,12 @@ mod tests {
             case(4, "qwxz", "order", &[("pizza", "margherita")]),
             case(5, "zzz", OOS, &[]),
         ];
-        let r = score("t 1", &nlu, 0.5, &cases);
+        let info = BotInfo {
+            bot: "t 1".into(),
+            threshold: 0.5,
+            thesaurus_groups: 0,
+        };
+        let r = score(info, &nlu, &cases);
         assert_eq!((r.cases, r.right, r.fallbacks, r.wrong), (5, 3, 1, 1));
         assert!((r.accuracy - 0.6).abs() < 1e-9);
         assert_eq!((r.entity_checks, r.entity_misses), (2, 1));

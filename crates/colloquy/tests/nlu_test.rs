@@ -168,3 +168,61 @@ fn bad_cases_are_reported_with_file_and_line_and_exit_2() {
     let out = nlu_test(&["bots/no-such-bot", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_bots_thesaurus_is_loaded_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let bot = dir.path().join("pizza-shop");
+    std::fs::create_dir(&bot).unwrap();
+    for entry in std::fs::read_dir(root().join("bots/pizza-shop")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            std::fs::copy(&path, bot.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let cases = dir.path().join("cases.tsv");
+    std::fs::write(&cases, "hello\tgreet\n").unwrap();
+    let json = dir.path().join("report.json");
+    let run = || {
+        nlu_test(&[
+            bot.to_str().unwrap(),
+            cases.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ])
+    };
+    let groups = || -> serde_json::Value {
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        report["thesaurus_groups"].clone()
+    };
+
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("thesaurus"));
+    assert_eq!(groups(), 0);
+
+    std::fs::write(
+        bot.join("thesaurus.yaml"),
+        "thesaurus:\n  - [human, person, agent]\n  - [pie, pizza]\n",
+    )
+    .unwrap();
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("(threshold 0.50, thesaurus of 2 groups)"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(groups(), 2);
+
+    // A group of one word: the bot does not load, and the error says where.
+    std::fs::write(bot.join("thesaurus.yaml"), "thesaurus:\n  - [pie]\n").unwrap();
+    let out = run();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("thesaurus.yaml:2: thesaurus[0]"),
+        "{}",
+        text(&out.stderr)
+    );
+}
