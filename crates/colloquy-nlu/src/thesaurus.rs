@@ -77,8 +77,11 @@ impl Thesaurus {
         self.groups.is_empty()
     }
 
-    fn push(&self, word: &[char], out: &mut Vec<Feature>) {
-        if let Some(ids) = self.groups.get(&hash_chars(WORD, word)) {
+    /// The group features of the word whose `tokenize` word feature is
+    /// `hash`: the tokenizer has hashed each Latin word already. Nothing
+    /// for an empty thesaurus (a lookup in an empty map).
+    pub(crate) fn word(&self, hash: u64, out: &mut Vec<Feature>) {
+        if let Some(ids) = self.groups.get(&hash) {
             let weight = WEIGHT / (ids.len() as f32).sqrt();
             for &id in ids {
                 out.push((group_feature(id), weight));
@@ -86,17 +89,13 @@ impl Thesaurus {
         }
     }
 
-    /// The group features of a Latin or digit word.
-    pub(crate) fn word(&self, word: &[char], out: &mut Vec<Feature>) {
-        self.push(word, out);
-    }
-
-    /// The group features of every thesaurus word inside a CJK run.
+    /// The group features of every thesaurus word inside a CJK run; none
+    /// for an empty thesaurus, whose longest word has no characters.
     pub(crate) fn cjk_run(&self, run: &[char], out: &mut Vec<Feature>) {
         let longest = self.longest.min(LONGEST_CJK_WORD);
         for n in 1..=longest.min(run.len()) {
             for word in run.windows(n) {
-                self.push(word, out);
+                self.word(hash_chars(WORD, word), out);
             }
         }
     }

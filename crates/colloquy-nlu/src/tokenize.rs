@@ -80,9 +80,9 @@ const SUBWORD_WEIGHT: f32 = 0.5;
 /// those of `thesaurus` groups; a feature that occurs twice is pushed
 /// twice, so callers can count frequencies.
 pub fn features(text: &str, thesaurus: &Thesaurus, out: &mut Vec<Feature>) {
-    let thesaurus = (!thesaurus.is_empty()).then_some(thesaurus);
     let chars: Vec<char> = text.chars().collect();
     let mut marked = Vec::new();
+    let mut expansion = Vec::new();
     let mut previous_word: Option<u64> = None;
     let mut i = 0;
     while i < chars.len() {
@@ -93,9 +93,7 @@ pub fn features(text: &str, thesaurus: &Thesaurus, out: &mut Vec<Feature>) {
                 i += 1;
             }
             cjk_features(&chars[start..i], &mut marked, out);
-            if let Some(t) = thesaurus {
-                t.cjk_run(&chars[start..i], out);
-            }
+            thesaurus.cjk_run(&chars[start..i], out);
             previous_word = None;
         } else if is_word_char(c) {
             while i < chars.len() && is_word_char(chars[i]) {
@@ -110,12 +108,16 @@ pub fn features(text: &str, thesaurus: &Thesaurus, out: &mut Vec<Feature>) {
                 }
                 previous_word = Some(hash);
                 word_features(word, &mut marked, out);
-                if let Some(t) = thesaurus {
-                    t.word(word, out);
-                }
+                thesaurus.word(hash, out);
             };
             match shorthand(run) {
-                Some(words) => words.iter().for_each(|w| emit(w)),
+                Some(words) => {
+                    for word in words {
+                        expansion.clear();
+                        expansion.extend(word.chars());
+                        emit(&expansion);
+                    }
+                }
                 None => emit(run),
             }
         } else {
@@ -226,21 +228,20 @@ const SHORTHAND: &[(&str, &[&str])] = &[
     ("yall", &["you", "all"]),
 ];
 
-/// The longest key of `SHORTHAND`, in bytes.
+/// The longest key of `SHORTHAND`: longer words are not looked up.
 const LONGEST_SHORTHAND: usize = 6;
 
 /// The words `word` stands for, if it is shorthand.
-fn shorthand(word: &[char]) -> Option<Vec<Vec<char>>> {
-    if word.len() > LONGEST_SHORTHAND || !word.iter().all(char::is_ascii) {
+fn shorthand(word: &[char]) -> Option<&'static [&'static str]> {
+    if word.len() > LONGEST_SHORTHAND {
         return None;
     }
-    let mut buffer = [0u8; LONGEST_SHORTHAND];
-    for (b, &c) in buffer.iter_mut().zip(word) {
-        *b = c as u8;
-    }
-    let key = std::str::from_utf8(&buffer[..word.len()]).ok()?;
-    let i = SHORTHAND.binary_search_by(|(k, _)| (*k).cmp(key)).ok()?;
-    Some(SHORTHAND[i].1.iter().map(|w| w.chars().collect()).collect())
+    // The keys are ASCII, so their order as strings is their order as
+    // characters.
+    let i = SHORTHAND
+        .binary_search_by(|(key, _)| key.chars().cmp(word.iter().copied()))
+        .ok()?;
+    Some(SHORTHAND[i].1)
 }
 
 #[cfg(test)]
