@@ -264,7 +264,7 @@ fn print(report: &Report, cases_path: &Path) {
         report.fallbacks
     );
     println!(
-        "wrong intents  {} (another intent above the threshold)",
+        "wrong intents  {} (another intent acted on: above the threshold, or below it with the nearest example agreeing)",
         report.wrong
     );
     if report.entity_checks > 0 {
@@ -317,7 +317,18 @@ fn print(report: &Report, cases_path: &Path) {
             .unwrap_or_else(|| "nothing".into());
         let what = match m.kind {
             MissKind::Fallback => format!("fallback  expected {}, top {top}", m.expected),
-            MissKind::Wrong => format!("WRONG     expected {}, got {top}", m.expected),
+            MissKind::Wrong => {
+                // The NLU also acts below the threshold when the nearest
+                // example agrees clearly; without saying so a confidence
+                // under the threshold reads like a bug.
+                let why = match &m.top {
+                    Some((_, c)) if *c < report.bot.threshold => {
+                        " (below the threshold; its nearest example agreed)"
+                    }
+                    _ => "",
+                };
+                format!("WRONG     expected {}, got {top}{why}", m.expected)
+            }
             MissKind::Entities => format!("entities  missing {}", m.missing.join(", ")),
         };
         println!(

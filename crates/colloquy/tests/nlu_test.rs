@@ -93,6 +93,40 @@ fn the_shipped_bots_keep_what_their_dev_sets_tuned() {
     }
 }
 
+/// A wrong intent under the threshold was acted on because the nearest
+/// example agreed; the miss says so, and only then.
+#[test]
+fn a_wrong_intent_below_the_threshold_says_why_it_was_acted_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = dir.path().join("cases.tsv");
+    // Out-of-scope messages the pizza shop acts on (with its examples of
+    // this commit): the first two under its threshold of 0.5, the last
+    // over it.
+    std::fs::write(
+        &cases,
+        "what are apartment prices now\toos\ni'd like to renew my subscription to playboy\toos\nis my flight on time\toos\n",
+    )
+    .unwrap();
+    let out = nlu_test(&["bots/pizza-shop", cases.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    let wrong: Vec<&str> = stdout.lines().filter(|l| l.contains("WRONG")).collect();
+    assert_eq!(wrong.len(), 3, "{stdout}");
+    let mut below = 0;
+    for line in wrong {
+        let confidence: f32 = line
+            .split_whitespace()
+            .find_map(|w| w.parse().ok().filter(|c: &f32| *c < 1.0))
+            .unwrap_or_else(|| panic!("no confidence in {line}"));
+        assert_eq!(
+            line.contains("(below the threshold; its nearest example agreed)"),
+            confidence < 0.5,
+            "{line}"
+        );
+        below += usize::from(confidence < 0.5);
+    }
+    assert_eq!(below, 2, "{stdout}");
+}
+
 #[test]
 fn reports_misses_writes_json_and_fails_below_the_bar() {
     let dir = tempfile::tempdir().unwrap();
