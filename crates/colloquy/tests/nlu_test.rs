@@ -34,10 +34,10 @@ const SHIPPED: [(&str, &str, &str); 2] = [("shoe-store", "0.95", "2"), ("pizza-s
 
 /// The same for the dev sets the bots' examples were tuned against
 /// (`nlu-dev.tsv`, `nlu-dev-oos.tsv`): they are not held out, so their
-/// bars hold where tuning left them (104 of 107 and 93 of 94 right; 8 and
-/// 6 wrong intents out of scope), and a change to the classifier or the
-/// examples that undoes the tuning shows here first.
-const TUNED: [(&str, &str, &str); 2] = [("shoe-store", "0.97", "8"), ("pizza-shop", "0.98", "6")];
+/// bars hold where tuning left them (104 of 107 and 162 of 170 right; 8
+/// and 14 wrong intents out of scope), and a change to the classifier or
+/// the examples that undoes the tuning shows here first.
+const TUNED: [(&str, &str, &str); 2] = [("shoe-store", "0.97", "8"), ("pizza-shop", "0.95", "14")];
 
 /// Runs `colloquy nlu test` on a shipped bot's cases file and asserts it
 /// passes the given bars.
