@@ -18,6 +18,15 @@ fn nlu_test(args: &[&str]) -> Output {
         .expect("run colloquy nlu test")
 }
 
+/// A temporary directory holding `cases.tsv` with `content`; the
+/// directory lives as long as the returned guard.
+fn cases_file(content: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = dir.path().join("cases.tsv");
+    std::fs::write(&cases, content).unwrap();
+    (dir, cases)
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -97,16 +106,12 @@ fn the_shipped_bots_keep_what_their_dev_sets_tuned() {
 /// example agreed; the miss says so, and only then.
 #[test]
 fn a_wrong_intent_below_the_threshold_says_why_it_was_acted_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let cases = dir.path().join("cases.tsv");
     // Out-of-scope messages the pizza shop acts on (with its examples of
     // this commit): the first two under its threshold of 0.5, the last
     // over it.
-    std::fs::write(
-        &cases,
+    let (_dir, cases) = cases_file(
         "what are apartment prices now\toos\ni'd like to renew my subscription to playboy\toos\nis my flight on time\toos\n",
-    )
-    .unwrap();
+    );
     let out = nlu_test(&["bots/pizza-shop", cases.to_str().unwrap()]);
     let stdout = text(&out.stdout);
     let wrong: Vec<&str> = stdout.lines().filter(|l| l.contains("WRONG")).collect();
@@ -129,13 +134,9 @@ fn a_wrong_intent_below_the_threshold_says_why_it_was_acted_on() {
 
 #[test]
 fn reports_misses_writes_json_and_fails_below_the_bar() {
-    let dir = tempfile::tempdir().unwrap();
-    let cases = dir.path().join("cases.tsv");
-    std::fs::write(
-        &cases,
+    let (dir, cases) = cases_file(
         "# a right answer, a wrong intent, and an entity the message lacks\nhello\tgreet\nwhere is my order\thours\ncan i get a large pepperoni\torder_pizza\tpizza=veggie\n",
-    )
-    .unwrap();
+    );
     let json = dir.path().join("report.json");
     let out = nlu_test(&[
         "bots/pizza-shop",
@@ -228,7 +229,7 @@ fn bad_cases_are_reported_with_file_and_line_and_exit_2() {
 
 #[test]
 fn a_bots_thesaurus_is_loaded_and_reported() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, cases) = cases_file("hello\tgreet\n");
     let bot = dir.path().join("pizza-shop");
     std::fs::create_dir(&bot).unwrap();
     for entry in std::fs::read_dir(root().join("bots/pizza-shop")).unwrap() {
@@ -237,8 +238,6 @@ fn a_bots_thesaurus_is_loaded_and_reported() {
             std::fs::copy(&path, bot.join(path.file_name().unwrap())).unwrap();
         }
     }
-    let cases = dir.path().join("cases.tsv");
-    std::fs::write(&cases, "hello\tgreet\n").unwrap();
     let json = dir.path().join("report.json");
     let run = || {
         nlu_test(&[
