@@ -24,7 +24,9 @@ const VARIANTS_PER_EXAMPLE: usize = 8;
 /// one whose number is written in digits gets it in Chinese numerals, or
 /// the other way round (三十九码 is said like 39码: the tokenizer folds
 /// digit runs into one feature, but numerals are Chinese characters).
-fn augment(
+/// `BotNlu::train` trains on it; `colloquy nlu test` uses it to tell a
+/// test case that is a training example word for word.
+pub fn training_set(
     intents: &[(String, Vec<String>)],
     entities: &BTreeMap<String, EntitySpec>,
 ) -> Vec<(String, String)> {
@@ -177,7 +179,7 @@ impl BotNlu {
         if let Some((intent, _)) = intents.iter().find(|(_, examples)| examples.is_empty()) {
             return Err(NluError::IntentWithoutExamples(intent.clone()));
         }
-        let examples = augment(intents, entities);
+        let examples = training_set(intents, entities);
         let classifier = if examples.is_empty() {
             None
         } else {
@@ -351,7 +353,7 @@ mod tests {
             },
         )]);
         let data = intents(&[("ask", &["星云跑鞋有39码吗", "有货吗"]), ("hi", &["你好"])]);
-        let texts: Vec<String> = augment(&data, &entities)
+        let texts: Vec<String> = training_set(&data, &entities)
             .into_iter()
             .map(|(text, intent)| format!("{intent}:{text}"))
             .collect();
@@ -401,7 +403,7 @@ mod tests {
             },
         )]);
         let data = intents(&[("want", &["i want value07 now", "nothing here"])]);
-        let out = augment(&data, &entities);
+        let out = training_set(&data, &entities);
         // Two examples, two variants: the intent keeps its weight.
         assert_eq!(out.len(), 4);
         let phrases: Vec<(String, &str)> = (0..50)

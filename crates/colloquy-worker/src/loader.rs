@@ -3,6 +3,7 @@
 
 use colloquy_core::bot::{compile, BotError, SourceFile};
 use colloquy_core::Bot;
+use colloquy_nlu::pipeline::training_set;
 use colloquy_nlu::BotNlu;
 use colloquy_store::registry::BotFiles;
 use std::fmt;
@@ -12,6 +13,22 @@ use std::path::{Path, PathBuf};
 pub struct LoadedBot {
     pub bot: Bot,
     pub nlu: BotNlu,
+}
+
+impl LoadedBot {
+    /// The `(text, intent)` pairs its NLU was trained on: the examples and
+    /// the variants generated from them (`pipeline::training_set`).
+    pub fn training_set(&self) -> Vec<(String, String)> {
+        training_set(&intent_examples(&self.bot), &self.bot.entities)
+    }
+}
+
+/// Per intent, its examples, as the NLU trains on them.
+fn intent_examples(bot: &Bot) -> Vec<(String, Vec<String>)> {
+    bot.intents
+        .iter()
+        .map(|(name, i)| (name.clone(), i.examples.clone()))
+        .collect()
 }
 
 #[derive(Debug)]
@@ -127,12 +144,12 @@ pub fn load_files(files: &BotFiles) -> Result<LoadedBot, LoadError> {
 
 fn compile_and_train(files: &[SourceFile]) -> Result<LoadedBot, LoadError> {
     let bot = compile(files).map_err(LoadError::Invalid)?;
-    let intents: Vec<(String, Vec<String>)> = bot
-        .intents
-        .iter()
-        .map(|(name, i)| (name.clone(), i.examples.clone()))
-        .collect();
-    let nlu = BotNlu::train(&intents, &bot.entities, &bot.thesaurus, bot.threshold)
-        .map_err(|e| LoadError::Nlu(e.to_string()))?;
+    let nlu = BotNlu::train(
+        &intent_examples(&bot),
+        &bot.entities,
+        &bot.thesaurus,
+        bot.threshold,
+    )
+    .map_err(|e| LoadError::Nlu(e.to_string()))?;
     Ok(LoadedBot { bot, nlu })
 }

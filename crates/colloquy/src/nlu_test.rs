@@ -10,9 +10,9 @@ use anyhow::Context;
 use colloquy_core::bot::values_equal;
 use colloquy_core::{NluResult, Value};
 use colloquy_nlu::eval::{ConfidenceDeciles, OOS};
-use colloquy_nlu::BotNlu;
+use colloquy_nlu::{normalize, BotNlu};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -26,10 +26,17 @@ pub struct TestArgs {
     /// Exit 1 when the share of right answers (0 to 1) is below this.
     #[arg(long, default_value_t = 0.0)]
     min_accuracy: f64,
-    /// Exit 1 when more cases than this get a wrong intent above the
-    /// threshold (a fallback is a miss; a wrong intent is worse).
+    /// Exit 1 when more cases than this get a wrong intent: another
+    /// intent the bot acts on (a fallback is a miss; a wrong intent is
+    /// worse).
     #[arg(long)]
     max_wrong: Option<usize>,
+    /// Leave out cases that are training examples word for word (after
+    /// normalisation): they test memory, not paraphrase. For a held-out
+    /// set, so that its accuracy says how the bot does on what it was
+    /// never shown.
+    #[arg(long)]
+    exclude_examples: bool,
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "OUT")]
     json: Option<PathBuf>,
@@ -137,7 +144,13 @@ struct Miss {
 struct Report {
     #[serde(flatten)]
     bot: BotInfo,
+    /// Cases scored: with `--exclude-examples`, those that are not
+    /// training examples.
     cases: usize,
+    /// Lines of the cases that are training examples word for word.
+    examples: Vec<usize>,
+    /// Whether those cases were left out of every count.
+    examples_excluded: bool,
     right: usize,
     accuracy: f64,
     fallbacks: usize,
@@ -216,6 +229,8 @@ fn score(bot: BotInfo, nlu: &BotNlu, cases: &[Case]) -> Report {
     Report {
         bot,
         cases: cases.len(),
+        examples: Vec::new(),
+        examples_excluded: false,
         right,
         accuracy: right as f64 / cases.len().max(1) as f64,
         fallbacks: intents.values().map(|i| i.fallbacks).sum(),
@@ -253,6 +268,17 @@ fn print(report: &Report, cases_path: &Path) {
         report.bot.bot, report.bot.threshold
     );
     println!("cases          {}", report.cases);
+    if !report.examples.is_empty() {
+        let (n, lines) = (report.examples.len(), line_list(&report.examples));
+        if report.examples_excluded {
+            println!("excluded       {n} cases that are training examples word for word ({lines})");
+        } else {
+            println!(
+                "examples       {n} cases are training examples word for word ({lines}): \
+                 they test memory, not paraphrase (--exclude-examples leaves them out)"
+            );
+        }
+    }
     println!(
         "accuracy       {:.2}% ({}/{})",
         report.accuracy * 100.0,
@@ -340,6 +366,27 @@ fn print(report: &Report, cases_path: &Path) {
     }
 }
 
+/// A text as the classifier reads it: normalised words without the
+/// punctuation between them, so that `Heya!` is the example `heya`.
+fn wording(text: &str) -> String {
+    normalize(text)
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `lines 3, 17, 40`, the first few of many.
+fn line_list(lines: &[usize]) -> String {
+    const SHOWN: usize = 12;
+    let mut list: Vec<String> = lines.iter().take(SHOWN).map(usize::to_string).collect();
+    if lines.len() > SHOWN {
+        list.push("…".into());
+    }
+    let noun = if lines.len() == 1 { "line" } else { "lines" };
+    format!("{noun} {}", list.join(", "))
+}
+
 /// Exit 2 for input that cannot be tested (bot, file, unknown intent),
 /// 1 for a bot below the bar, 0 otherwise.
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
@@ -355,7 +402,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(e) => return usage(format!("{}: {e}", args.cases.display())),
     };
-    let cases = match parse_cases(&content) {
+    let mut cases = match parse_cases(&content) {
         Ok(cases) => cases,
         Err((line, problem)) => {
             return usage(format!("{}:{line}: {problem}", args.cases.display()))
@@ -375,13 +422,36 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
             names.join(", ")
         ));
     }
+    let trained: HashSet<String> = loaded
+        .training_set()
+        .into_iter()
+        .map(|(text, _)| wording(&text))
+        .collect();
+    let examples: Vec<usize> = cases
+        .iter()
+        .filter(|c| trained.contains(&wording(&c.text)))
+        .map(|c| c.line)
+        .collect();
+    if args.exclude_examples {
+        cases.retain(|c| !examples.contains(&c.line));
+        if cases.is_empty() {
+            return usage(format!(
+                "{}: every case is a training example word for word; nothing is left to test",
+                args.cases.display()
+            ));
+        }
+    }
     let bot = &loaded.bot;
     let info = BotInfo {
         bot: format!("{} {}", bot.id.name, bot.id.version),
         threshold: bot.threshold,
         thesaurus_groups: bot.thesaurus.len(),
     };
-    let report = score(info, &loaded.nlu, &cases);
+    let report = Report {
+        examples,
+        examples_excluded: args.exclude_examples,
+        ..score(info, &loaded.nlu, &cases)
+    };
     print(&report, &args.cases);
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report)?;
@@ -398,7 +468,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(max) = args.max_wrong.filter(|&max| report.wrong > max) {
         eprintln!(
-            "FAIL: {} wrong intents above the threshold, more than --max-wrong {max}",
+            "FAIL: {} wrong intents, more than --max-wrong {max}",
             report.wrong
         );
         failed = true;
