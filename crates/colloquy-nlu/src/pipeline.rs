@@ -176,6 +176,21 @@ impl BotNlu {
         thesaurus: &[Vec<String>],
         threshold: f32,
     ) -> Result<BotNlu, NluError> {
+        let seed = TrainConfig::few_shot().seed;
+        BotNlu::train_seeded(intents, entities, thesaurus, threshold, seed)
+    }
+
+    /// `train` with another seed for the network's initialisation and
+    /// shuffling. The server always trains with the default one; a few
+    /// others show how much of a test result is the luck of that draw
+    /// (`colloquy nlu test --seeds`).
+    pub fn train_seeded(
+        intents: &[(String, Vec<String>)],
+        entities: &BTreeMap<String, EntitySpec>,
+        thesaurus: &[Vec<String>],
+        threshold: f32,
+        seed: u64,
+    ) -> Result<BotNlu, NluError> {
         if let Some((intent, _)) = intents.iter().find(|(_, examples)| examples.is_empty()) {
             return Err(NluError::IntentWithoutExamples(intent.clone()));
         }
@@ -185,7 +200,10 @@ impl BotNlu {
         } else {
             let classifier = Classifier::train_with(
                 &examples,
-                &TrainConfig::few_shot(),
+                &TrainConfig {
+                    seed,
+                    ..TrainConfig::few_shot()
+                },
                 Thesaurus::new(thesaurus),
             )?;
             let neighbours = Neighbours::new(&classifier, &examples);
@@ -454,5 +472,22 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.to_string(), "intent `empty` has no examples");
+    }
+
+    /// `train` is the default seed; another seed is another draw of the
+    /// same model, and the same seed the same model.
+    #[test]
+    fn a_seed_is_a_reproducible_draw() {
+        let data = intents(&[
+            ("greet", &["hi", "hello there", "good morning"]),
+            ("order", &["i want a pizza", "get me a large pepperoni"]),
+            ("track", &["where is my order", "is my pizza on its way"]),
+        ]);
+        let train = |seed| BotNlu::train_seeded(&data, &BTreeMap::new(), &[], 0.5, seed).unwrap();
+        let top = |nlu: &BotNlu| nlu.parse("hello, is my pepperoni coming").intents;
+        let shipped = top(&BotNlu::train(&data, &BTreeMap::new(), &[], 0.5).unwrap());
+        assert_eq!(top(&train(TrainConfig::few_shot().seed)), shipped);
+        assert_eq!(top(&train(7)), top(&train(7)));
+        assert_ne!(top(&train(7)), shipped);
     }
 }

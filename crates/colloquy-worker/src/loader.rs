@@ -4,7 +4,7 @@
 use colloquy_core::bot::{compile, BotError, SourceFile};
 use colloquy_core::Bot;
 use colloquy_nlu::pipeline::training_set;
-use colloquy_nlu::BotNlu;
+use colloquy_nlu::{BotNlu, TrainConfig};
 use colloquy_store::registry::BotFiles;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,22 @@ impl LoadedBot {
     pub fn training_set(&self) -> Vec<(String, String)> {
         training_set(&intent_examples(&self.bot), &self.bot.entities)
     }
+
+    /// Its NLU trained again with another seed (`BotNlu::train_seeded`).
+    pub fn retrain(&self, seed: u64) -> Result<BotNlu, LoadError> {
+        train(&self.bot, seed)
+    }
+}
+
+fn train(bot: &Bot, seed: u64) -> Result<BotNlu, LoadError> {
+    BotNlu::train_seeded(
+        &intent_examples(bot),
+        &bot.entities,
+        &bot.thesaurus,
+        bot.threshold,
+        seed,
+    )
+    .map_err(|e| LoadError::Nlu(e.to_string()))
 }
 
 /// Per intent, its examples, as the NLU trains on them.
@@ -144,12 +160,6 @@ pub fn load_files(files: &BotFiles) -> Result<LoadedBot, LoadError> {
 
 fn compile_and_train(files: &[SourceFile]) -> Result<LoadedBot, LoadError> {
     let bot = compile(files).map_err(LoadError::Invalid)?;
-    let nlu = BotNlu::train(
-        &intent_examples(&bot),
-        &bot.entities,
-        &bot.thesaurus,
-        bot.threshold,
-    )
-    .map_err(|e| LoadError::Nlu(e.to_string()))?;
+    let nlu = train(&bot, TrainConfig::few_shot().seed)?;
     Ok(LoadedBot { bot, nlu })
 }

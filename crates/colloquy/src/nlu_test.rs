@@ -10,7 +10,7 @@ use anyhow::Context;
 use colloquy_core::bot::values_equal;
 use colloquy_core::{NluResult, Value};
 use colloquy_nlu::eval::{ConfidenceDeciles, OOS};
-use colloquy_nlu::{normalize, BotNlu};
+use colloquy_nlu::{normalize, BotNlu, TrainConfig};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -37,6 +37,12 @@ pub struct TestArgs {
     /// never shown.
     #[arg(long)]
     exclude_examples: bool,
+    /// Also train with this many seeds in all (the server's first) and
+    /// report the spread of accuracy and wrong intents: one example more
+    /// or less can move a small bot's results by a case or two, and so
+    /// can the seed. The report and the bars stay the server's seed's.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    seeds: u64,
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "OUT")]
     json: Option<PathBuf>,
@@ -151,6 +157,9 @@ struct Report {
     examples: Vec<usize>,
     /// Whether those cases were left out of every count.
     examples_excluded: bool,
+    /// With `--seeds` above 1: the spread over seeds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seeds: Option<SeedSpread>,
     right: usize,
     accuracy: f64,
     fallbacks: usize,
@@ -164,9 +173,36 @@ struct Report {
     misses: Vec<Miss>,
 }
 
+/// Accuracy and wrong intents over several training seeds.
+#[derive(Debug, Serialize, PartialEq)]
+struct SeedSpread {
+    seeds: usize,
+    accuracy_mean: f64,
+    accuracy_min: f64,
+    accuracy_max: f64,
+    wrong_mean: f64,
+    wrong_max: usize,
+}
+
+impl SeedSpread {
+    /// `runs` holds `(accuracy, wrong)` per seed; it is not empty.
+    fn of(runs: &[(f64, usize)]) -> SeedSpread {
+        let n = runs.len() as f64;
+        let accuracies = runs.iter().map(|&(a, _)| a);
+        SeedSpread {
+            seeds: runs.len(),
+            accuracy_mean: accuracies.clone().sum::<f64>() / n,
+            accuracy_min: accuracies.clone().fold(f64::INFINITY, f64::min),
+            accuracy_max: accuracies.fold(f64::NEG_INFINITY, f64::max),
+            wrong_mean: runs.iter().map(|&(_, w)| w as f64).sum::<f64>() / n,
+            wrong_max: runs.iter().map(|&(_, w)| w).max().unwrap_or(0),
+        }
+    }
+}
+
 /// What the report says of the bot tested. The NLU applies the threshold
 /// and thesaurus; they are only reported here.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 struct BotInfo {
     /// Name and version.
     bot: String,
@@ -231,6 +267,7 @@ fn score(bot: BotInfo, nlu: &BotNlu, cases: &[Case]) -> Report {
         cases: cases.len(),
         examples: Vec::new(),
         examples_excluded: false,
+        seeds: None,
         right,
         accuracy: right as f64 / cases.len().max(1) as f64,
         fallbacks: intents.values().map(|i| i.fallbacks).sum(),
@@ -293,6 +330,17 @@ fn print(report: &Report, cases_path: &Path) {
         "wrong intents  {} (another intent acted on: above the threshold, or below it with the nearest example agreeing)",
         report.wrong
     );
+    if let Some(spread) = &report.seeds {
+        println!(
+            "seeds          {}: accuracy mean {:.2}% ({:.2}–{:.2}%), wrong intents mean {:.1} (at most {}); all else is the server's seed",
+            spread.seeds,
+            spread.accuracy_mean * 100.0,
+            spread.accuracy_min * 100.0,
+            spread.accuracy_max * 100.0,
+            spread.wrong_mean,
+            spread.wrong_max
+        );
+    }
     if report.entity_checks > 0 {
         println!(
             "entities       {}/{} found",
@@ -447,11 +495,21 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         threshold: bot.threshold,
         thesaurus_groups: bot.thesaurus.len(),
     };
-    let report = Report {
+    let mut report = Report {
         examples,
         examples_excluded: args.exclude_examples,
-        ..score(info, &loaded.nlu, &cases)
+        ..score(info.clone(), &loaded.nlu, &cases)
     };
+    if args.seeds > 1 {
+        let first = TrainConfig::few_shot().seed;
+        let mut runs = vec![(report.accuracy, report.wrong)];
+        for i in 1..args.seeds {
+            let nlu = loaded.retrain(first.wrapping_add(i))?;
+            let other = score(info.clone(), &nlu, &cases);
+            runs.push((other.accuracy, other.wrong));
+        }
+        report.seeds = Some(SeedSpread::of(&runs));
+    }
     print(&report, &args.cases);
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report)?;
@@ -484,6 +542,16 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
 mod tests {
     use super::*;
     use colloquy_core::bot::spec::EntitySpec;
+
+    #[test]
+    fn the_spread_over_seeds_is_mean_min_and_max() {
+        let spread = SeedSpread::of(&[(0.9, 1), (0.8, 0), (1.0, 2)]);
+        assert_eq!(spread.seeds, 3);
+        assert!((spread.accuracy_mean - 0.9).abs() < 1e-9);
+        assert_eq!((spread.accuracy_min, spread.accuracy_max), (0.8, 1.0));
+        assert!((spread.wrong_mean - 1.0).abs() < 1e-9);
+        assert_eq!(spread.wrong_max, 2);
+    }
 
     #[test]
     fn reads_cases_with_and_without_entities() {

@@ -269,6 +269,49 @@ fn cases_that_are_training_examples_are_named_and_can_be_left_out() {
     );
 }
 
+/// `--seeds` trains again with other seeds and reports the spread; the
+/// report and its bars stay the server's seed's.
+#[test]
+fn seeds_report_the_spread_around_the_servers_seed() {
+    let (dir, cases) = cases_file(
+        "r u guys open on sundays\thours\nwhere's my food at\ttrack_order\nlemme get a big veggie\torder_pizza\ncan u get me a manager\thuman\nthx a bunch\tthanks\n",
+    );
+    let json = dir.path().join("report.json");
+    let (cases, json_arg) = (cases.to_str().unwrap(), json.to_str().unwrap());
+    let report = |args: &[&str]| -> serde_json::Value {
+        let out = nlu_test(&[&["bots/pizza-shop", cases, "--json", json_arg], args].concat());
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+    };
+    let one = report(&[]);
+    assert!(one.get("seeds").is_none());
+    let three = report(&["--seeds", "3"]);
+    assert_eq!(three["accuracy"], one["accuracy"]);
+    assert_eq!(three["misses"], one["misses"]);
+    let spread = &three["seeds"];
+    assert_eq!(spread["seeds"], 3);
+    let value = |v: &serde_json::Value| v.as_f64().unwrap();
+    let (min, mean, max) = (
+        value(&spread["accuracy_min"]),
+        value(&spread["accuracy_mean"]),
+        value(&spread["accuracy_max"]),
+    );
+    assert!(
+        min <= value(&one["accuracy"]) && value(&one["accuracy"]) <= max,
+        "{spread}"
+    );
+    assert!(min <= mean && mean <= max, "{spread}");
+    assert!(value(&spread["wrong_mean"]) <= value(&spread["wrong_max"]));
+
+    let zero = nlu_test(&["bots/pizza-shop", cases, "--seeds", "0"]);
+    assert_eq!(zero.status.code(), Some(2));
+    assert!(
+        text(&zero.stderr).contains("--seeds"),
+        "{}",
+        text(&zero.stderr)
+    );
+}
+
 #[test]
 fn bad_cases_are_reported_with_file_and_line_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
