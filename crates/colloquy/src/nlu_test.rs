@@ -37,10 +37,11 @@ pub struct TestArgs {
     /// never shown.
     #[arg(long)]
     exclude_examples: bool,
-    /// Also train with this many seeds in all (the server's first) and
-    /// report the spread of accuracy and wrong intents: one example more
-    /// or less can move a small bot's results by a case or two, and so
-    /// can the seed. The report and the bars stay the server's seed's.
+    /// Train this many times, the server's seed first and the next
+    /// seeds after it, and add the mean and range of accuracy and wrong
+    /// intents: the seed alone can move a small bot's results by a case
+    /// or two, as one example more or less can. The rest of the report
+    /// and the bars stay the server's seed's.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
     seeds: u64,
     /// Also write the report as JSON to this file.
