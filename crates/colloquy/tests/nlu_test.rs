@@ -31,6 +31,25 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// `nlu_test` writing its report with `--json` to a temporary file, and
+/// that report (`Null` when the run wrote none).
+fn nlu_test_json(args: &[&str]) -> (Output, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let out = nlu_test(&[args, &["--json", json.to_str().unwrap()]].concat());
+    let report = std::fs::read_to_string(&json).map_or(serde_json::Value::Null, |content| {
+        serde_json::from_str(&content).unwrap()
+    });
+    (out, report)
+}
+
+/// Asserts that a run exited with `code` and said `needle` on stderr.
+fn assert_fails(out: &Output, code: i32, needle: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
+    assert!(stderr.contains(needle), "{stderr}");
+}
+
 /// The bar CI holds the shipped bots to, per bot: on paraphrases they
 /// were never trained on (`nlu-tests.tsv`, less the few lines that a
 /// bot's examples came to say word for word: those test memory), the
@@ -55,19 +74,14 @@ const TUNED: [(&str, &str, &str); 2] = [("shoe-store", "0.97", "8"), ("pizza-sho
 /// passes the given bars having scored at least `min_cases` cases (with
 /// `--exclude-examples`, those that are not training examples).
 fn holds(bot: &str, cases: &str, min_cases: u64, bars: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("report.json");
     let bot_dir = format!("bots/{bot}");
-    let json_arg = json.to_str().unwrap();
-    let out = nlu_test(&[&[bot_dir.as_str(), cases, "--json", json_arg], bars].concat());
+    let (out, report) = nlu_test_json(&[&[bot_dir.as_str(), cases], bars].concat());
     assert!(
         out.status.success(),
         "{bot}:\n{}{}",
         text(&out.stdout),
         text(&out.stderr)
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let scored = report["cases"].as_u64().unwrap();
     assert!(scored >= min_cases, "{cases}: only {scored} cases scored");
 }
@@ -151,16 +165,10 @@ fn a_wrong_intent_below_the_threshold_says_why_it_was_acted_on() {
 
 #[test]
 fn reports_misses_writes_json_and_fails_below_the_bar() {
-    let (dir, cases) = cases_file(
+    let (_dir, cases) = cases_file(
         "# a right answer, a wrong intent, and an entity the message lacks\nhello\tgreet\nwhere is my order\thours\ncan i get a large pepperoni\torder_pizza\tpizza=veggie\n",
     );
-    let json = dir.path().join("report.json");
-    let out = nlu_test(&[
-        "bots/pizza-shop",
-        cases.to_str().unwrap(),
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let (out, report) = nlu_test_json(&["bots/pizza-shop", cases.to_str().unwrap()]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("accuracy       66.67% (2/3)"), "{stdout}");
@@ -173,8 +181,6 @@ fn reports_misses_writes_json_and_fails_below_the_bar() {
         stdout.contains(":4  entities  missing pizza=veggie"),
         "{stdout}"
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["cases"], 3);
     assert_eq!(report["wrong"], 1);
     assert_eq!(
@@ -201,39 +207,23 @@ fn reports_misses_writes_json_and_fails_below_the_bar() {
         "--min-accuracy",
         "0.9",
     ]);
-    assert_eq!(below.status.code(), Some(1));
-    assert!(text(&below.stderr).contains("below --min-accuracy 90.00%"));
+    assert_fails(&below, 1, "below --min-accuracy 90.00%");
     let wrong = nlu_test(&[
         "bots/pizza-shop",
         cases.to_str().unwrap(),
         "--max-wrong",
         "0",
     ]);
-    assert_eq!(wrong.status.code(), Some(1));
-    assert!(text(&wrong.stderr).contains("1 wrong intents, more than --max-wrong 0"));
+    assert_fails(&wrong, 1, "1 wrong intents, more than --max-wrong 0");
 }
 
 /// A case that is a training example word for word (here `heya`, after
 /// normalisation) is named, and `--exclude-examples` leaves it out.
 #[test]
 fn cases_that_are_training_examples_are_named_and_can_be_left_out() {
-    let (dir, cases) = cases_file("Heya!\tgreet\nheya pal, you open?\thours\n");
-    let json = dir.path().join("report.json");
+    let (_dir, cases) = cases_file("Heya!\tgreet\nheya pal, you open?\thours\n");
     let run = |extra: &[&str]| {
-        let args = [
-            &[
-                "bots/pizza-shop",
-                cases.to_str().unwrap(),
-                "--json",
-                json.to_str().unwrap(),
-            ],
-            extra,
-        ]
-        .concat();
-        let out = nlu_test(&args);
-        let report: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-        (out, report)
+        nlu_test_json(&[&["bots/pizza-shop", cases.to_str().unwrap()], extra].concat())
     };
 
     let (out, report) = run(&[]);
@@ -261,27 +251,23 @@ fn cases_that_are_training_examples_are_named_and_can_be_left_out() {
         cases.to_str().unwrap(),
         "--exclude-examples",
     ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("every case is a training example word for word"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_fails(&out, 2, "every case is a training example word for word");
 }
 
 /// `--seeds` trains again with other seeds and reports the spread; the
 /// report and its bars stay the server's seed's.
 #[test]
 fn seeds_report_the_spread_around_the_servers_seed() {
-    let (dir, cases) = cases_file(
-        "r u guys open on sundays\thours\nwhere's my food at\ttrack_order\nlemme get a big veggie\torder_pizza\ncan u get me a manager\thuman\nthx a bunch\tthanks\n",
+    // The last line is right on one of the first three seeds only, so
+    // the spread moves when (and only when) the seed does.
+    let (_dir, cases) = cases_file(
+        "r u guys open on sundays\thours\nwhere's my food at\ttrack_order\nlemme get a big veggie\torder_pizza\ncan u get me a manager\thuman\nthx a bunch\tthanks\nordered like 45 mins ago still waiting\ttrack_order\n",
     );
-    let json = dir.path().join("report.json");
-    let (cases, json_arg) = (cases.to_str().unwrap(), json.to_str().unwrap());
+    let cases = cases.to_str().unwrap();
     let report = |args: &[&str]| -> serde_json::Value {
-        let out = nlu_test(&[&["bots/pizza-shop", cases, "--json", json_arg], args].concat());
+        let (out, report) = nlu_test_json(&[&["bots/pizza-shop", cases], args].concat());
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+        report
     };
     let one = report(&[]);
     assert!(one.get("seeds").is_none());
@@ -301,15 +287,11 @@ fn seeds_report_the_spread_around_the_servers_seed() {
         "{spread}"
     );
     assert!(min <= mean && mean <= max, "{spread}");
+    assert!(min < max, "the seeds gave one model: {spread}");
     assert!(value(&spread["wrong_mean"]) <= value(&spread["wrong_max"]));
 
     let zero = nlu_test(&["bots/pizza-shop", cases, "--seeds", "0"]);
-    assert_eq!(zero.status.code(), Some(2));
-    assert!(
-        text(&zero.stderr).contains("--seeds"),
-        "{}",
-        text(&zero.stderr)
-    );
+    assert_fails(&zero, 2, "--seeds");
 }
 
 #[test]
@@ -332,12 +314,7 @@ fn bad_cases_are_reported_with_file_and_line_and_exit_2() {
     ] {
         std::fs::write(&bad, content).unwrap();
         let out = nlu_test(&["bots/pizza-shop", bad.to_str().unwrap()]);
-        assert_eq!(out.status.code(), Some(2), "{content:?}");
-        assert!(
-            text(&out.stderr).contains(expected),
-            "{}",
-            text(&out.stderr)
-        );
+        assert_fails(&out, 2, expected);
     }
     let out = nlu_test(&["bots/no-such-bot", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
@@ -354,47 +331,29 @@ fn a_bots_thesaurus_is_loaded_and_reported() {
             std::fs::copy(&path, bot.join(path.file_name().unwrap())).unwrap();
         }
     }
-    let json = dir.path().join("report.json");
-    let run = || {
-        nlu_test(&[
-            bot.to_str().unwrap(),
-            cases.to_str().unwrap(),
-            "--json",
-            json.to_str().unwrap(),
-        ])
-    };
-    let groups = || -> serde_json::Value {
-        let report: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-        report["thesaurus_groups"].clone()
-    };
+    let run = || nlu_test_json(&[bot.to_str().unwrap(), cases.to_str().unwrap()]);
 
-    let out = run();
+    let (out, report) = run();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(!text(&out.stdout).contains("thesaurus"));
-    assert_eq!(groups(), 0);
+    assert_eq!(report["thesaurus_groups"], 0);
 
     std::fs::write(
         bot.join("thesaurus.yaml"),
         "thesaurus:\n  - [human, person, agent]\n  - [pie, pizza]\n",
     )
     .unwrap();
-    let out = run();
+    let (out, report) = run();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("(threshold 0.50, thesaurus of 2 groups)"),
         "{}",
         text(&out.stdout)
     );
-    assert_eq!(groups(), 2);
+    assert_eq!(report["thesaurus_groups"], 2);
 
     // A group of one word: the bot does not load, and the error says where.
     std::fs::write(bot.join("thesaurus.yaml"), "thesaurus:\n  - [pie]\n").unwrap();
-    let out = run();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("thesaurus.yaml:2: thesaurus[0]"),
-        "{}",
-        text(&out.stderr)
-    );
+    let (out, _) = run();
+    assert_fails(&out, 2, "thesaurus.yaml:2: thesaurus[0]");
 }
